@@ -1,0 +1,1 @@
+"""The event chain: record, canonical hash, SQLite store and the writer process."""

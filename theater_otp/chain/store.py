@@ -1,0 +1,145 @@
+"""SQLite storage for chains (WAL mode). The writer process is the only writer;
+any process may read (the CLI reads directly, even when the node is down).
+
+Invariant: for every actor, rows have seq 0..n-1 with no gap and each row's
+parent_hash is the previous row's hash; `actors.head_*` mirrors the last row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .event import ChainEvent, make_event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    actor_id    TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    incarnation INTEGER NOT NULL,
+    parent_hash BLOB,
+    event_type  TEXT    NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    data        BLOB    NOT NULL,
+    hash        BLOB    NOT NULL,
+    PRIMARY KEY (actor_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS actors (
+    actor_id    TEXT PRIMARY KEY,
+    path        TEXT,
+    name        TEXT,
+    incarnation INTEGER NOT NULL DEFAULT 0,
+    head_seq    INTEGER NOT NULL DEFAULT -1,
+    head_hash   BLOB
+);
+CREATE INDEX IF NOT EXISTS actors_by_path ON actors(path);
+"""
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    else:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+    return conn
+
+
+class ChainStore:
+    """Appends events to per-actor chains. Owns its connection; `close()` is idempotent."""
+
+    def __init__(self, path: Path):
+        self.conn = connect(path)
+        self.heads: dict[str, tuple[int, bytes | None, int]] = {}  # actor -> (seq, hash, incarnation)
+        for actor_id, seq, h, inc in self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors"):
+            self.heads[actor_id] = (seq, h, inc)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def register(self, actor_id: str, path: str, name: str) -> None:
+        self.conn.execute(
+            "INSERT INTO actors(actor_id, path, name) VALUES (?, ?, ?) "
+            "ON CONFLICT(actor_id) DO UPDATE SET path=excluded.path, name=excluded.name",
+            (actor_id, path, name))
+        self.heads.setdefault(actor_id, (-1, None, 0))
+
+    def append_batch(self, items: Iterable[tuple[str, int, str, int, bytes]]) -> tuple[list[ChainEvent], int]:
+        """Append (actor_id, incarnation, event_type, timestamp, data) items in one transaction.
+
+        An item from an incarnation older than the actor's current one is rejected
+        (a late event from a dead incarnation never splices into the new chain).
+        Returns the stored events and the number rejected.
+        """
+        stored: list[ChainEvent] = []
+        rejected = 0
+        touched: set[str] = set()
+        for actor_id, incarnation, event_type, timestamp, data in items:
+            seq, parent, current = self.heads.get(actor_id, (-1, None, 0))
+            if incarnation < current:
+                rejected += 1
+                continue
+            ev = make_event(actor_id, seq + 1, incarnation, parent, event_type, timestamp, data)
+            self.heads[actor_id] = (ev.seq, ev.hash, incarnation)
+            stored.append(ev)
+            touched.add(actor_id)
+        if not stored:
+            return stored, rejected
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            c.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.actor_id, e.seq, e.incarnation, e.parent_hash, e.event_type, e.timestamp, e.data, e.hash)
+                 for e in stored])
+            c.executemany(
+                "INSERT INTO actors(actor_id, incarnation, head_seq, head_hash) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(actor_id) DO UPDATE SET incarnation=excluded.incarnation, "
+                "head_seq=excluded.head_seq, head_hash=excluded.head_hash",
+                [(a, self.heads[a][2], self.heads[a][0], self.heads[a][1]) for a in touched])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            # the in-memory heads are ahead of the database now: reload them
+            self.heads = {a: (s, h, i) for a, s, h, i in
+                          c.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors")}
+            raise
+        return stored, rejected
+
+
+def _row(r: tuple) -> ChainEvent:
+    return ChainEvent(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+
+
+def read_events(conn: sqlite3.Connection, actor_id: str, event_type: str | None = None,
+                since_seq: int = 0, limit: int | None = None, last: bool = False) -> list[ChainEvent]:
+    """Events of one actor in seq order; `last` keeps the newest `limit` ones."""
+    sql = "SELECT actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, hash FROM events WHERE actor_id=? AND seq>=?"
+    args: list = [actor_id, since_seq]
+    if event_type:
+        sql += " AND (event_type=? OR event_type LIKE ?)"
+        args += [event_type, event_type + ".%"]
+    sql += " ORDER BY seq DESC" if last else " ORDER BY seq"
+    if limit:
+        sql += " LIMIT ?"
+        args.append(limit)
+    rows = [_row(r) for r in conn.execute(sql, args)]
+    return rows[::-1] if last else rows
+
+
+def iter_chain(conn: sqlite3.Connection, actor_id: str) -> Iterator[ChainEvent]:
+    yield from (_row(r) for r in conn.execute(
+        "SELECT actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, hash "
+        "FROM events WHERE actor_id=? ORDER BY seq", (actor_id,)))
+
+
+def find_actor(conn: sqlite3.Connection, ref: str) -> list[tuple[str, str | None, str | None]]:
+    """Actors whose id, path, path suffix or name matches `ref`: (actor_id, path, name)."""
+    return list(conn.execute(
+        "SELECT actor_id, path, name FROM actors WHERE actor_id=? OR path=? OR path LIKE ? OR name=? "
+        "ORDER BY actor_id", (ref, ref, "%/" + ref, ref)))

@@ -1,0 +1,129 @@
+"""The chain-writer process: receives events, appends them durably, answers syncs.
+
+Socket: a ROUTER bound at HOME's chain endpoint. Frames are envelopes:
+  `register` {actor_id, path, name}            -> no reply
+  `events`   [[actor_id, incarnation, type, timestamp_ns, data], ...]
+             -> `ack` {stored, rejected} when corr != 0, sent after the commit
+  `sync`     -> `synced` once everything received before it is committed
+  `stop`     -> `stopped`, then the process exits
+Group commit: each turn drains every frame already queued, appends them in
+one SQLite transaction (one fsync), then sends the acks of that turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+
+import zmq
+
+from ..home import Home
+from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
+from ..protocol import Envelope, ProtocolError, decode, encode
+from .store import ChainStore
+
+log = logging.getLogger("theater_otp.chain.writer")
+
+#: Most frames one group commit takes before it commits and acks.
+MAX_BATCH_FRAMES = 4096
+
+
+def writer_main(home: Home, node_pid: int) -> None:
+    """Entry point of the chain-writer process (started by the node)."""
+    die_with_parent(node_pid)
+    child_signals()
+    setup_child_logging(home.log_file, "chain-writer")
+    stopping = False
+
+    def on_term(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    store = ChainStore(home.chain_db)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.bind(home.chain_endpoint)
+    log.info("chain-writer ready at %s", home.chain_endpoint)
+    code = 0
+    try:
+        code = _serve(sock, store, wake_r, lambda: stopping)
+    finally:
+        sock.close()
+        ctx.term()
+        store.close()
+    flush_and_exit(code)
+
+
+def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -> int:
+    """Serve until a `stop` envelope or SIGTERM (which wakes the poller through `wake`)."""
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(wake, zmq.POLLIN)
+    while not stopping():
+        ready = dict(poller.poll())
+        if wake in ready or wake.fileno() in ready:
+            wake.recv(4096)
+            continue
+        items: list = []
+        replies: list[tuple[bytes, Envelope]] = []
+        stop_requested = False
+        for _ in range(MAX_BATCH_FRAMES):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            if len(frames) != 2:
+                log.error("dropped a message with %d frames (expected identity + envelope)", len(frames))
+                continue
+            ident, frame = frames
+            try:
+                env = decode(frame, peer=ident.decode("utf-8", "replace"))
+            except ProtocolError as exc:
+                log.error("dropped frame: %s", exc)
+                continue
+            if env.kind == "events":
+                n = _collect(env, items)
+                if env.corr:
+                    replies.append((ident, Envelope("ack", "chain", env.sender, env.corr, {"received": n})))
+            elif env.kind == "register":
+                b = env.body if isinstance(env.body, dict) else {}
+                store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
+            elif env.kind == "sync":
+                replies.append((ident, Envelope("synced", "chain", env.sender, env.corr)))
+            elif env.kind == "stop":
+                replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr)))
+                stop_requested = True
+            else:
+                log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
+        if items:
+            stored, rejected = store.append_batch(items)
+            if rejected:
+                log.warning("rejected %d late event(s) from dead incarnations", rejected)
+        for ident, env in replies:
+            sock.send_multipart([ident, encode(env)])
+        if stop_requested:
+            return 0
+    return 0
+
+
+def _collect(env: Envelope, items: list) -> int:
+    """Validate the `events` body; append well-formed items, log and skip the rest."""
+    body = env.body
+    if not isinstance(body, list):
+        log.error("dropped events from %r: body is not a list", env.sender)
+        return 0
+    n = 0
+    for item in body:
+        if (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) and isinstance(item[1], int)
+                and isinstance(item[2], str) and isinstance(item[3], int) and isinstance(item[4], bytes)):
+            items.append(tuple(item))
+            n += 1
+        else:
+            log.error("dropped a malformed event from %r", env.sender)
+    return n

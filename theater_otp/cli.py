@@ -1,0 +1,331 @@
+"""`theater-otp`: parse, call, render. Domain errors become one line on stderr and an exit code.
+
+Exit codes: 0 ok; 1 user or configuration error (or the tree gave up);
+2 usage error; 3 no node running at the home directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import NodeNotRunning, RemoteError, TheaterError
+from .home import Home
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Run WebAssembly actors as a supervised, traced tree of OS processes.")
+
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", envvar="THEATER_OTP_HOME",
+                                                 help="The node's state directory (default ~/.theater-otp).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+TargetArg = Annotated[str, typer.Argument(help="Actor path (root/team/a), child id, name or actor id.")]
+PayloadArg = Annotated[Optional[str], typer.Argument(help="The message, as UTF-8 text.")]
+FileOpt = Annotated[Optional[Path], typer.Option("--file", help="Read the message bytes from this file.")]
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _fail(exc: TheaterError) -> typer.Exit:
+    _err(str(exc))
+    return typer.Exit(code=exc.exit_code)
+
+
+def _client(home: Path | None):
+    from .client import ControlClient
+    return ControlClient(Home.at(home))
+
+
+def _payload(text: str | None, file: Path | None) -> bytes:
+    if (text is None) == (file is None):
+        _err("give the message either as an argument or with --file PATH")
+        raise typer.Exit(code=2)
+    if file is not None:
+        try:
+            return file.read_bytes()
+        except OSError as exc:
+            _err(f"cannot read {file}: {exc.strerror}")
+            raise typer.Exit(code=1) from None
+    return text.encode("utf-8")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _as_text(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": data.hex()}
+
+
+# ---- up / down -------------------------------------------------------------------------------
+
+@app.command()
+def up(
+    config: Annotated[Path, typer.Argument(help="The supervision.toml of the tree to boot.")],
+    home: HomeOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once the tree is running.")] = False,
+) -> None:
+    """Boot a supervision tree: a node process, a chain-writer, one process per actor."""
+    from .node.boot import load_and_check, running_node_pid
+
+    h = Home.at(home)
+    try:
+        load_and_check(config)  # refuse bad input before any process starts
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    pid = running_node_pid(h)
+    if pid is not None:
+        _err(f"a node is already running at {h.root} (pid {pid}); stop it with `theater-otp down`")
+        raise typer.Exit(code=1)
+    h.prepare()
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, "-m", "theater_otp.node", "--home", str(h.root), "--config", str(config.resolve()),
+           "--status-fd", str(write_fd)]
+    if not detach:
+        cmd.append("--log-stderr")
+    log = open(h.root / "node.stderr", "ab") if detach else None
+    proc = subprocess.Popen(cmd, pass_fds=(write_fd,), start_new_session=detach, stdin=subprocess.DEVNULL,
+                            stdout=log or None, stderr=log or None)
+    os.close(write_fd)
+    if log:
+        log.close()
+    with os.fdopen(read_fd) as status:
+        line = status.readline().strip()
+    if line != "ready":
+        proc.wait()
+        message = line.removeprefix("error ").strip() or f"the node exited with code {proc.returncode}"
+        _err(message)
+        raise typer.Exit(code=1)
+    print(f"tree up: node pid {proc.pid}, home {h.root}", file=sys.stderr)
+    if detach:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node gets Ctrl-C too and stops the tree
+    raise typer.Exit(code=proc.wait())
+
+
+@app.command()
+def down(home: HomeOpt = None, json_out: JsonOpt = False,
+         timeout: Annotated[float, typer.Option(help="Seconds to wait for the tree to stop.")] = 120.0) -> None:
+    """Stop the tree in reverse start order, then the node."""
+    try:
+        with _client(home) as c:
+            pid = c.call("ping")["node_pid"]
+            result = c.call("down", timeout_s=timeout)
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    deadline = time.monotonic() + 10
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if json_out:
+        _print_json({"stopped": True, "node_pid": pid, **(result or {})})
+    else:
+        print(f"tree stopped (node pid {pid})")
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# ---- tree ------------------------------------------------------------------------------------
+
+@app.command()
+def tree(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the supervision tree: pids, status, restarts, uptime."""
+    try:
+        with _client(home) as c:
+            snapshot = c.call("tree")
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        _print_json(snapshot)
+        return
+    print(f"{snapshot['id']}  [{snapshot['strategy']}]  node pid {snapshot['node_pid']}")
+    _render(snapshot["children"], "")
+
+
+def _render(children: list[dict], prefix: str) -> None:
+    for i, node in enumerate(children):
+        last = i == len(children) - 1
+        branch = "└── " if last else "├── "
+        if node["kind"] == "supervisor":
+            line = f"{node['id']}  [{node['strategy']}]  {node['status']}"
+        else:
+            pid = f"pid {node['pid']}" if node["pid"] else "pid -"
+            up_s = f"  up {_duration(node['uptime'])}" if node.get("uptime") is not None else ""
+            line = f"{node['id']:<12} {node['status']:<10} {pid:<10} restarts {node['restarts']}{up_s}"
+        if node["restarts"] and node["kind"] == "supervisor":
+            line += f"  restarts {node['restarts']}"
+        print(prefix + branch + line)
+        _render(node["children"], prefix + ("    " if last else "│   "))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+# ---- messages --------------------------------------------------------------------------------
+
+@app.command()
+def send(target: TargetArg, payload: PayloadArg = None, file: FileOpt = None, home: HomeOpt = None,
+         json_out: JsonOpt = False) -> None:
+    """Send a one-way message to an actor."""
+    data = _payload(payload, file)
+    try:
+        with _client(home) as c:
+            result = c.call("send", {"target": target, "payload": data})
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        _print_json({"sent": True, "to": result["delivered_to"], "bytes": len(data)})
+    else:
+        print(f"sent {len(data)} bytes to {result['delivered_to']}", file=sys.stderr)
+
+
+@app.command()
+def request(target: TargetArg, payload: PayloadArg = None, file: FileOpt = None, home: HomeOpt = None,
+            json_out: JsonOpt = False,
+            timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 30.0) -> None:
+    """Send a request to an actor and print its reply."""
+    data = _payload(payload, file)
+    try:
+        with _client(home) as c:
+            result = c.call("request", {"target": target, "payload": data, "timeout_ms": int(timeout * 1000)},
+                            timeout_s=timeout + 5)
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    reply = result.get("ok")
+    if json_out:
+        _print_json({"reply": _as_text(reply)})
+    elif reply is not None:
+        sys.stdout.buffer.write(reply + (b"" if reply.endswith(b"\n") else b"\n"))
+
+
+@app.command()
+def state(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Print an actor's current state."""
+    try:
+        with _client(home) as c:
+            result = c.call("state", {"target": target})
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    data = result.get("ok")
+    if json_out:
+        _print_json({"state": _as_text(data), "bytes": None if data is None else len(data)})
+    elif data is None:
+        print("(no state)")
+    else:
+        sys.stdout.buffer.write(data + b"\n")
+
+
+# ---- events ----------------------------------------------------------------------------------
+
+@app.command()
+def events(
+    actor: Annotated[str, typer.Argument(help="Actor path, id or name; or a supervisor path.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+    type_: Annotated[Optional[str], typer.Option("--type", help="Only this event type (or prefix, e.g. message).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the last N events.")] = None,
+) -> None:
+    """List the events of an actor's (or supervisor's) chain."""
+    from .chain.store import connect, read_events
+
+    h = Home.at(home)
+    try:
+        actor_id, label = _resolve_chain(h, actor)
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    conn = connect(h.chain_db, readonly=True)
+    try:
+        rows = read_events(conn, actor_id, event_type=type_, limit=limit, last=limit is not None)
+    finally:
+        conn.close()
+    if json_out:
+        for e in rows:
+            print(json.dumps(e.to_plain(), default=str))
+        return
+    print(f"# {label}  ({actor_id})  {len(rows)} event(s)", file=sys.stderr)
+    for e in rows:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e.timestamp / 1e9)) + f".{e.timestamp // 1_000_000 % 1000:03d}"
+        summary = json.dumps(e.to_plain()["data"], default=str, separators=(",", ":"))
+        if len(summary) > 110:
+            summary = summary[:107] + "..."
+        print(f"{e.seq:>6}  {stamp}  #{e.incarnation:<3} {e.event_type:<28} {summary}")
+
+
+def _resolve_chain(home: Home, ref: str) -> tuple[str, str]:
+    """The chain id for `ref`: ask a running node first, then the store (node down)."""
+    from .chain.store import connect, find_actor
+    from .errors import TheaterError as _TE
+
+    if ref.startswith("supervisor:"):
+        return ref, ref
+    if not home.chain_db.exists():
+        raise _TE(f"no event store at {home.chain_db} (has a tree run with this --home?)")
+    try:
+        with _client(home) as c:
+            tree_data = c.call("tree")
+            for sup in _supervisor_paths(tree_data):
+                if ref in (sup, sup.rsplit("/", 1)[-1]):
+                    return f"supervisor:{sup}", sup
+            found = c.call("resolve", {"target": ref})
+            return found["actor_id"], found["path"]
+    except NodeNotRunning:
+        pass
+    except RemoteError as exc:
+        if exc.code != "not_found":
+            raise
+    conn = connect(home.chain_db, readonly=True)
+    try:
+        rows = find_actor(conn, ref) or find_actor(conn, f"supervisor:{ref}")
+        if not rows:
+            rows = [(a, p, n) for a, p, n in conn.execute(
+                "SELECT actor_id, path, name FROM actors WHERE actor_id = ?", (f"supervisor:{ref}",))]
+        if not rows:
+            raise _TE(f"no actor or supervisor named {ref!r} in {home.chain_db}")
+        latest = conn.execute("SELECT actor_id, path FROM actors WHERE actor_id IN (%s) ORDER BY rowid DESC LIMIT 1"
+                              % ",".join("?" * len(rows)), [r[0] for r in rows]).fetchone()
+        return latest[0], latest[1] or latest[0]
+    finally:
+        conn.close()
+
+
+def _supervisor_paths(node: dict):
+    if node["kind"] == "supervisor":
+        yield node["path"]
+        for child in node["children"]:
+            yield from _supervisor_paths(child)
+
+
+def main() -> None:
+    try:
+        app()
+    except TheaterError as exc:  # a domain error escaped a command: still one line
+        _err(str(exc))
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Parse and validate supervision.toml and actor manifests.
+
+Checks run once, here, in OTP's order (flags first, then each child spec field
+by field, then duplicate ids); every error names the file, the key path, the
+line where it can be found, the bad value and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import tomli
+
+from ..errors import ConfigError
+from .model import (
+    INFINITY,
+    BRUTAL_KILL,
+    WORKER_DEFAULT_SHUTDOWN,
+    ActorManifest,
+    AutoShutdown,
+    ChildSpec,
+    ChildType,
+    HandlerConfig,
+    RestartType,
+    Shutdown,
+    Strategy,
+    SupFlags,
+)
+
+#: Handler types a manifest may grant. `runtime` and `message-server` are
+#: granted to every actor; listing them is allowed and changes nothing.
+KNOWN_HANDLERS = ("runtime", "message-server", "timing", "supervisor")
+ALWAYS_GRANTED = ("runtime", "message-server")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class _Source:
+    """The text of one TOML file, for error messages that carry a line number."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(path, None, "file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, None, f"cannot read file ({exc})") from None
+
+    def parse(self) -> dict[str, Any]:
+        try:
+            return tomli.loads(self.text)
+        except tomli.TOMLDecodeError as exc:
+            line = getattr(exc, "lineno", None)
+            msg = getattr(exc, "msg", str(exc))
+            raise ConfigError(self.path, None, f"invalid TOML: {msg}", line=line) from None
+
+    def line_of(self, leaf: str, value: object = None) -> int | None:
+        """The line of `leaf = value` when exactly one line matches, else None."""
+        if value is None or isinstance(value, (dict, list)):
+            pattern = re.compile(rf"^\s*{re.escape(leaf)}\s*=")
+        else:
+            rendered = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+            pattern = re.compile(rf"^\s*{re.escape(leaf)}\s*=\s*{re.escape(rendered)}\s*(#.*)?$")
+        hits = [i + 1 for i, line in enumerate(self.text.splitlines()) if pattern.match(line)]
+        return hits[0] if len(hits) == 1 else None
+
+    def error(self, key: str, message: str, value: object = None) -> ConfigError:
+        leaf = re.sub(r"\[\d+\]$", "", key.rsplit(".", 1)[-1])
+        return ConfigError(self.path, key, message, line=self.line_of(leaf, value))
+
+
+def _enum(src: _Source, key: str, value: object, enum_cls: type, default: Any) -> Any:
+    if value is None:
+        return default
+    choices = [m.value for m in enum_cls]
+    if isinstance(value, str) and value in choices:
+        return enum_cls(value)
+    expected = ", ".join(choices[:-1]) + " or " + choices[-1]
+    return _raise(src.error(key, f"{value!r} is not valid: expected {expected}", value))
+
+
+def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+def _int(src: _Source, key: str, value: object, default: int, minimum: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise src.error(key, f"{value!r} is not valid: expected an integer >= {minimum}", value)
+    return value
+
+
+def parse_flags(src: _Source, table: dict[str, Any], key: str) -> SupFlags:
+    """Supervisor flags (OTP §1.9), validated in OTP's order."""
+    strategy = _enum(src, f"{key}.strategy", table.get("strategy"), Strategy, Strategy.ONE_FOR_ONE)
+    intensity = _int(src, f"{key}.intensity", table.get("intensity"), 1, 0)
+    period = _int(src, f"{key}.period", table.get("period"), 5, 1)
+    auto = _enum(src, f"{key}.auto_shutdown", table.get("auto_shutdown"), AutoShutdown, AutoShutdown.NEVER)
+    return SupFlags(strategy=strategy, intensity=intensity, period=period, auto_shutdown=auto)
+
+
+def _shutdown(src: _Source, key: str, value: object, child_type: ChildType) -> Shutdown:
+    if value is None:
+        return INFINITY if child_type is ChildType.SUPERVISOR else WORKER_DEFAULT_SHUTDOWN
+    if value == "brutal_kill":
+        return BRUTAL_KILL
+    if value == "infinity":
+        return INFINITY
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Shutdown.timeout(value)
+    raise src.error(key, f"{value!r} is not valid: expected milliseconds >= 0, \"brutal_kill\" or \"infinity\"", value)
+
+
+def parse_child_spec(src: _Source, table: object, key: str, parent: SupFlags) -> ChildSpec:
+    """One child spec, checked field by field in OTP §1.10's order."""
+    if not isinstance(table, dict):
+        raise src.error(key, "a child must be a table with at least `id`")
+    child_id = table.get("id")
+    if child_id is None:
+        raise src.error(key, "missing `id`: every child needs a unique id")
+    if not isinstance(child_id, str) or not _ID_RE.match(child_id):
+        raise src.error(f"{key}.id", f"{child_id!r} is not valid: expected letters, digits, '_', '-' or '.'", child_id)
+    key_id = f"{key}.id"
+
+    declared_type = table.get("type")
+    if declared_type is None:
+        declared_type = "supervisor" if "children" in table or "strategy" in table else "worker"
+    if "manifest" not in table and declared_type == "worker":
+        raise src.error(key_id.replace(".id", ""), f"child {child_id!r} has no `manifest`: a worker needs `manifest = \"path/to/actor.toml\"`")
+    restart = _enum(src, f"{key}.restart", table.get("restart"), RestartType, RestartType.PERMANENT)
+    significant = table.get("significant", False)
+    if significant is True and parent.auto_shutdown is AutoShutdown.NEVER:
+        raise src.error(f"{key}.significant", "bad combination: significant = true needs the supervisor's auto_shutdown to be any_significant or all_significant", True)
+    if significant is True and restart is RestartType.PERMANENT:
+        raise src.error(f"{key}.significant", "bad combination: a permanent child cannot be significant (use transient or temporary)", True)
+    if not isinstance(significant, bool):
+        raise src.error(f"{key}.significant", f"{significant!r} is not valid: expected true or false", significant)
+    child_type = _enum(src, f"{key}.type", declared_type, ChildType, ChildType.WORKER)
+    shutdown = _shutdown(src, f"{key}.shutdown", table.get("shutdown"), child_type)
+
+    if child_type is ChildType.WORKER:
+        manifest_value = table["manifest"]
+        if not isinstance(manifest_value, str):
+            raise src.error(f"{key}.manifest", f"{manifest_value!r} is not valid: expected a path to an actor manifest", manifest_value)
+        manifest = load_manifest(src.path.parent / manifest_value)
+        return ChildSpec(id=child_id, type=child_type, restart=restart, shutdown=shutdown,
+                         significant=significant, manifest=manifest)
+
+    flags = parse_flags(src, table, key)
+    children = _parse_children(src, table.get("children", []), f"{key}.children", flags)
+    return ChildSpec(id=child_id, type=child_type, restart=restart, shutdown=shutdown,
+                     significant=significant, flags=flags, children=children)
+
+
+def _parse_children(src: _Source, items: object, key: str, flags: SupFlags) -> tuple[ChildSpec, ...]:
+    if not isinstance(items, list):
+        raise src.error(key, "expected a list of child tables ([[...children]])")
+    specs = tuple(parse_child_spec(src, item, f"{key}[{i}]", flags) for i, item in enumerate(items))
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.id in seen:
+            raise src.error(f"{key}[{i}].id", f"duplicate child id {spec.id!r}: ids must be unique among siblings", spec.id)
+        seen.add(spec.id)
+    if flags.strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(specs) != 1:
+        raise src.error(key, f"simple_one_for_one needs exactly one child spec (the template), found {len(specs)}")
+    return specs
+
+
+def load_supervision(path: str | Path) -> ChildSpec:
+    """Load a supervision.toml: the root supervisor as a ChildSpec of type SUPERVISOR."""
+    src = _Source(Path(path).resolve())
+    data = src.parse()
+    root = data.get("supervisor")
+    if not isinstance(root, dict):
+        raise src.error("supervisor", "missing [supervisor] table: the root supervisor of the tree")
+    if "id" not in root:
+        root = {**root, "id": "root"}
+    root = {**root, "type": "supervisor"}
+    return parse_child_spec(src, root, "supervisor", SupFlags())
+
+
+def _handlers(src: _Source, data: dict[str, Any]) -> tuple[HandlerConfig, ...]:
+    """Accept `[[handler]] type=… key=…` and the seed's `[[handlers]] type=… config={…}`."""
+    out: list[HandlerConfig] = []
+    for table_key in ("handler", "handlers"):
+        entries = data.get(table_key, [])
+        if not isinstance(entries, list):
+            raise src.error(table_key, f"expected an array of tables ([[{table_key}]])")
+        for i, entry in enumerate(entries):
+            key = f"{table_key}[{i}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+                raise src.error(key, "each handler needs `type = \"...\"`")
+            htype = entry["type"].lower()
+            if htype not in KNOWN_HANDLERS:
+                raise src.error(f"{key}.type", f"unknown handler {entry['type']!r}: expected one of {', '.join(KNOWN_HANDLERS)}", entry["type"])
+            settings = {k: v for k, v in entry.items() if k not in ("type", "config", "interface")}
+            nested = entry.get("config", {})
+            if not isinstance(nested, dict):
+                raise src.error(f"{key}.config", "expected a table")
+            settings.update(nested)
+            out.append(HandlerConfig(type=htype, config=tuple(sorted(settings.items()))))
+    return tuple(out)
+
+
+def load_manifest(path: str | Path) -> ActorManifest:
+    """Load an actor manifest; the component path is resolved against the manifest's folder."""
+    src = _Source(Path(path).resolve())
+    data = src.parse()
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise src.error("name", "missing `name`: every actor manifest needs a name")
+    component = data.get("component", data.get("component_path"))
+    if not isinstance(component, str) or not component:
+        raise src.error("component", "missing `component = \"path/to/actor.wasm\"` (or `component_path`)")
+    component_path = (src.path.parent / component).resolve()
+    if not component_path.is_file():
+        key = "component" if "component" in data else "component_path"
+        raise src.error(key, f"component file not found: {component_path}", component)
+    initial_state = _initial_state(src, data)
+    version = data.get("version", "0.1.0")
+    return ActorManifest(
+        name=name,
+        component=component_path,
+        source=src.path,
+        version=str(version),
+        description=str(data.get("description", "")),
+        initial_state=initial_state,
+        handlers=_handlers(src, data),
+    )
+
+
+def _initial_state(src: _Source, data: dict[str, Any]) -> bytes | None:
+    """`initial_state = "text"`, `initial_state = { file = "state.json" }`, or the seed's `[state] initial`."""
+    value = data.get("initial_state", data.get("init_state"))
+    if value is None and isinstance(data.get("state"), dict):
+        value = data["state"].get("initial")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and isinstance(value.get("file"), str):
+        state_path = src.path.parent / value["file"]
+        try:
+            return state_path.read_bytes()
+        except OSError as exc:
+            raise src.error("initial_state.file", f"cannot read initial state file {state_path}: {exc.strerror}", value["file"]) from None
+    raise src.error("initial_state", "expected a string or { file = \"path\" }")

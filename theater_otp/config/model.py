@@ -1,0 +1,112 @@
+"""Typed records for the supervision tree and actor manifests (OTP §1.9, §1.10)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Strategy(str, enum.Enum):
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+    SIMPLE_ONE_FOR_ONE = "simple_one_for_one"
+
+
+class RestartType(str, enum.Enum):
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+
+class ChildType(str, enum.Enum):
+    WORKER = "worker"
+    SUPERVISOR = "supervisor"
+
+
+class AutoShutdown(str, enum.Enum):
+    NEVER = "never"
+    ANY_SIGNIFICANT = "any_significant"
+    ALL_SIGNIFICANT = "all_significant"
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """How a child is stopped: `brutal_kill`, polite stop then kill after `ms`, or `infinity`."""
+
+    kind: str  # "brutal_kill" | "timeout" | "infinity"
+    ms: int = 0
+
+    @classmethod
+    def timeout(cls, ms: int) -> "Shutdown":
+        return cls("timeout", ms)
+
+    def __str__(self) -> str:
+        return str(self.ms) if self.kind == "timeout" else self.kind
+
+    def to_plain(self) -> object:
+        return self.ms if self.kind == "timeout" else self.kind
+
+
+BRUTAL_KILL = Shutdown("brutal_kill")
+INFINITY = Shutdown("infinity")
+WORKER_DEFAULT_SHUTDOWN = Shutdown.timeout(5000)
+
+
+@dataclass(frozen=True)
+class SupFlags:
+    """Supervisor flags with OTP's defaults: one_for_one, 1 restart per 5 s."""
+
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: int = 1
+    period: int = 5
+    auto_shutdown: AutoShutdown = AutoShutdown.NEVER
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """One `[[handler]]` entry: the capability type plus its settings."""
+
+    type: str
+    config: tuple[tuple[str, object], ...] = ()
+
+    def get(self, key: str, default: object = None) -> object:
+        return dict(self.config).get(key, default)
+
+
+@dataclass(frozen=True)
+class ActorManifest:
+    """An actor manifest (Theater's fields), with paths resolved."""
+
+    name: str
+    component: Path
+    source: Path
+    version: str = "0.1.0"
+    description: str = ""
+    initial_state: bytes | None = None
+    handlers: tuple[HandlerConfig, ...] = ()
+
+    def handler(self, type_: str) -> HandlerConfig | None:
+        for h in self.handlers:
+            if h.type == type_:
+                return h
+        return None
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """A child of a supervisor: a worker (an actor) or a nested supervisor.
+
+    Invariant: `manifest` is set iff `type` is WORKER; `flags` and `children`
+    are meaningful only for SUPERVISOR.
+    """
+
+    id: str
+    type: ChildType
+    restart: RestartType = RestartType.PERMANENT
+    shutdown: Shutdown = WORKER_DEFAULT_SHUTDOWN
+    significant: bool = False
+    manifest: ActorManifest | None = None
+    flags: SupFlags = field(default_factory=SupFlags)
+    children: tuple["ChildSpec", ...] = ()

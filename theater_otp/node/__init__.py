@@ -1,0 +1,1 @@
+"""The node process: the root of the tree, the router, the control socket."""

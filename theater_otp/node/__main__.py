@@ -1,0 +1,77 @@
+"""`python -m theater_otp.node`: the node process, started by `theater-otp up`.
+
+Started through `-m` on purpose: multiprocessing's forkserver skips a main
+module named `*.__main__`, so workers never re-import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ..errors import TheaterError
+from ..home import Home
+from .boot import claim_home, load_and_check
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m theater_otp.node")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--status-fd", type=int, default=None)
+    parser.add_argument("--log-stderr", action="store_true")
+    args = parser.parse_args(argv)
+    home = Home.at(args.home)
+    status = os.fdopen(args.status_fd, "w", buffering=1) if args.status_fd is not None else None
+
+    def tell(line: str) -> None:
+        if status is not None:
+            try:
+                status.write(line + "\n")
+                status.flush()
+            except (BrokenPipeError, OSError):
+                pass
+
+    try:
+        home.prepare()
+        _setup_logging(home, args.log_stderr)
+        tree, components = load_and_check(Path(args.config))
+        claim_home(home)
+    except TheaterError as exc:
+        tell(f"error {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    from .node import Node  # after the checks: keep a refused start cheap
+
+    def on_ready(error: str | None) -> None:
+        tell("ready" if error is None else f"error {error}")
+
+    node = Node(home, tree, components, on_ready=on_ready)
+    try:
+        code = node.run()
+    finally:
+        home.pidfile.unlink(missing_ok=True)
+    if code != 0 and node.exit_message:
+        print(f"error: {node.exit_message}", file=sys.stderr)
+    logging.getLogger("theater_otp.node").info("node exited with code %d", code)
+    return code
+
+
+def _setup_logging(home: Home, to_stderr: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = logging.FileHandler(home.log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s node[%(process)d] %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    if to_stderr:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        root.addHandler(console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Everything `up` checks before a single process starts: config, components, a free home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+
+from ..config import load_supervision
+from ..config.model import ChildSpec, ChildType
+from ..errors import TheaterError
+from ..home import Home
+from ..worker.component import CompiledComponent, check_actor_abi, compile_component, new_engine
+
+
+def iter_workers(spec: ChildSpec):
+    if spec.type is ChildType.WORKER:
+        yield spec
+    for child in spec.children:
+        yield from iter_workers(child)
+
+
+def compile_tree(tree: ChildSpec) -> dict[Path, CompiledComponent]:
+    """Compile (or load from the cache) every component of the tree and check it against its manifest."""
+    engine = new_engine()
+    compiled: dict[Path, CompiledComponent] = {}
+    for spec in iter_workers(tree):
+        manifest = spec.manifest
+        if manifest.component not in compiled:
+            compiled[manifest.component] = compile_component(manifest.component, engine)
+        granted = {"runtime", "message-server"} | {h.type for h in manifest.handlers}
+        check_actor_abi(compiled[manifest.component], granted, manifest.source)
+    return compiled
+
+
+def load_and_check(config: Path) -> tuple[ChildSpec, dict[Path, CompiledComponent]]:
+    tree = load_supervision(config)
+    return tree, compile_tree(tree)
+
+
+class NodeAlreadyRunning(TheaterError):
+    pass
+
+
+def running_node_pid(home: Home) -> int | None:
+    """The pid of a live node at `home`, or None (a stale pid file does not count)."""
+    try:
+        pid = int(home.pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        cmdline = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return pid if "theater_otp.node" in cmdline else None
+
+
+def claim_home(home: Home) -> None:
+    """Prepare `home` for a new node: refuse if one runs, clear what a dead one left."""
+    home.prepare()
+    pid = running_node_pid(home)
+    if pid is not None and pid != os.getpid():
+        raise NodeAlreadyRunning(f"a node is already running at {home.root} (pid {pid}); "
+                                 f"stop it with `theater-otp down --home {home.root}`")
+    for leftover in home.run_dir.glob("*.sock"):
+        leftover.unlink(missing_ok=True)
+    for leftover in home.crash_dir.glob("*"):
+        leftover.unlink(missing_ok=True)
+    home.pidfile.write_text(f"{os.getpid()}\n")

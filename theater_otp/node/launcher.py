@@ -1,0 +1,79 @@
+"""Starting child processes through a preloaded forkserver.
+
+The forkserver is a fresh interpreter (not a fork of the node) that imports
+`theater_otp.worker.preload` once; each worker and the chain-writer is a fork
+of it. Its children see the node's death through the forkserver's exit and
+their PR_SET_PDEATHSIG, so nothing outlives a SIGKILLed node.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
+
+from ..chain.writer import writer_main
+from ..home import Home
+from ..worker.main import WorkerConfig, worker_main
+
+PRELOAD = ["theater_otp.worker.preload"]
+
+
+def forkserver_context() -> BaseContext:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+@dataclass(eq=False)
+class ChildProcess:
+    """One started OS process. Owns the multiprocessing handle; `release()` closes it once reaped."""
+
+    proc: multiprocessing.process.BaseProcess
+    pid: int = field(init=False)
+    sentinel: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pid = self.proc.pid
+        self.sentinel = self.proc.sentinel
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def exitcode(self) -> int | None:
+        """The exit status once the sentinel is ready (negative = killed by that signal)."""
+        return self.proc.exitcode
+
+    def release(self) -> None:
+        try:
+            self.proc.close()
+        except ValueError:
+            pass  # still running: left to the interpreter's own cleanup
+
+    def __repr__(self) -> str:
+        code = self.proc.exitcode
+        state = "running" if code is None else (f"exited with signal {-code}" if code < 0 else f"exited with code {code}")
+        return f"<ChildProcess {self.proc.name} {state} with PID {self.pid}>"
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.ctx = forkserver_context()
+
+    def start_worker(self, cfg: WorkerConfig) -> ChildProcess:
+        proc = self.ctx.Process(target=worker_main, args=(cfg,), name=f"actor:{cfg.path}", daemon=True)
+        proc.start()
+        return ChildProcess(proc)
+
+    def start_writer(self, home: Home) -> ChildProcess:
+        proc = self.ctx.Process(target=writer_main, args=(home, os.getpid()), name="chain-writer", daemon=True)
+        proc.start()
+        return ChildProcess(proc)

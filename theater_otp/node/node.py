@@ -1,0 +1,650 @@
+"""The node: runs every supervisor of the tree, starts and reaps worker processes,
+routes actor messages and serves the control socket.
+
+One thread, one loop (`Node.run`): a zmq.Poller over the router socket
+(workers), the control socket (CLI), every worker's process sentinel and a
+signal wakeup fd, with a deadline heap for shutdown and request timers.
+Supervisors are pure state machines (supervision.supervisor); the node feeds
+them events through `self.queue` and carries out the actions they return.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+import zmq
+
+from ..config.model import ChildSpec, ChildType
+from ..home import Home
+from ..protocol import Envelope, ProtocolError, decode, encode
+from ..supervision import events as ev
+from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
+from ..supervision.supervisor import ChildState, Supervisor
+from ..worker.component import CompiledComponent
+from ..worker.host import Limits
+from ..worker.main import WorkerConfig
+from .launcher import ChildProcess, Launcher
+from .registry import Registry, WorkerHandle
+
+log = logging.getLogger("theater_otp.node")
+
+#: A worker that has not sent `ready` this long after it was started has failed to start.
+START_TIMEOUT_S = 30.0
+DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+
+
+@dataclass(order=True)
+class _Timer:
+    deadline: float
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+@dataclass
+class _PendingRequest:
+    """A request in flight through the node: who asked (worker or CLI) and who must answer."""
+
+    origin: str           # "worker" | "cli"
+    origin_ident: bytes
+    origin_corr: int
+    target: WorkerHandle
+    timer: _Timer | None = None
+
+
+@dataclass
+class _SubSupervisor:
+    """A supervisor child: its state machine and the token (incarnation) its parent knows it by."""
+
+    sup: Supervisor
+    parent: str | None
+    child_id: str
+    incarnation: int
+    started: bool = False
+    stop_timer: _Timer | None = None
+
+
+class Node:
+    def __init__(self, home: Home, tree: ChildSpec, components: dict[Path, CompiledComponent],
+                 on_ready: Callable[[str | None], None] | None = None):
+        self.home = home
+        self.tree = tree
+        self.components = components
+        self.on_ready = on_ready
+        self.registry = Registry()
+        self.supervisors: dict[str, _SubSupervisor] = {}
+        self.queue: deque[tuple[str, ev.Event]] = deque()
+        self.timers: list[_Timer] = []
+        self._timer_seq = itertools.count()
+        self._corr = itertools.count(1)
+        self.pending: dict[int, _PendingRequest] = {}
+        self.started_at = time.time()
+        self.exit_code: int | None = None
+        self.exit_message = ""
+        self.stopping = False
+        self.down_waiters: list[tuple[bytes, int]] = []
+        self.last_context: dict[str, str] = {}
+        self.launcher = Launcher()
+        self.ctx = zmq.Context()
+        self.poller = zmq.Poller()
+        self.router = self._bind(zmq.ROUTER, home.router_endpoint)
+        self.control = self._bind(zmq.ROUTER, home.control_endpoint)
+        self.chain = self.ctx.socket(zmq.DEALER)
+        self.chain.setsockopt(zmq.LINGER, 2000)
+        self.chain.connect(home.chain_endpoint)
+        self.wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self.poller.register(self.wake_r, zmq.POLLIN)
+        self.signals: deque[int] = deque()
+        self.writer: ChildProcess | None = None
+
+    def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024 + 1024)
+        path = endpoint.removeprefix("ipc://")
+        if os.path.exists(path):
+            os.unlink(path)  # stale from a node that died; the caller checked none is running
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise OSError(f"cannot bind {endpoint}: {exc}") from None
+        self.poller.register(sock, zmq.POLLIN)
+        return sock
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda s, f: self.signals.append(s))
+        self.writer = self.launcher.start_writer(self.home)
+        self.poller.register(self.writer.sentinel, zmq.POLLIN)
+        log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.writer.pid)
+        root = _SubSupervisor(Supervisor(self.tree.id, self.tree), None, self.tree.id, 1)
+        self.supervisors[self.tree.id] = root
+        self._enqueue(self.tree.id, ev.Start())
+        try:
+            while self.exit_code is None:
+                self._drain()
+                if self.exit_code is not None:
+                    break
+                self._poll_once()
+        finally:
+            self._close()
+        return self.exit_code
+
+    def _close(self) -> None:
+        for handle in list(self.registry.workers.values()):
+            handle.process.kill()
+        if self.writer is not None:
+            self._stop_writer()
+        for waiter_ident, corr in self.down_waiters:
+            self._control_reply(waiter_ident, corr, {"stopped": True, "message": self.exit_message})
+        for sock in (self.router, self.control, self.chain):
+            sock.close(linger=100)
+        self.ctx.term()
+        self.wake_r.close()
+        self._wake_w.close()
+
+    def _stop_writer(self) -> None:
+        """Ask the chain-writer to commit and exit; kill it if it does not within 5 s."""
+        try:
+            self.chain.send(encode(Envelope("stop", "node", "chain", next(self._corr))), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        if self.chain.poll(5000):
+            self.chain.recv()
+        self.writer.proc.join(5)
+        if self.writer.exitcode() is None:
+            log.error("chain-writer did not stop in time: killing it")
+            self.writer.kill()
+            self.writer.proc.join(1)
+        self.writer.release()
+
+    def _poll_once(self) -> None:
+        timeout = None
+        now = time.monotonic()
+        while self.timers and self.timers[0].cancelled:
+            heapq.heappop(self.timers)
+        if self.timers:
+            timeout = max(0, int((self.timers[0].deadline - now) * 1000) + 1)
+        ready = dict(self.poller.poll(timeout))
+        if self.wake_r.fileno() in ready or self.wake_r in ready:
+            self.wake_r.recv(4096)
+            while self.signals:
+                self._on_signal(self.signals.popleft())
+        if self.writer is not None and self.writer.sentinel in ready:
+            self._on_writer_exit()
+        for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.registry.by_sentinel]:
+            self._on_worker_exit(self.registry.by_sentinel[fd])
+        if self.router in ready:
+            self._serve(self.router, self._on_worker_message)
+        if self.control in ready:
+            self._serve(self.control, self._on_control_message)
+        self._run_timers()
+
+    def _serve(self, sock: zmq.Socket, handler: Callable[[bytes, Envelope], None]) -> None:
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                log.error("dropped a message with %d frames", len(frames))
+                continue
+            ident, frame = frames
+            try:
+                env = decode(frame, peer=ident.decode("utf-8", "replace"))
+            except ProtocolError as exc:
+                log.error("dropped frame: %s", exc)
+                continue
+            handler(ident, env)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stopping:
+            if signum == signal.SIGINT:
+                log.warning("second interrupt: killing every worker now")
+                for handle in list(self.registry.workers.values()):
+                    handle.process.kill()
+            return
+        log.info("received %s: stopping the tree", signal.Signals(signum).name)
+        self.begin_shutdown()
+
+    def begin_shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        root = self.supervisors.get(self.tree.id)
+        if root is None:
+            self.exit_code = 0
+        else:
+            self._enqueue(self.tree.id, ev.Stop(SHUTDOWN))
+
+    def _on_writer_exit(self) -> None:
+        code = self.writer.exitcode()
+        self.poller.unregister(self.writer.sentinel)
+        self.writer.release()
+        log.error("chain-writer exited (%s): starting a new one", code)
+        self.writer = self.launcher.start_writer(self.home)
+        self.poller.register(self.writer.sentinel, zmq.POLLIN)
+
+    # ---- timers -----------------------------------------------------------------------
+
+    def _after(self, seconds: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(time.monotonic() + seconds, next(self._timer_seq), callback)
+        heapq.heappush(self.timers, timer)
+        return timer
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0].deadline <= now:
+            timer = heapq.heappop(self.timers)
+            if not timer.cancelled:
+                timer.callback()
+
+    # ---- supervisors: events in, actions out --------------------------------------------
+
+    def _enqueue(self, sup_path: str, event: ev.Event) -> None:
+        self.queue.append((sup_path, event))
+
+    def _drain(self) -> None:
+        while self.queue:
+            sup_path, event = self.queue.popleft()
+            entry = self.supervisors.get(sup_path)
+            if entry is None:
+                continue
+            for action in entry.sup.handle(event, time.monotonic()):
+                self._execute(action)
+
+    def _execute(self, action: ev.Action) -> None:
+        if isinstance(action, ev.StartChild):
+            self._start_child(action)
+        elif isinstance(action, ev.StopChild):
+            self._stop_child(action)
+        elif isinstance(action, ev.Post):
+            if action.delay > 0:
+                self._after(action.delay, lambda a=action: self._enqueue(a.supervisor, a.event))
+            else:
+                self._enqueue(action.supervisor, action.event)
+        elif isinstance(action, ev.Report):
+            self._report(action)
+        elif isinstance(action, ev.SupervisorStarted):
+            self._supervisor_started(action.supervisor)
+        elif isinstance(action, ev.SupervisorExited):
+            self._supervisor_exited(action)
+
+    def _report(self, r: ev.Report) -> None:
+        self.last_context[r.supervisor] = r.context
+        child = f" child={r.child_id}" if r.child_id else ""
+        reason = f" reason={r.reason}" if r.reason else ""
+        extra = "".join(f" {k}={v}" for k, v in r.data.items())
+        level = logging.WARNING if r.context in ("start_error", "reached_max_restart_intensity", "shutdown_error") \
+            else logging.INFO
+        log.log(level, "supervisor %s: %s%s%s%s", r.supervisor, r.context, child, reason, extra)
+        data = {"supervisor": r.supervisor, "child": r.child_id,
+                "reason": r.reason.to_plain() if r.reason else None, **r.data}
+        if r.child_id:
+            handle = self.registry.workers.get(f"{r.supervisor}/{r.child_id}")
+            if handle is not None:
+                data["pid"] = handle.process.pid
+        self._record(f"supervisor:{r.supervisor}", 1, f"supervisor.{r.context}", data)
+
+    def _record(self, actor_id: str, incarnation: int, event_type: str, data: dict) -> None:
+        item = [actor_id, incarnation, event_type, time.time_ns(), msgpack.packb(data, use_bin_type=True)]
+        try:
+            self.chain.send(encode(Envelope("events", "node", "chain", 0, [item])), zmq.NOBLOCK)
+        except zmq.Again:
+            log.error("chain-writer queue full: could not record %s for %s", event_type, actor_id)
+
+    def _supervisor_started(self, path: str) -> None:
+        entry = self.supervisors[path]
+        entry.started = True
+        if entry.parent is None:
+            log.info("tree %s is up: %d actor(s) running", path, len(self.registry.workers))
+            if self.on_ready:
+                self.on_ready(None)
+                self.on_ready = None
+        else:
+            self._enqueue(entry.parent, ev.ChildStarted(entry.child_id, entry.incarnation))
+
+    def _supervisor_exited(self, action: ev.SupervisorExited) -> None:
+        entry = self.supervisors.pop(action.supervisor)
+        if entry.stop_timer is not None:
+            entry.stop_timer.cancelled = True
+        if entry.parent is not None:
+            if action.during_start:
+                self._enqueue(entry.parent, ev.ChildStartFailed(entry.child_id, action.reason))
+            else:
+                self._enqueue(entry.parent, ev.ChildExited(entry.child_id, entry.incarnation, action.reason))
+            return
+        # the root is gone: the node's work is over
+        if self.stopping:
+            self.exit_code, self.exit_message = 0, "tree stopped"
+        else:
+            context = self.last_context.get(action.supervisor, "")
+            why = {"reached_max_restart_intensity": "reached its maximum restart intensity "
+                   f"({entry.sup.flags.intensity} restarts in {entry.sup.flags.period} s)",
+                   "auto_shutdown": "shut down automatically (a significant child ended)"}.get(context, str(action.reason))
+            self.exit_code = 1
+            self.exit_message = f"root supervisor {action.supervisor!r} gave up: {why}"
+            log.error(self.exit_message)
+        if self.on_ready:
+            self.on_ready(self.exit_message)
+            self.on_ready = None
+
+    # ---- starting and stopping children -------------------------------------------------
+
+    def _start_child(self, a: ev.StartChild) -> None:
+        path = f"{a.supervisor}/{a.child_id}"
+        incarnation = self.registry.next_incarnation(path)
+        if a.spec.type is ChildType.SUPERVISOR:
+            entry = _SubSupervisor(Supervisor(path, a.spec), a.supervisor, a.child_id, incarnation)
+            self.supervisors[path] = entry
+            self._enqueue(path, ev.Start())
+            return
+        manifest = a.spec.manifest
+        compiled = self.components[manifest.component]
+        actor_id = self.registry.actor_id_for(path)
+        if incarnation == 1:
+            self._send_chain(Envelope("register", "node", "chain", 0,
+                                      {"actor_id": actor_id, "path": path, "name": manifest.name}))
+        granted = frozenset({"runtime", "message-server"} | {h.type for h in manifest.handlers})
+        timing = manifest.handler("timing")
+        ms = manifest.handler("message-server")
+        cfg = WorkerConfig(
+            home=self.home, node_pid=os.getpid(), actor_id=actor_id, path=path, name=manifest.name,
+            incarnation=incarnation, restart=a.restart, artifact=compiled.artifact,
+            component_hash=compiled.content_hash, initial_state=manifest.initial_state, granted=granted,
+            limits=Limits(),
+            request_timeout_ms=int(ms.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)) if ms else DEFAULT_REQUEST_TIMEOUT_MS,
+            max_sleep_ms=int(timing.get("max_sleep_duration", 3_600_000)) if timing else 3_600_000,
+            min_sleep_ms=int(timing.get("min_sleep_duration", 1)) if timing else 1,
+        )
+        try:
+            process = self.launcher.start_worker(cfg)
+        except OSError as exc:
+            self._enqueue(a.supervisor, ev.ChildStartFailed(a.child_id, ExitReason(ReasonKind.ABNORMAL, f"could not start process: {exc}")))
+            return
+        handle = WorkerHandle(path=path, supervisor=a.supervisor, child_id=a.child_id, actor_id=actor_id,
+                              incarnation=incarnation, spec=a.spec, process=process, identity=cfg.identity)
+        self.registry.add(handle)
+        self.poller.register(process.sentinel, zmq.POLLIN)
+        handle.start_timer = self._after(START_TIMEOUT_S, lambda h=handle: self._start_timed_out(h))
+
+    def _start_timed_out(self, handle: WorkerHandle) -> None:
+        if not handle.ready and self.registry.workers.get(handle.path) is handle:
+            log.error("%s did not become ready within %.0f s: killing it", handle.path, START_TIMEOUT_S)
+            handle.process.kill()
+
+    def _send_chain(self, env: Envelope) -> None:
+        try:
+            self.chain.send(encode(env), zmq.NOBLOCK)
+        except zmq.Again:
+            log.error("chain-writer queue full: dropped %s", env.kind)
+
+    def _stop_child(self, a: ev.StopChild) -> None:
+        path = f"{a.supervisor}/{a.child_id}"
+        if path in self.supervisors:
+            self._stop_supervisor_child(path, a)
+            return
+        handle = self.registry.workers.get(path)
+        if handle is None or handle.incarnation != a.incarnation:
+            # already reaped: its ChildExited is queued or was consumed; nothing to signal
+            return
+        kind = a.shutdown.kind
+        if kind == "brutal_kill":
+            handle.process.kill()
+            return
+        handle.process.signal(signal.SIGTERM)
+        if kind == "timeout":
+            handle.stop_timer = self._after(a.shutdown.ms / 1000, lambda h=handle: self._stop_timed_out(h))
+
+    def _stop_timed_out(self, handle: WorkerHandle) -> None:
+        if self.registry.workers.get(handle.path) is handle:
+            log.warning("%s (pid %d) ignored the polite stop: killing it", handle.path, handle.process.pid)
+            handle.process.kill()
+
+    def _stop_supervisor_child(self, path: str, a: ev.StopChild) -> None:
+        entry = self.supervisors[path]
+        self._enqueue(path, ev.Stop(SHUTDOWN))
+        if a.shutdown.kind == "brutal_kill":
+            self._kill_subtree(path)
+        elif a.shutdown.kind == "timeout":
+            entry.stop_timer = self._after(a.shutdown.ms / 1000, lambda: self._kill_subtree(path))
+
+    def _kill_subtree(self, path: str) -> None:
+        for handle in list(self.registry.workers.values()):
+            if handle.path.startswith(path + "/"):
+                handle.process.kill()
+
+    def _on_worker_exit(self, handle: WorkerHandle) -> None:
+        self.poller.unregister(handle.process.sentinel)
+        self.registry.remove(handle)
+        for timer in (handle.stop_timer, handle.start_timer):
+            if timer is not None:
+                timer.cancelled = True
+        code = handle.process.exitcode()
+        crash = self._take_crash_report(handle.process.pid)
+        reason = classify_exit(code, crash)
+        handle.process.release()
+        log.info("%s (pid %d) exited: %s", handle.path, handle.process.pid, reason)
+        self._record(handle.actor_id, handle.incarnation, "lifecycle.exited",
+                     {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
+        for corr, pending in list(self.pending.items()):
+            if pending.target is handle:
+                del self.pending[corr]
+                self._answer(pending, {"error": f"actor {handle.path} exited before replying ({reason})"})
+        if handle.ready:
+            self._enqueue(handle.supervisor, ev.ChildExited(handle.child_id, handle.incarnation, reason))
+        else:
+            self._enqueue(handle.supervisor, ev.ChildStartFailed(handle.child_id, reason))
+
+    def _take_crash_report(self, pid: int) -> dict | None:
+        path = self.home.crash_dir / f"{pid}.msgpack"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        path.unlink(missing_ok=True)
+        try:
+            report = msgpack.unpackb(data, raw=False)
+            return report if isinstance(report, dict) else None
+        except Exception:
+            log.error("unreadable crash report %s", path)
+            return None
+
+    # ---- worker messages ----------------------------------------------------------------
+
+    def _on_worker_message(self, ident: bytes, env: Envelope) -> None:
+        handle = self.registry.by_identity.get(ident)
+        if handle is None:
+            return  # a late frame from a reaped incarnation
+        kind = env.kind
+        if kind == "ready":
+            if not handle.ready:
+                handle.ready = True
+                if handle.start_timer is not None:
+                    handle.start_timer.cancelled = True
+                self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
+        elif kind == "send":
+            target, why = self.registry.resolve(env.to, handle.path)
+            if target is None:
+                self._to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0, {"to": env.to, "error": why}))
+            elif isinstance(env.body, bytes):
+                self._to_worker(target, Envelope("send", handle.actor_id, target.actor_id, 0, env.body))
+        elif kind == "request":
+            target, why = self.registry.resolve(env.to, handle.path)
+            pending = _PendingRequest("worker", ident, env.corr, target)  # type: ignore[arg-type]
+            if target is None:
+                self._answer(pending, {"error": why})
+            else:
+                self._forward_request(pending, handle.actor_id, env.body, None)
+        elif kind == "reply":
+            pending = self.pending.pop(env.corr, None)
+            if pending is not None and pending.target is handle:
+                if pending.timer is not None:
+                    pending.timer.cancelled = True
+                self._answer(pending, env.body if isinstance(env.body, dict) else {"error": "malformed reply"})
+        else:
+            log.error("dropped unknown envelope kind %r from %s", kind, handle.path)
+
+    def _to_worker(self, handle: WorkerHandle, env: Envelope) -> bool:
+        try:
+            self.router.send_multipart([handle.identity, encode(env)], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as exc:  # EHOSTUNREACH (not connected yet / gone) or full
+            log.warning("could not deliver %s to %s: %s", env.kind, handle.path, exc)
+            return False
+
+    def _forward_request(self, pending: _PendingRequest, sender: str, body: Any, timeout_ms: int | None,
+                         kind: str = "request") -> None:
+        corr = next(self._corr)
+        if not self._to_worker(pending.target, Envelope(kind, sender, pending.target.actor_id, corr, body)):
+            self._answer(pending, {"error": f"actor {pending.target.path} is not reachable"})
+            return
+        self.pending[corr] = pending
+        if timeout_ms:
+            def expire(c=corr):
+                p = self.pending.pop(c, None)
+                if p is not None:
+                    self._answer(p, {"error": f"no reply from {p.target.path} within {timeout_ms} ms"})
+            pending.timer = self._after(timeout_ms / 1000, expire)
+
+    def _answer(self, pending: _PendingRequest, body: dict) -> None:
+        if pending.origin == "cli":
+            if "error" in body:
+                self._control_error(pending.origin_ident, pending.origin_corr, "request_failed", str(body["error"]))
+            else:
+                self._control_reply(pending.origin_ident, pending.origin_corr, body)
+            return
+        origin = self.registry.by_identity.get(pending.origin_ident)
+        if origin is not None:
+            self._to_worker(origin, Envelope("reply", "node", origin.actor_id, pending.origin_corr, body))
+
+    # ---- control socket (CLI) -------------------------------------------------------------
+
+    def _control_reply(self, ident: bytes, corr: int, result: Any) -> None:
+        try:
+            self.control.send_multipart([ident, encode(Envelope("ok", "node", "cli", corr, result))], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not answer a control request: %s", exc)
+
+    def _control_error(self, ident: bytes, corr: int, code: str, message: str) -> None:
+        try:
+            self.control.send_multipart(
+                [ident, encode(Envelope("error", "node", "cli", corr, {"code": code, "message": message}))], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not answer a control request: %s", exc)
+
+    def _on_control_message(self, ident: bytes, env: Envelope) -> None:
+        body = env.body if isinstance(env.body, dict) else {}
+        handler = getattr(self, f"_cmd_{env.kind.replace('-', '_')}", None)
+        if handler is None:
+            self._control_error(ident, env.corr, "unknown_command", f"unknown command {env.kind!r}")
+            return
+        try:
+            handler(ident, env.corr, body)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._control_error(ident, env.corr, "bad_request", f"bad {env.kind} request: {exc}")
+
+    def _cmd_ping(self, ident: bytes, corr: int, body: dict) -> None:
+        self._control_reply(ident, corr, {"node_pid": os.getpid(), "home": str(self.home.root),
+                                          "started_at": self.started_at, "stopping": self.stopping})
+
+    def _cmd_tree(self, ident: bytes, corr: int, body: dict) -> None:
+        self._control_reply(ident, corr, self.tree_snapshot())
+
+    def _cmd_down(self, ident: bytes, corr: int, body: dict) -> None:
+        self.down_waiters.append((ident, corr))
+        self.begin_shutdown()
+
+    def _cmd_resolve(self, ident: bytes, corr: int, body: dict) -> None:
+        path = self.registry.resolve_path(str(body["target"]))
+        if isinstance(path, tuple):
+            self._control_error(ident, corr, "not_found", path[1])
+            return
+        handle = self.registry.workers.get(path)
+        self._control_reply(ident, corr, {"path": path, "actor_id": self.registry.actor_ids[path],
+                                          "running": bool(handle and handle.ready)})
+
+    def _target(self, ident: bytes, corr: int, body: dict) -> WorkerHandle | None:
+        target, why = self.registry.resolve(str(body["target"]))
+        if target is None:
+            self._control_error(ident, corr, "not_found" if "no actor" in why else "not_running", why)
+        return target
+
+    def _cmd_send(self, ident: bytes, corr: int, body: dict) -> None:
+        target = self._target(ident, corr, body)
+        payload = body["payload"]
+        if target is None:
+            return
+        if not isinstance(payload, bytes):
+            raise TypeError("payload must be bytes")
+        if self._to_worker(target, Envelope("send", "cli", target.actor_id, 0, payload)):
+            self._control_reply(ident, corr, {"delivered_to": target.path})
+        else:
+            self._control_error(ident, corr, "not_running", f"actor {target.path} is not reachable")
+
+    def _cmd_request(self, ident: bytes, corr: int, body: dict) -> None:
+        target = self._target(ident, corr, body)
+        if target is None:
+            return
+        if not isinstance(body["payload"], bytes):
+            raise TypeError("payload must be bytes")
+        pending = _PendingRequest("cli", ident, corr, target)
+        self._forward_request(pending, "cli", body["payload"], int(body.get("timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)))
+
+    def _cmd_state(self, ident: bytes, corr: int, body: dict) -> None:
+        target = self._target(ident, corr, body)
+        if target is None:
+            return
+        pending = _PendingRequest("cli", ident, corr, target)
+        self._forward_request(pending, "cli", None, 10_000, kind="state")
+
+    # ---- the tree as data -------------------------------------------------------------------
+
+    def tree_snapshot(self) -> dict:
+        root = self.supervisors.get(self.tree.id)
+        node = self._sup_node(self.tree.id, root.sup if root else None, self.tree, root, 0)
+        node["node_pid"] = os.getpid()
+        return node
+
+    def _sup_node(self, path: str, sup: Supervisor | None, spec: ChildSpec, entry: _SubSupervisor | None,
+                  restarts: int) -> dict:
+        status = "running" if entry and entry.started else ("restarting" if entry else "stopped")
+        children = []
+        if sup is not None:
+            for child in sup.ordered_children():
+                cpath = f"{path}/{child.spec.id}"
+                if child.spec.type is ChildType.SUPERVISOR:
+                    sub = self.supervisors.get(cpath)
+                    children.append(self._sup_node(cpath, sub.sup if sub else None, child.spec, sub, child.restarts))
+                else:
+                    children.append(self._actor_node(cpath, child))
+        return {"id": spec.id, "kind": "supervisor", "path": path, "pid": None, "status": status,
+                "restarts": restarts, "strategy": spec.flags.strategy.value,
+                "intensity": spec.flags.intensity, "period": spec.flags.period, "children": children}
+
+    def _actor_node(self, path: str, child) -> dict:
+        handle = self.registry.workers.get(path)
+        live = handle is not None and child.state is ChildState.RUNNING and handle.incarnation == child.incarnation
+        status = {ChildState.RUNNING: "running", ChildState.STOPPING: "running",
+                  ChildState.STOPPED: "stopped"}.get(child.state, "restarting")
+        return {"id": child.spec.id, "kind": "actor", "path": path,
+                "pid": handle.process.pid if live else None, "status": status, "restarts": child.restarts,
+                "actor_id": self.registry.actor_ids.get(path), "name": child.spec.manifest.name,
+                "restart": child.spec.restart.value, "incarnation": child.incarnation,
+                "uptime": round(time.time() - handle.started_at, 3) if live else None, "children": []}

@@ -1,0 +1,100 @@
+"""Where actors are: tree paths, stable actor ids, and the live worker of each.
+
+Invariant: `by_identity` and `by_sentinel` index exactly the handles in
+`workers`; a handle leaves all three when its process has been reaped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from ..config.model import ChildSpec
+from .launcher import ChildProcess
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """A worker process for one incarnation of the actor at `path`."""
+
+    path: str
+    supervisor: str
+    child_id: str
+    actor_id: str
+    incarnation: int
+    spec: ChildSpec
+    process: ChildProcess
+    identity: bytes
+    ready: bool = False
+    started_at: float = field(default_factory=time.time)
+    stop_timer: object | None = None
+    start_timer: object | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.manifest.name if self.spec.manifest else self.child_id
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.actor_ids: dict[str, str] = {}      # path -> actor id (stable across restarts)
+        self.incarnations: dict[str, int] = {}   # path -> starts so far
+        self.workers: dict[str, WorkerHandle] = {}
+        self.by_identity: dict[bytes, WorkerHandle] = {}
+        self.by_sentinel: dict[int, WorkerHandle] = {}
+
+    def actor_id_for(self, path: str) -> str:
+        if path not in self.actor_ids:
+            self.actor_ids[path] = str(uuid.uuid4())
+        return self.actor_ids[path]
+
+    def next_incarnation(self, path: str) -> int:
+        self.incarnations[path] = self.incarnations.get(path, 0) + 1
+        return self.incarnations[path]
+
+    def add(self, handle: WorkerHandle) -> None:
+        self.workers[handle.path] = handle
+        self.by_identity[handle.identity] = handle
+        self.by_sentinel[handle.process.sentinel] = handle
+
+    def remove(self, handle: WorkerHandle) -> None:
+        if self.workers.get(handle.path) is handle:
+            del self.workers[handle.path]
+        self.by_identity.pop(handle.identity, None)
+        self.by_sentinel.pop(handle.process.sentinel, None)
+
+    def resolve(self, ref: str, from_path: str | None = None) -> tuple[WorkerHandle | None, str]:
+        """The live, ready worker `ref` names (actor id, path, sibling id, path suffix or manifest name).
+
+        Returns (handle, "") or (None, why not).
+        """
+        path = self.resolve_path(ref, from_path)
+        if isinstance(path, tuple):
+            return None, path[1]
+        handle = self.workers.get(path)
+        if handle is None or not handle.ready:
+            return None, f"actor {path} is not running (restarting or stopped)"
+        return handle, ""
+
+    def resolve_path(self, ref: str, from_path: str | None = None) -> str | tuple[None, str]:
+        for path, aid in self.actor_ids.items():
+            if aid == ref:
+                return path
+        if ref in self.actor_ids:
+            return ref
+        if from_path and "/" in from_path:
+            sibling = from_path.rsplit("/", 1)[0] + "/" + ref
+            if sibling in self.actor_ids:
+                return sibling
+        suffix = [p for p in self.actor_ids if p.endswith("/" + ref)]
+        if len(suffix) == 1:
+            return suffix[0]
+        if len(suffix) > 1:
+            return None, f"{ref!r} is ambiguous: {', '.join(sorted(suffix))}"
+        named = [h.path for h in self.workers.values() if h.name == ref]
+        if len(set(named)) == 1:
+            return named[0]
+        if len(set(named)) > 1:
+            return None, f"{ref!r} is ambiguous: {', '.join(sorted(set(named)))}"
+        return None, f"no actor named {ref!r}"

@@ -1,0 +1,56 @@
+"""Process hygiene shared by every child of the node (workers, chain-writer)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(node_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when our parent exits; exit now if the node is gone.
+
+    Children are forked by the forkserver, which exits when the node dies, so
+    a SIGKILLed node takes every worker and the chain-writer with it. The
+    check after prctl closes the window where the node died before it.
+    """
+    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    try:
+        os.kill(node_pid, 0)
+    except ProcessLookupError:
+        os._exit(1)
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def setup_child_logging(log_file: Path, name: str) -> None:
+    """Log to the node's log file (O_APPEND: whole lines from every process)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def child_signals() -> None:
+    """Ctrl-C in the terminal reaches the whole process group: only the node acts on it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    logging.shutdown()
+    os._exit(code)

@@ -1,0 +1,5 @@
+"""Envelopes and socket helpers shared by the node, workers, the chain-writer and the CLI."""
+
+from .envelope import MAX_FRAME, Envelope, ProtocolError, decode, encode
+
+__all__ = ["MAX_FRAME", "Envelope", "ProtocolError", "decode", "encode"]

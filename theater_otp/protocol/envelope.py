@@ -1,0 +1,68 @@
+"""The one frame format on every socket: a versioned msgpack envelope.
+
+Wire form: a msgpack array `[version, kind, sender, to, corr, body]` where
+`kind`, `sender`, `to` are strings, `corr` a non-negative int (0 = no reply
+expected) and `body` any msgpack value. The decoder checks size before it
+unpacks and shape before it builds the record; anything else is a
+`ProtocolError` the caller logs and drops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+#: Largest frame any socket accepts (bytes). Actor messages are bounded by it.
+MAX_FRAME = 16 * 1024 * 1024
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid envelope; `peer` names who sent it when known."""
+
+    def __init__(self, message: str, peer: str | None = None):
+        self.peer = peer
+        super().__init__(f"{message} (from {peer})" if peer else message)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    kind: str
+    sender: str = ""
+    to: str = ""
+    corr: int = 0
+    body: Any = None
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode(env: Envelope) -> bytes:
+    frame = _packer.pack([VERSION, env.kind, env.sender, env.to, env.corr, env.body])
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(f"{env.kind} envelope is {len(frame)} bytes, over the {MAX_FRAME}-byte limit")
+    return frame
+
+
+def decode(frame: bytes, peer: str | None = None, max_size: int = MAX_FRAME) -> Envelope:
+    if len(frame) > max_size:
+        raise ProtocolError(f"oversized frame: {len(frame)} bytes > {max_size}", peer)
+    try:
+        raw = msgpack.unpackb(
+            frame, raw=False, use_list=True, strict_map_key=False,
+            max_array_len=1_000_000, max_map_len=1_000_000,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}", peer) from None
+    if not isinstance(raw, list) or len(raw) != 6:
+        raise ProtocolError("malformed envelope: expected a 6-element array", peer)
+    version, kind, sender, to, corr, body = raw
+    if version != VERSION:
+        raise ProtocolError(f"unsupported envelope version {version!r} (expected {VERSION})", peer)
+    if not (isinstance(kind, str) and isinstance(sender, str) and isinstance(to, str)):
+        raise ProtocolError("malformed envelope: kind, sender and to must be strings", peer)
+    if not isinstance(corr, int) or isinstance(corr, bool) or corr < 0:
+        raise ProtocolError("malformed envelope: corr must be a non-negative integer", peer)
+    return Envelope(kind, sender, to, corr, body)

@@ -1,0 +1,116 @@
+"""What the node tells a supervisor (events) and what a supervisor asks of the node (actions).
+
+Every record names the supervisor by its tree path. `incarnation` is the
+node's unique token for one start of one child (OTP's pid): an exit whose
+incarnation is not the child's current one is stale and ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.model import ChildSpec, Shutdown
+from .reasons import ExitReason
+
+
+# ---- events: node -> supervisor -------------------------------------------------
+
+@dataclass(frozen=True)
+class Start:
+    """Start the supervisor: its children, one at a time, in order."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The parent stops this supervisor (or the node is going down)."""
+
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class ChildStarted:
+    child_id: str
+    incarnation: int
+
+
+@dataclass(frozen=True)
+class ChildStartFailed:
+    child_id: str
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class ChildExited:
+    child_id: str
+    incarnation: int
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class TryAgain:
+    """A failed restart is retried by posting this to the supervisor itself (never a loop)."""
+
+    child_id: str
+
+
+Event = Start | Stop | ChildStarted | ChildStartFailed | ChildExited | TryAgain
+
+
+# ---- actions: supervisor -> node ------------------------------------------------
+
+@dataclass(frozen=True)
+class StartChild:
+    """Start one child; the node answers with ChildStarted or ChildStartFailed."""
+
+    supervisor: str
+    child_id: str
+    spec: ChildSpec
+    restart: bool  # False for the first start, True when this is a restart
+
+
+@dataclass(frozen=True)
+class StopChild:
+    """Stop one child per `shutdown`; the node answers with ChildExited for `incarnation`."""
+
+    supervisor: str
+    child_id: str
+    incarnation: int
+    shutdown: Shutdown
+
+
+@dataclass(frozen=True)
+class Post:
+    """Deliver `event` to this supervisor again after `delay` seconds."""
+
+    supervisor: str
+    event: Event
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """One supervision decision, for the log and the supervisor's chain (style rule 11)."""
+
+    supervisor: str
+    context: str  # child_started | child_terminated | child_restarting | start_error | shutdown | ...
+    child_id: str | None
+    reason: ExitReason | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SupervisorStarted:
+    supervisor: str
+
+
+@dataclass(frozen=True)
+class SupervisorExited:
+    """The supervisor has stopped all its children and is gone (start failure included)."""
+
+    supervisor: str
+    reason: ExitReason
+    during_start: bool = False
+
+
+Action = StartChild | StopChild | Post | Report | SupervisorStarted | SupervisorExited

@@ -1,0 +1,307 @@
+"""One OTP supervisor as an event-driven state machine (spec §1.1–§1.6).
+
+`Supervisor.handle(event, now)` returns the actions the node must carry out.
+A supervisor works on one *job* at a time (a sequence of stop and start steps,
+e.g. a one_for_all restart); events that arrive meanwhile wait in its mailbox,
+as they would in an Erlang process blocked in a child start or shutdown.
+All restart decisions are made in `_on_child_exit` (the §1.4 table) and
+`_restart` (the §1.2 strategies); intensity is the pure `add_restart`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..config.model import AutoShutdown, ChildSpec, RestartType, Strategy
+from .events import (
+    Action, ChildExited, ChildStarted, ChildStartFailed, Event, Post, Report, Start, StartChild,
+    Stop, StopChild, SupervisorExited, SupervisorStarted, TryAgain,
+)
+from .intensity import add_restart
+from .reasons import SHUTDOWN, ExitReason, ReasonKind
+
+
+class ChildState(str, enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"        # spec kept, no process (OTP pid `undefined`)
+    RESTARTING = "restarting"  # a restart failed; a TryAgain is pending
+    STARTING = "starting"
+    STOPPING = "stopping"
+
+
+@dataclass
+class Child:
+    """A child spec plus its live state. `incarnation` is set iff state is RUNNING or STOPPING."""
+
+    spec: ChildSpec
+    state: ChildState = ChildState.STOPPED
+    incarnation: int | None = None
+    restarts: int = 0
+
+
+@dataclass
+class _Job:
+    """A sequence of steps ("stop"|"start", child id) run one at a time.
+
+    `on_done` runs when the last step completes; `restart` marks the starts as restarts.
+    """
+
+    name: str
+    steps: deque[tuple[str, str]]
+    on_done: Callable[[], None]
+    restart: bool
+    waiting: tuple[str, str] | None = None
+
+
+class Supervisor:
+    """Invariant: `order` lists exactly the keys of `children`, in start order."""
+
+    def __init__(self, path: str, spec: ChildSpec):
+        self.path = path
+        self.spec = spec
+        self.flags = spec.flags
+        self.order: list[str] = [c.id for c in spec.children]
+        self.children: dict[str, Child] = {c.id: Child(c) for c in spec.children}
+        self.restart_stamps: tuple[int, ...] = ()
+        self.job: _Job | None = None
+        self.mailbox: deque[Event] = deque()
+        self.alive = True
+        self.exit_reason: ExitReason | None = None
+        self._out: list[Action] = []
+        self._now = 0.0
+
+    # ---- public entry point ------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Feed one event; return the actions to carry out, in order."""
+        self._out = []
+        self._now = now
+        if not self.alive:
+            return []
+        if self.job is not None and self._completes_step(event):
+            self._step_done(event)
+        elif self.job is not None:
+            self.mailbox.append(event)
+        else:
+            self._dispatch(event)
+        while self.job is None and self.mailbox and self.alive:
+            self._dispatch(self.mailbox.popleft())
+        return self._out
+
+    # ---- queries ------------------------------------------------------------------
+
+    def child(self, child_id: str) -> Child | None:
+        return self.children.get(child_id)
+
+    def ordered_children(self) -> list[Child]:
+        return [self.children[i] for i in self.order]
+
+    # ---- dispatch -----------------------------------------------------------------
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, Start):
+            self._start_job("init", [("start", i) for i in self.order], self._init_done, restart=False)
+        elif isinstance(event, Stop):
+            self._shut_down(event.reason, context="shutdown")
+        elif isinstance(event, ChildExited):
+            self._on_child_exit(event)
+        elif isinstance(event, TryAgain):
+            self._try_again(event.child_id)
+        # ChildStarted / ChildStartFailed outside a job are stale: ignore.
+
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
+    def _report(self, context: str, child_id: str | None, reason: ExitReason | None = None, **data) -> None:
+        self._emit(Report(self.path, context, child_id, reason, data))
+
+    # ---- jobs ---------------------------------------------------------------------
+
+    def _start_job(self, name: str, steps: list[tuple[str, str]], on_done: Callable[[], None], restart: bool) -> None:
+        self.job = _Job(name, deque(steps), on_done, restart)
+        self._advance()
+
+    def _advance(self) -> None:
+        job = self.job
+        assert job is not None
+        while job.steps:
+            op, cid = job.steps.popleft()
+            child = self.children.get(cid)
+            if child is None:
+                continue
+            if op == "stop":
+                if child.incarnation is None:
+                    if child.state is ChildState.RESTARTING:
+                        child.state = ChildState.STOPPED
+                    continue
+                if self._take_pending_exit(child):
+                    continue
+                child.state = ChildState.STOPPING
+                job.waiting = ("stop", cid)
+                self._emit(StopChild(self.path, cid, child.incarnation, child.spec.shutdown))
+                return
+            else:
+                child.state = ChildState.STARTING
+                job.waiting = ("start", cid)
+                self._emit(StartChild(self.path, cid, child.spec, restart=job.restart))
+                return
+        self.job = None
+        job.on_done()
+
+    def _take_pending_exit(self, child: Child) -> bool:
+        """A child about to be stopped that already exited on its own: consume that exit (OTP's monitor_child)."""
+        for ev in list(self.mailbox):
+            if isinstance(ev, ChildExited) and ev.child_id == child.spec.id and ev.incarnation == child.incarnation:
+                self.mailbox.remove(ev)
+                self._stopped(child, ev.reason)
+                return True
+        return False
+
+    def _completes_step(self, event: Event) -> bool:
+        waiting = self.job.waiting if self.job else None
+        if waiting is None:
+            return False
+        op, cid = waiting
+        if op == "start":
+            return isinstance(event, (ChildStarted, ChildStartFailed)) and event.child_id == cid
+        child = self.children.get(cid)
+        return (isinstance(event, ChildExited) and event.child_id == cid
+                and child is not None and event.incarnation == child.incarnation)
+
+    def _step_done(self, event: Event) -> None:
+        job = self.job
+        assert job is not None
+        job.waiting = None
+        if isinstance(event, ChildStarted):
+            child = self.children[event.child_id]
+            child.state = ChildState.RUNNING
+            child.incarnation = event.incarnation
+            if job.restart:
+                child.restarts += 1
+            self._report("child_started", child.spec.id, incarnation=event.incarnation, restart=job.restart)
+            self._advance()
+        elif isinstance(event, ChildStartFailed):
+            self._start_failed(job, self.children[event.child_id], event.reason)
+        elif isinstance(event, ChildExited):
+            self._stopped(self.children[event.child_id], event.reason)
+            self._advance()
+
+    def _stopped(self, child: Child, reason: ExitReason) -> None:
+        """A child stopped on the supervisor's request (or was found dead when about to be)."""
+        child.incarnation = None
+        child.state = ChildState.STOPPED
+        expected = reason.kind is ReasonKind.SHUTDOWN or (
+            child.spec.shutdown.kind == "brutal_kill" and reason.kind is ReasonKind.KILLED
+        ) or (child.spec.restart is not RestartType.PERMANENT and reason.is_normal)
+        self._report("child_stopped" if expected else "shutdown_error", child.spec.id, reason)
+        if child.spec.restart is RestartType.TEMPORARY:
+            self._delete(child.spec.id)
+
+    def _delete(self, child_id: str) -> None:
+        self.order.remove(child_id)
+        del self.children[child_id]
+
+    # ---- start-up -----------------------------------------------------------------
+
+    def _init_done(self) -> None:
+        self._emit(SupervisorStarted(self.path))
+
+    def _start_failed(self, job: _Job, child: Child, reason: ExitReason) -> None:
+        child.state = ChildState.STOPPED
+        child.incarnation = None
+        self._report("start_error", child.spec.id, reason)
+        if job.name == "init":
+            # §1.1: stop the children already started, in reverse order, then fail.
+            failure = ExitReason(ReasonKind.SHUTDOWN, f"failed_to_start_child {child.spec.id}: {reason}")
+            started = [c.spec.id for c in self.ordered_children() if c.incarnation is not None]
+            self._start_job("init_failed", [("stop", i) for i in reversed(started)],
+                            lambda: self._exit(failure, during_start=True), restart=False)
+            return
+        # §1.3: a failed restart marks the child restarting and posts a retry to ourselves.
+        self.job = None
+        child.state = ChildState.RESTARTING
+        for op, cid in job.steps:  # the rest of this restart waits for the retry
+            if op == "start" and cid in self.children:
+                self.children[cid].state = ChildState.STOPPED
+        self._emit(Post(self.path, TryAgain(child.spec.id)))
+
+    # ---- exits and restarts (§1.4, §1.2, §1.3) ----------------------------------------
+
+    def _on_child_exit(self, ev: ChildExited) -> None:
+        child = self.children.get(ev.child_id)
+        if child is None or child.incarnation != ev.incarnation:
+            return  # stale: an earlier incarnation, or a deleted child (§1.8)
+        child.incarnation = None
+        child.state = ChildState.STOPPED
+        self._report("child_terminated", child.spec.id, ev.reason)
+        restart_type = child.spec.restart
+        if restart_type is RestartType.TEMPORARY:
+            self._delete(child.spec.id)
+            self._maybe_auto_shutdown(child)
+            return
+        if restart_type is RestartType.TRANSIENT and ev.reason.is_normal:
+            self._maybe_auto_shutdown(child)
+            return
+        self._restart(child.spec.id)
+
+    def _restart(self, child_id: str) -> None:
+        """Charge one restart event against intensity, then restart per strategy."""
+        self.restart_stamps, within = add_restart(
+            self.restart_stamps, int(self._now), self.flags.intensity, self.flags.period)
+        if not within:
+            self._report("reached_max_restart_intensity", child_id, SHUTDOWN,
+                         intensity=self.flags.intensity, period=self.flags.period)
+            child = self.children.get(child_id)
+            if child is not None:
+                child.state = ChildState.STOPPED
+            self._shut_down(SHUTDOWN, context="reached_max_restart_intensity")
+            return
+        self._report("child_restarting", child_id, strategy=self.flags.strategy.value)
+        strategy = self.flags.strategy
+        if strategy in (Strategy.ONE_FOR_ONE, Strategy.SIMPLE_ONE_FOR_ONE):
+            affected = [child_id]
+        elif strategy is Strategy.ONE_FOR_ALL:
+            affected = list(self.order)
+        else:  # rest_for_one: the child and those after it
+            affected = self.order[self.order.index(child_id):]
+        stops = [("stop", i) for i in reversed(affected) if i != child_id]
+        # Temporary bystanders are stopped and dropped (see _stopped); every other spec is started.
+        starts = [("start", i) for i in affected
+                  if i == child_id or self.children[i].spec.restart is not RestartType.TEMPORARY]
+        self._start_job("restart", stops + starts, lambda: None, restart=True)
+
+    def _try_again(self, child_id: str) -> None:
+        child = self.children.get(child_id)
+        if child is None or child.state is not ChildState.RESTARTING:
+            return  # terminated or deleted meanwhile
+        self._restart(child_id)
+
+    def _maybe_auto_shutdown(self, child: Child) -> None:
+        """§1.6: a significant child ended on its own and is not restarted."""
+        mode = self.flags.auto_shutdown
+        if not child.spec.significant or mode is AutoShutdown.NEVER:
+            return
+        if mode is AutoShutdown.ALL_SIGNIFICANT and any(
+            c.spec.significant and c.state in (ChildState.RUNNING, ChildState.RESTARTING)
+            for c in self.children.values()
+        ):
+            return
+        self._shut_down(SHUTDOWN, context="auto_shutdown")
+
+    # ---- stopping the supervisor itself (§1.5) ------------------------------------------
+
+    def _shut_down(self, reason: ExitReason, context: str) -> None:
+        running = [c.spec.id for c in self.ordered_children()
+                   if c.incarnation is not None or c.state is ChildState.RESTARTING]
+        self._report(context, None, reason)
+        self._start_job("shutdown", [("stop", i) for i in reversed(running)],
+                        lambda: self._exit(reason), restart=False)
+
+    def _exit(self, reason: ExitReason, during_start: bool = False) -> None:
+        self.alive = False
+        self.exit_reason = reason
+        self.mailbox.clear()
+        self._emit(SupervisorExited(self.path, reason, during_start=during_start))

@@ -1,0 +1,1 @@
+"""The worker process: one actor instance in a wasmtime host loop."""

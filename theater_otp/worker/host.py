@@ -1,0 +1,177 @@
+"""One actor instance inside wasmtime: the store, the linked host interfaces, the export calls.
+
+`Actor` owns the Store, Linker and Instance (closed together by `close()`).
+Host functions never let a Python exception unwind through wasm: a failure
+that is the caller's fault becomes an `err` result, anything else is logged
+and becomes `err("internal error")`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import wasmtime
+import wasmtime.component as wc
+
+from .component import ACTOR_EXPORT, MESSAGE_CLIENT_EXPORT, PACKAGE
+
+log = logging.getLogger("theater_otp.worker")
+
+
+class ActorCrash(Exception):
+    """The actor returned `err`, trapped, or ran out of its CPU budget: a crash of the actor."""
+
+
+class HostServices(Protocol):
+    """What host functions need from the worker loop (sockets, clock, recording)."""
+
+    def record(self, event_type: str, data: dict) -> None: ...
+    def log_line(self, msg: str) -> None: ...
+    def request_shutdown(self, data: bytes | None) -> None: ...
+    def send(self, target: str, msg: bytes) -> str | None: ...
+    def request(self, target: str, msg: bytes) -> bytes | str: ...
+    def respond(self, request_id: str, msg: bytes) -> str | None: ...
+    def outstanding(self) -> list[str]: ...
+    def sleep(self, ms: int) -> str | None: ...
+    def now_ms(self) -> int: ...
+    def perf_ns(self) -> int: ...
+    def renew_budget(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 256 * 1024 * 1024
+    cpu_budget_ms: int = 5000
+    epoch_tick_ms: int = 10
+
+
+def state_digest(state: bytes | None) -> str | None:
+    return hashlib.sha256(state).hexdigest() if state is not None else None
+
+
+class Actor:
+    """A live actor instance. Invariant: `state` is the state returned by the last successful export call."""
+
+    def __init__(self, engine: wasmtime.Engine, component: wc.Component, services: HostServices,
+                 granted: set[str], limits: Limits):
+        self.services = services
+        self.limits = limits
+        self.store = wasmtime.Store(engine)
+        self.store.set_limits(memory_size=limits.memory_bytes)
+        self.state: bytes | None = None
+        self.linker = wc.Linker(engine)
+        self._link(granted)
+        self._renew()
+        try:
+            self.instance = self.linker.instantiate(self.store, component)
+        except wasmtime.WasmtimeError as exc:
+            raise ActorCrash(f"instantiation failed: {_first_line(exc)}") from None
+        self.funcs: dict[tuple[str, str], wc.Func] = {}
+        for iface, name in ((ACTOR_EXPORT, "init"), (MESSAGE_CLIENT_EXPORT, "handle-send"),
+                            (MESSAGE_CLIENT_EXPORT, "handle-request")):
+            iface_idx = component.get_export_index(iface)
+            func_idx = component.get_export_index(name, iface_idx) if iface_idx is not None else None
+            func = self.instance.get_func(self.store, func_idx) if func_idx is not None else None
+            if func is not None:
+                self.funcs[(iface, name)] = func
+
+    def close(self) -> None:
+        self.funcs.clear()
+        self.linker.close()
+        self.store.close()
+
+    def exports(self, iface: str, name: str) -> bool:
+        return (iface, name) in self.funcs
+
+    # ---- linking host interfaces ------------------------------------------------------
+
+    def _link(self, granted: set[str]) -> None:
+        s = self.services
+        with self.linker.root() as root:
+            with root.add_instance(f"{PACKAGE}/runtime") as i:
+                i.add_func("log", self._host("runtime", "log", lambda msg: s.log_line(msg), record_result=False))
+                i.add_func("shutdown", self._host("runtime", "shutdown", s.request_shutdown))
+            with root.add_instance(f"{PACKAGE}/message-server-host") as i:
+                i.add_func("send", self._host("message-server-host", "send", s.send))
+                i.add_func("request", self._host("message-server-host", "request", s.request))
+                i.add_func("respond-to-request", self._host("message-server-host", "respond-to-request", s.respond))
+                i.add_func("list-outstanding-requests",
+                           self._host("message-server-host", "list-outstanding-requests", s.outstanding))
+            if "timing" in granted:
+                with root.add_instance(f"{PACKAGE}/timing") as i:
+                    i.add_func("sleep", self._host("timing", "sleep", s.sleep))
+                    i.add_func("now", self._host("timing", "now", s.now_ms))
+                    i.add_func("performance-now", self._host("timing", "performance-now", s.perf_ns))
+
+    def _host(self, iface: str, func: str, impl: Callable[..., Any], record_result: bool = True) -> Callable[..., Any]:
+        """Wrap a host implementation: record the call and its outcome; renew the CPU budget after it."""
+        services = self.services
+        event_type = f"host.{iface}.{func}"
+
+        def call(_store, *args):
+            try:
+                result = impl(*args)
+            except Exception as exc:  # host boundary: never unwind through wasm
+                log.exception("host function %s.%s failed", iface, func)
+                result = f"internal error in {iface}.{func}: {type(exc).__name__}"
+            data = {"args": list(args)}
+            if record_result:
+                data["result"] = result
+            services.record(event_type, data)
+            services.renew_budget()
+            return result
+
+        return call
+
+    # ---- export calls -------------------------------------------------------------------
+
+    def _renew(self) -> None:
+        self.store.set_epoch_deadline(max(1, self.limits.cpu_budget_ms // self.limits.epoch_tick_ms))
+
+    def renew_budget(self) -> None:
+        self._renew()
+
+    def _call(self, iface: str, name: str, *args: Any) -> Any:
+        func = self.funcs.get((iface, name))
+        if func is None:
+            raise ActorCrash(f"component does not export {iface}.{name}")
+        self._renew()
+        try:
+            result = func(self.store, *args)
+        except wasmtime.Trap as exc:
+            raise ActorCrash(f"trap in {iface}.{name}: {_trap_text(exc)}") from None
+        except wasmtime.WasmtimeError as exc:
+            raise ActorCrash(f"error in {iface}.{name}: {_first_line(exc)}") from None
+        func.post_return(self.store)
+        if isinstance(result, str):
+            raise ActorCrash(f"{iface}.{name} returned err: {result}")
+        return result
+
+    def init(self, state: bytes | None) -> None:
+        (self.state,) = self._call(ACTOR_EXPORT, "init", state)
+
+    def handle_send(self, msg: bytes) -> None:
+        (self.state,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-send", self.state, (msg,))
+
+    def handle_request(self, request_id: str, msg: bytes) -> bytes | None:
+        self.state, (reply,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-request", self.state, (request_id, msg))
+        return reply
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _trap_text(exc: wasmtime.Trap) -> str:
+    """The trap's message without wasmtime's backtrace lines."""
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("error while executing", "wasm backtrace", "0:", "1:", "2:", "note:")):
+            if "wasm trap:" in line:
+                return line.split("wasm trap:", 1)[1].strip()
+    return _first_line(exc)

@@ -1,0 +1,319 @@
+"""The worker process: the wasmtime host loop around one actor.
+
+Life of a worker (each step an event in the actor's chain):
+  start → load the cached component → actor.init → `ready` to the node →
+  serve `send` / `request` / `state` envelopes one at a time → exit.
+Exit codes (classified by supervision.reasons.classify_exit):
+  0 the actor called runtime.shutdown; 3 stopped politely (SIGTERM or `stop`);
+  1 crash (err, trap, CPU budget), with a crash report file for the node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from ..home import Home
+from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
+from ..protocol import Envelope, ProtocolError, decode, encode
+from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
+from .component import load_artifact, new_engine
+from .host import Actor, ActorCrash, Limits, state_digest
+
+log = logging.getLogger("theater_otp.worker")
+
+#: How long a crashing or stopping worker waits for the chain-writer's ack of its last events.
+FINAL_FLUSH_TIMEOUT_MS = 1000
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs, pickled to it by the node."""
+
+    home: Home
+    node_pid: int
+    actor_id: str
+    path: str
+    name: str
+    incarnation: int
+    restart: bool
+    artifact: Path
+    component_hash: str
+    initial_state: bytes | None
+    granted: frozenset[str]
+    limits: Limits = field(default_factory=Limits)
+    request_timeout_ms: int = 30_000
+    max_sleep_ms: int = 3_600_000
+    min_sleep_ms: int = 1
+
+    @property
+    def identity(self) -> bytes:
+        return f"{self.actor_id}/{self.incarnation}".encode()
+
+
+class _Stop(Exception):
+    """Raised inside the loop to leave it with an exit code."""
+
+    def __init__(self, code: int, reason: str):
+        self.code = code
+        self.reason = reason
+
+
+class Worker:
+    """Owns the zmq context, both sockets, the epoch ticker and the Actor."""
+
+    def __init__(self, cfg: WorkerConfig):
+        self.cfg = cfg
+        self.ctx = zmq.Context()
+        self.node = self.ctx.socket(zmq.DEALER)
+        self.node.setsockopt(zmq.IDENTITY, cfg.identity)
+        self.node.setsockopt(zmq.LINGER, 1000)
+        self.node.connect(cfg.home.router_endpoint)
+        self.chain = self.ctx.socket(zmq.DEALER)
+        self.chain.setsockopt(zmq.LINGER, 2000)
+        self.chain.connect(cfg.home.chain_endpoint)
+        self.wake_r, wake_w = socket.socketpair()
+        wake_w.setblocking(False)
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w.fileno())
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.stop_requested = False
+        self.shutdown_requested = False
+        self.inbox: deque[Envelope] = deque()
+        self.pending_events: list[list] = []
+        self.corr = itertools.count(1)
+        self.outstanding_requests: dict[str, tuple[str, int]] = {}  # request-id -> (origin, corr)
+        self.request_ids = itertools.count(1)
+        self.actor: Actor | None = None
+        self.engine = new_engine(parallel_compilation=False)
+        self._ticker = threading.Thread(target=self._tick, daemon=True, name="epoch-ticker")
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        period = self.cfg.limits.epoch_tick_ms / 1000
+        while True:
+            time.sleep(period)
+            self.engine.increment_epoch()
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    # ---- recording ----------------------------------------------------------------------
+
+    def record(self, event_type: str, data: dict) -> None:
+        self.pending_events.append([self.cfg.actor_id, self.cfg.incarnation, event_type, time.time_ns(),
+                                    msgpack.packb(data, use_bin_type=True)])
+
+    def flush_events(self, wait_ack: bool = False) -> bool:
+        if not self.pending_events:
+            return True
+        corr = next(self.corr) if wait_ack else 0
+        self.chain.send(encode(Envelope("events", self.cfg.path, "chain", corr, self.pending_events)))
+        self.pending_events = []
+        if not wait_ack:
+            return True
+        if self.chain.poll(FINAL_FLUSH_TIMEOUT_MS):
+            self.chain.recv()
+            return True
+        log.warning("%s: chain-writer did not acknowledge the final events in time", self.cfg.path)
+        return False
+
+    # ---- host services (HostServices protocol) -------------------------------------------
+
+    def log_line(self, msg: str) -> None:
+        log.info("[%s] %s", self.cfg.path, msg)
+
+    def request_shutdown(self, data: bytes | None) -> None:
+        self.shutdown_requested = True
+        return None
+
+    def send(self, target: str, msg: bytes) -> str | None:
+        self.node.send(encode(Envelope("send", self.cfg.actor_id, target, 0, msg)))
+        return None
+
+    def request(self, target: str, msg: bytes) -> bytes | str:
+        corr = next(self.corr)
+        self.node.send(encode(Envelope("request", self.cfg.actor_id, target, corr, msg)))
+        deadline = time.monotonic() + self.cfg.request_timeout_ms / 1000
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"request to {target} timed out after {self.cfg.request_timeout_ms} ms"
+            if not self.node.poll(int(remaining * 1000) + 1):
+                continue
+            env = self._recv()
+            if env is None:
+                continue
+            if env.kind == "reply" and env.corr == corr:
+                body = env.body if isinstance(env.body, dict) else {}
+                if "error" in body:
+                    return str(body["error"])
+                return bytes(body.get("ok") or b"")
+            self.inbox.append(env)  # served after the current call
+
+    def respond(self, request_id: str, msg: bytes) -> str | None:
+        origin = self.outstanding_requests.pop(request_id, None)
+        if origin is None:
+            return f"no outstanding request {request_id!r}"
+        self.node.send(encode(Envelope("reply", self.cfg.actor_id, origin[0], origin[1], {"ok": msg})))
+        return None
+
+    def outstanding(self) -> list[str]:
+        return list(self.outstanding_requests)
+
+    def sleep(self, ms: int) -> str | None:
+        if not self.cfg.min_sleep_ms <= ms <= self.cfg.max_sleep_ms:
+            return f"sleep of {ms} ms is outside the allowed {self.cfg.min_sleep_ms}..{self.cfg.max_sleep_ms} ms"
+        deadline = time.monotonic() + ms / 1000
+        while not self.stop_requested:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            # wakes early on SIGTERM (the wakeup fd) so a polite stop is not delayed by a sleep
+            if select.select([self.wake_r], [], [], remaining)[0]:
+                self.wake_r.recv(4096)
+        return "sleep interrupted: the actor is shutting down"
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def perf_ns(self) -> int:
+        return time.perf_counter_ns()
+
+    def renew_budget(self) -> None:
+        if self.actor is not None:
+            self.actor.renew_budget()
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def _recv(self) -> Envelope | None:
+        frame = self.node.recv()
+        try:
+            return decode(frame, peer="node")
+        except ProtocolError as exc:
+            log.error("%s: dropped frame: %s", self.cfg.path, exc)
+            return None
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.record("actor.start", {"incarnation": cfg.incarnation, "restart": cfg.restart, "pid": os.getpid(),
+                                    "name": cfg.name, "path": cfg.path, "component": cfg.component_hash})
+        component = load_artifact(self.engine, cfg.artifact)
+        self.actor = Actor(self.engine, component, self, set(cfg.granted), cfg.limits)
+        self.actor.init(cfg.initial_state)
+        self.record("actor.init", {"params": [cfg.initial_state], "state_sha256": state_digest(self.actor.state)})
+        self.flush_events()
+        self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))
+
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.node, zmq.POLLIN)
+        poller.register(self.wake_r, zmq.POLLIN)
+        while True:
+            self._check_stop()
+            while self.inbox:
+                self._handle(self.inbox.popleft())
+                self._check_stop()
+            ready = dict(poller.poll())
+            if self.wake_r in ready or self.wake_r.fileno() in ready:
+                self.wake_r.recv(4096)
+            if self.node in ready:
+                env = self._recv()
+                if env is not None:
+                    self._handle(env)
+
+    def _check_stop(self) -> None:
+        if self.shutdown_requested:
+            raise _Stop(EXIT_NORMAL, "the actor called runtime.shutdown")
+        if self.stop_requested:
+            raise _Stop(EXIT_SHUTDOWN, "stopped by its supervisor")
+
+    def _handle(self, env: Envelope) -> None:
+        actor = self.actor
+        assert actor is not None
+        kind = env.kind
+        try:
+            self._dispatch(actor, env, kind)
+        except ActorCrash as exc:
+            if kind in ("send", "request"):
+                self.record(f"message.{kind}", {"from": env.sender, "params": [env.body], "error": str(exc)})
+            raise
+
+    def _dispatch(self, actor: Actor, env: Envelope, kind: str) -> None:
+        if kind == "send":
+            msg = _payload(env.body)
+            actor.handle_send(msg)
+            self.record("message.send", {"from": env.sender, "params": [msg],
+                                         "state_sha256": state_digest(actor.state)})
+        elif kind == "request":
+            msg = _payload(env.body)
+            request_id = f"{self.cfg.incarnation}-{next(self.request_ids)}"
+            self.outstanding_requests[request_id] = (env.sender, env.corr)
+            reply = actor.handle_request(request_id, msg)
+            self.record("message.request", {"from": env.sender, "request_id": request_id, "params": [msg],
+                                            "reply": reply, "state_sha256": state_digest(actor.state)})
+            if reply is not None and self.outstanding_requests.pop(request_id, None) is not None:
+                self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": reply})))
+        elif kind == "state":
+            self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
+                                           {"ok": actor.state, "has_state": actor.state is not None})))
+            return
+        elif kind == "undeliverable":
+            self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
+        elif kind == "stop":
+            self.stop_requested = True
+        else:
+            log.error("%s: dropped unknown envelope kind %r", self.cfg.path, kind)
+            return
+        self.flush_events()
+
+
+def _payload(body: object) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    raise ActorCrash(f"message payload must be bytes, got {type(body).__name__}")
+
+
+def worker_main(cfg: WorkerConfig) -> None:
+    """Entry point of a worker process (run in a child of the node's forkserver)."""
+    die_with_parent(cfg.node_pid)
+    child_signals()
+    setup_child_logging(cfg.home.log_file, f"worker:{cfg.path}")
+    worker = Worker(cfg)
+    code, reason, crash = EXIT_CRASH, "", None
+    try:
+        worker.start()
+        worker.serve()
+    except _Stop as stop:
+        code, reason = stop.code, stop.reason
+    except ActorCrash as exc:
+        code, reason, crash = EXIT_CRASH, str(exc), str(exc)
+    except Exception as exc:  # the host itself failed: still a crash of this actor, reported
+        log.exception("%s: worker failed", cfg.path)
+        code, reason, crash = EXIT_CRASH, f"host error: {type(exc).__name__}: {exc}", f"host error: {exc}"
+    event = "actor.crash" if code == EXIT_CRASH else "actor.exit"
+    worker.record(event, {"reason": reason, "code": code})
+    if crash is not None:
+        _write_crash_report(cfg, crash)
+        log.error("%s crashed: %s", cfg.path, crash)
+    worker.flush_events(wait_ack=True)
+    flush_and_exit(code)
+
+
+def _write_crash_report(cfg: WorkerConfig, reason: str) -> None:
+    path = cfg.home.crash_dir / f"{os.getpid()}.msgpack"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgpack.packb({"actor_id": cfg.actor_id, "incarnation": cfg.incarnation, "reason": reason}))
+    os.replace(tmp, path)

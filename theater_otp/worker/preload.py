@@ -1,0 +1,16 @@
+"""Imported once by the node's forkserver so that every forked worker starts warm.
+
+Importing wasmtime (with its component module), pyzmq and the worker code
+costs ~120 ms; paying it once in the forkserver is what makes a restart take
+milliseconds. Nothing here may start threads or compile wasm (see component.py).
+"""
+
+import sqlite3  # noqa: F401  (the chain-writer's storage)
+
+import msgpack  # noqa: F401
+import wasmtime  # noqa: F401
+import wasmtime.component  # noqa: F401
+import zmq  # noqa: F401
+
+from ..chain import writer  # noqa: F401
+from . import main  # noqa: F401
