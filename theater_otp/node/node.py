@@ -41,6 +41,8 @@ log = logging.getLogger("theater_otp.node")
 
 #: A worker that has not sent `ready` this long after it was started has failed to start.
 START_TIMEOUT_S = 30.0
+#: Most frames the node holds for a worker that is still starting.
+MAX_BACKLOG = 10_000
 DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 
@@ -478,6 +480,9 @@ class Node:
                 handle.ready = True
                 if handle.start_timer is not None:
                     handle.start_timer.cancelled = True
+                backlog, handle.backlog = handle.backlog, []
+                for frame in backlog:
+                    self._to_worker(handle, frame)
                 self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
         elif kind == "send":
             target, why = self.registry.resolve(env.to, handle.path)
@@ -502,6 +507,12 @@ class Node:
             log.error("dropped unknown envelope kind %r from %s", kind, handle.path)
 
     def _to_worker(self, handle: WorkerHandle, env: Envelope) -> bool:
+        if not handle.ready:
+            if len(handle.backlog) >= MAX_BACKLOG:
+                log.warning("dropped %s for %s: it is still starting and %d frames wait", env.kind, handle.path, MAX_BACKLOG)
+                return False
+            handle.backlog.append(env)
+            return True
         try:
             self.router.send_multipart([handle.identity, encode(env)], zmq.NOBLOCK)
             return True

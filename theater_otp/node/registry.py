@@ -30,6 +30,8 @@ class WorkerHandle:
     started_at: float = field(default_factory=time.time)
     stop_timer: object | None = None
     start_timer: object | None = None
+    #: Frames for this worker that arrived before it was ready; sent in order on `ready`.
+    backlog: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -65,7 +67,7 @@ class Registry:
         self.by_sentinel.pop(handle.process.sentinel, None)
 
     def resolve(self, ref: str, from_path: str | None = None) -> tuple[WorkerHandle | None, str]:
-        """The live, ready worker `ref` names (actor id, path, sibling id, path suffix or manifest name).
+        """The live (possibly still starting) worker `ref` names (actor id, path, sibling id, path suffix or manifest name).
 
         Returns (handle, "") or (None, why not).
         """
@@ -73,7 +75,7 @@ class Registry:
         if isinstance(path, tuple):
             return None, path[1]
         handle = self.workers.get(path)
-        if handle is None or not handle.ready:
+        if handle is None:
             return None, f"actor {path} is not running (restarting or stopped)"
         return handle, ""
 

@@ -16,7 +16,10 @@ from typing import Any, Callable, Protocol
 import wasmtime
 import wasmtime.component as wc
 
+from . import fastabi
 from .component import ACTOR_EXPORT, MESSAGE_CLIENT_EXPORT, PACKAGE
+
+fastabi.install()
 
 log = logging.getLogger("theater_otp.worker")
 
@@ -69,14 +72,14 @@ class Actor:
             self.instance = self.linker.instantiate(self.store, component)
         except wasmtime.WasmtimeError as exc:
             raise ActorCrash(f"instantiation failed: {_first_line(exc)}") from None
-        self.funcs: dict[tuple[str, str], wc.Func] = {}
+        self.funcs: dict[tuple[str, str], fastabi.TypedFunc] = {}
         for iface, name in ((ACTOR_EXPORT, "init"), (MESSAGE_CLIENT_EXPORT, "handle-send"),
                             (MESSAGE_CLIENT_EXPORT, "handle-request")):
             iface_idx = component.get_export_index(iface)
             func_idx = component.get_export_index(name, iface_idx) if iface_idx is not None else None
             func = self.instance.get_func(self.store, func_idx) if func_idx is not None else None
             if func is not None:
-                self.funcs[(iface, name)] = func
+                self.funcs[(iface, name)] = fastabi.TypedFunc(func, self.store)
 
     def close(self) -> None:
         self.funcs.clear()
@@ -141,10 +144,8 @@ class Actor:
         self._renew()
         try:
             result = func(self.store, *args)
-        except wasmtime.Trap as exc:
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # component traps arrive as WasmtimeError
             raise ActorCrash(f"trap in {iface}.{name}: {_trap_text(exc)}") from None
-        except wasmtime.WasmtimeError as exc:
-            raise ActorCrash(f"error in {iface}.{name}: {_first_line(exc)}") from None
         func.post_return(self.store)
         if isinstance(result, str):
             raise ActorCrash(f"{iface}.{name} returned err: {result}")
@@ -166,12 +167,10 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _trap_text(exc: wasmtime.Trap) -> str:
+def _trap_text(exc: Exception) -> str:
     """The trap's message without wasmtime's backtrace lines."""
     text = str(exc).strip()
     for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("error while executing", "wasm backtrace", "0:", "1:", "2:", "note:")):
-            if "wasm trap:" in line:
-                return line.split("wasm trap:", 1)[1].strip()
+        if "wasm trap:" in line:
+            return line.split("wasm trap:", 1)[1].strip()
     return _first_line(exc)

@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make demo` boots the demo tree, `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/theater-otp up manifests/demo/supervision.toml
+
+test: install
+	$(PY) -m pytest -q -W error::ResourceWarning
+
+bench: install
+	$(PY) bench/restart.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,153 @@
+"""A real node for tests: `up --detach` in a private home, queried over the real control socket.
+
+Every test that uses it gets real processes, real sockets and real signals;
+teardown stops the node and SIGKILLs anything left, so no test leaks a process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from theater_otp.chain.store import connect, read_events
+from theater_otp.client import ControlClient
+from theater_otp.home import Home
+
+REPO = Path(__file__).resolve().parent.parent
+WAT = REPO / "actors" / "wat"
+CLI = [sys.executable, "-m", "theater_otp.cli"]
+
+
+def cli(*args: str, home: Path | None = None, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+    cmd = CLI + list(args) + (["--home", str(home)] if home else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def write_manifest(folder: Path, name: str, wat: str, initial_state: str | None = None,
+                   handlers: tuple[str, ...] = ()) -> Path:
+    path = folder / f"{name}.toml"
+    lines = [f'name = "{name}"', f'component = "{WAT / wat}"']
+    if initial_state is not None:
+        lines.append(f"initial_state = {initial_state!r}".replace("'", '"'))
+    for h in handlers:
+        lines += ["", "[[handler]]", f'type = "{h}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Tree:
+    """One running node. Use as a context manager; `close()` always leaves no process behind."""
+
+    def __init__(self, folder: Path, supervision: str):
+        self.folder = folder
+        self.home = folder / "home"
+        self.config = folder / "supervision.toml"
+        self.config.write_text(textwrap.dedent(supervision))
+        self.node_pid: int | None = None
+        self._seen: set[int] = set()
+
+    def __enter__(self) -> "Tree":
+        proc = cli("up", str(self.config), "--detach", home=self.home)
+        if proc.returncode != 0:
+            raise AssertionError(f"up failed: {proc.stderr}")
+        self.node_pid = self.tree()["node_pid"]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, kind: str, body: dict | None = None, timeout_s: float = 10) -> Any:
+        with ControlClient(Home.at(self.home)) as c:
+            return c.call(kind, body, timeout_s=timeout_s)
+
+    def tree(self) -> dict:
+        snap = self.call("tree")
+        for n in walk(snap):
+            if n.get("pid"):
+                self._seen.add(n["pid"])
+        return snap
+
+    def node(self, path: str) -> dict:
+        for n in walk(self.tree()):
+            if n["path"] == path:
+                return n
+        raise KeyError(path)
+
+    def pids(self) -> dict[str, int | None]:
+        return {n["path"]: n["pid"] for n in walk(self.tree()) if n["kind"] == "actor"}
+
+    def kill(self, path: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.node(path)["pid"]
+        assert pid, f"{path} has no pid"
+        os.kill(pid, sig)
+        return pid
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.02)
+
+    def wait_running(self, timeout: float = 10.0) -> dict[str, int]:
+        """Wait until every actor runs with a pid; return the pids."""
+        def all_up():
+            snap = self.tree()
+            actors = [n for n in walk(snap) if n["kind"] == "actor"]
+            if all(n["status"] == "running" and n["pid"] for n in actors) and not any(
+                    n["status"] != "running" for n in walk(snap) if n["kind"] == "supervisor"):
+                return {n["path"]: n["pid"] for n in actors}
+            return None
+        return self.wait_for(all_up, timeout, "every actor running")
+
+    def events(self, chain_id: str, event_type: str | None = None) -> list:
+        conn = connect(Home.at(self.home).chain_db, readonly=True)
+        try:
+            return read_events(conn, chain_id, event_type=event_type)
+        finally:
+            conn.close()
+
+    def supervisor_events(self, sup_path: str, event_type: str) -> list[dict]:
+        return [e.payload() for e in self.events(f"supervisor:{sup_path}", event_type)]
+
+    def processes(self) -> list[psutil.Process]:
+        """The node and everything below it (forkserver, writer, workers)."""
+        try:
+            node = psutil.Process(self.node_pid)
+            return [node] + node.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def close(self) -> None:
+        if self.node_pid is None:
+            return
+        procs = self.processes()
+        if procs:
+            cli("down", home=self.home, timeout=60)
+        for p in self.processes() + [psutil.Process(pid) for pid in self._seen if psutil.pid_exists(pid)]:
+            try:
+                if "theater_otp" in " ".join(p.cmdline()) or "forkserver" in " ".join(p.cmdline()):
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.node_pid = None
+
+
+def walk(node: dict):
+    yield node
+    for child in node.get("children", []):
+        yield from walk(child)

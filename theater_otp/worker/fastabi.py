@@ -1,0 +1,290 @@
+"""Faster component calls for wasmtime-py 50.0.1 (the pinned version).
+
+wasmtime-py converts every `list<u8>` element through a Python ValType call
+(~4 µs per byte each way) and rebuilds the function's type on every call
+(~300 µs). Actor messages and state are `list<u8>`, so both costs sit on the
+hot path. This module:
+
+* `install()`: replaces `ListType.convert_to_c` / `convert_from_c` for byte
+  lists with a bulk copy (one memmove of pre-laid-out value structs; other
+  element types keep the original code);
+* `TypedFunc`: a callable over a component `Func` that looks its type up once.
+
+Both only use the pinned release's own ctypes structures; tests/test_fastabi.py
+checks they give the same values as the stock path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import byref, pointer
+from typing import Any
+
+import wasmtime
+import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+from wasmtime.component import _types
+from wasmtime.component._enter import enter_wasm
+
+_VAL = ffi.wasmtime_component_val_t
+_SIZE = ctypes.sizeof(_VAL)
+_OF = _VAL.of.offset
+_U8 = ffi.WASMTIME_COMPONENT_U8.value
+_LIST = ffi.WASMTIME_COMPONENT_LIST.value
+
+_stock_to_c = _types.ListType.convert_to_c
+_stock_from_c = _types.ListType.convert_from_c
+_installed = False
+
+
+def _bytes_to_c(self: _types.ListType, store: Any, val: Any, ptr: Any) -> None:
+    if not isinstance(val, (bytes, bytearray)) or not self._is_bytes():
+        return _stock_to_c(self, store, val, ptr)
+    _lower_bytes(val, ptr)
+
+
+def _lower_bytes(val: bytes, ptr: Any) -> None:
+    """Write `val` as a list<u8> value: one memmove of pre-laid-out u8 value structs."""
+    if not isinstance(val, (bytes, bytearray)):
+        raise TypeError(f"expected bytes, got {type(val).__name__}")
+    n = len(val)
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(raw, n)
+    if n:
+        layout = bytearray(n * _SIZE)
+        layout[0::_SIZE] = bytes((_U8,)) * n
+        layout[_OF::_SIZE] = val
+        ctypes.memmove(raw.data, (ctypes.c_char * len(layout)).from_buffer(layout), len(layout))
+    ptr.contents.kind = _LIST
+    ptr.contents.of.list = raw
+
+
+def _bytes_from_c(self: _types.ListType, c: Any) -> Any:
+    if not self._is_bytes():
+        return _stock_from_c(self, c)
+    return _lift_bytes(c)
+
+
+def _lift_bytes(c: Any) -> bytes:
+    """Read a list<u8> value in one copy, then free it."""
+    lst = c.of.list
+    try:
+        n = lst.size
+        return ctypes.string_at(lst.data, n * _SIZE)[_OF::_SIZE] if n else b""
+    finally:
+        ffi.wasmtime_component_vallist_delete(byref(lst))
+
+
+def install() -> None:
+    """Switch byte-list conversion to the bulk path (idempotent)."""
+    global _installed
+    if not _installed:
+        _types.ListType.convert_to_c = _bytes_to_c
+        _types.ListType.convert_from_c = _bytes_from_c
+        _installed = True
+
+
+_K = ffi
+_SIMPLE = {
+    # ValType class -> (kind constant, union field)
+    _types.Bool: (_K.WASMTIME_COMPONENT_BOOL.value, "boolean"),
+    _types.S8: (_K.WASMTIME_COMPONENT_S8.value, "s8"), _types.U8: (_K.WASMTIME_COMPONENT_U8.value, "u8"),
+    _types.S16: (_K.WASMTIME_COMPONENT_S16.value, "s16"), _types.U16: (_K.WASMTIME_COMPONENT_U16.value, "u16"),
+    _types.S32: (_K.WASMTIME_COMPONENT_S32.value, "s32"), _types.U32: (_K.WASMTIME_COMPONENT_U32.value, "u32"),
+    _types.S64: (_K.WASMTIME_COMPONENT_S64.value, "s64"), _types.U64: (_K.WASMTIME_COMPONENT_U64.value, "u64"),
+    _types.F32: (_K.WASMTIME_COMPONENT_F32.value, "f32"), _types.F64: (_K.WASMTIME_COMPONENT_F64.value, "f64"),
+}
+_BOOL = _K.WASMTIME_COMPONENT_BOOL.value
+_STRING = _K.WASMTIME_COMPONENT_STRING.value
+_TUPLE = _K.WASMTIME_COMPONENT_TUPLE.value
+_OPTION = _K.WASMTIME_COMPONENT_OPTION.value
+_RESULT = _K.WASMTIME_COMPONENT_RESULT.value
+
+
+def _forget(val: Any) -> None:
+    """Mark a lifted (already freed) child so its container's delete skips it."""
+    val.kind = _BOOL
+    val.of.boolean = False
+
+
+def lowerer(ty: Any):
+    """A function (store, value, ptr) that writes `value` as `ty` into `*ptr`; types resolved once."""
+    cls = type(ty)
+    if cls in _SIMPLE:
+        kind, name = _SIMPLE[cls]
+
+        def lower_simple(store, val, ptr):
+            ptr.contents.kind = kind
+            setattr(ptr.contents.of, name, val)
+        return lower_simple
+    if cls is _types.String:
+        def lower_string(store, val, ptr):
+            if not isinstance(val, str):
+                raise TypeError("expected str")
+            ptr.contents.kind = _STRING
+            ptr.contents.of.string = ffi.str_to_capi(val)
+        return lower_string
+    if cls is _types.ListType and ty._is_bytes():
+        return lambda store, val, ptr: _lower_bytes(val, ptr)
+    if cls is _types.TupleType:
+        parts = [lowerer(e) for e in ty.elements]
+        count = len(parts)
+
+        def lower_tuple(store, val, ptr):
+            if not isinstance(val, tuple) or len(val) != count:
+                raise TypeError(f"expected a tuple of {count}")
+            raw = ffi.wasmtime_component_valtuple_t()
+            ffi.wasmtime_component_valtuple_new_uninit(raw, count)
+            done = 0
+            try:
+                for lower, element in zip(parts, val):
+                    lower(store, element, pointer(raw.data[done]))
+                    done += 1
+            except BaseException:
+                for j in range(done, count):
+                    _forget(raw.data[j])
+                ffi.wasmtime_component_valtuple_delete(byref(raw))
+                raise
+            ptr.contents.kind = _TUPLE
+            ptr.contents.of.tuple = raw
+        return lower_tuple
+    if cls is _types.OptionType and not ty._tagged():
+        inner = lowerer(ty.payload)
+
+        def lower_option(store, val, ptr):
+            ptr.contents.kind = _OPTION
+            if val is None:
+                ptr.contents.of.option = None
+                return
+            raw = _VAL()
+            inner(store, val, pointer(raw))
+            ptr.contents.of.option = ffi.wasmtime_component_val_new(byref(raw))
+        return lower_option
+    if cls is _types.ResultType and not ty._tagged():
+        cases = []
+        for name, case_ty in ty._cases():
+            classes: set = set()
+            if case_ty is None:
+                classes.add(type(None))
+            else:
+                case_ty.add_classes(classes)
+            cases.append((name == "ok", tuple(classes), lowerer(case_ty) if case_ty is not None else None))
+
+        def lower_result(store, val, ptr):
+            for is_ok, classes, inner in cases:
+                if isinstance(val, classes):
+                    ptr.contents.kind = _RESULT
+                    ptr.contents.of.result.is_ok = is_ok
+                    if inner is None:
+                        ptr.contents.of.result.val = None
+                    else:
+                        raw = _VAL()
+                        inner(store, val, pointer(raw))
+                        ptr.contents.of.result.val = ffi.wasmtime_component_val_new(byref(raw))
+                    return
+            raise ValueError("value not valid for this result type")
+        return lower_result
+    return ty.convert_to_c  # records, variants, enums, flags, resources: the stock path
+
+
+def lifter(ty: Any):
+    """A function (c value) -> Python value for `ty`; frees what it lifts. Types resolved once."""
+    cls = type(ty)
+    if cls in _SIMPLE:
+        _kind, name = _SIMPLE[cls]
+        if cls is _types.Bool:
+            return lambda c: bool(c.of.boolean)
+        return lambda c: getattr(c.of, name)
+    if cls is _types.String:
+        def lift_string(c):
+            text = ffi.to_str(c.of.string)
+            ffi.wasm_byte_vec_delete(byref(c.of.string))
+            return text
+        return lift_string
+    if cls is _types.ListType and ty._is_bytes():
+        return _lift_bytes
+    if cls is _types.TupleType:
+        parts = [lifter(e) for e in ty.elements]
+
+        def lift_tuple(c):
+            tup = c.of.tuple
+            try:
+                out = []
+                for i, lift in enumerate(parts):
+                    field = tup.data[i]
+                    out.append(lift(field))
+                    _forget(field)
+                return tuple(out)
+            finally:
+                ffi.wasmtime_component_valtuple_delete(byref(tup))
+        return lift_tuple
+    if cls is _types.OptionType and not ty._tagged():
+        inner = lifter(ty.payload)
+
+        def lift_option(c):
+            p = c.of.option
+            if not p:
+                return None
+            value = inner(p.contents)
+            _forget(p.contents)
+            ffi.wasmtime_component_val_delete(p)
+            return value
+        return lift_option
+    if cls is _types.ResultType and not ty._tagged():
+        ok_ty, err_ty = ty.ok, ty.err
+        lift_ok = lifter(ok_ty) if ok_ty is not None else None
+        lift_err = lifter(err_ty) if err_ty is not None else None
+
+        def lift_result(c):
+            inner = lift_ok if c.of.result.is_ok else lift_err
+            p = c.of.result.val
+            if inner is None or not p:
+                return None
+            value = inner(p.contents)
+            _forget(p.contents)
+            ffi.wasmtime_component_val_delete(p)
+            return value
+        return lift_result
+    return ty.convert_from_c
+
+
+class TypedFunc:
+    """An exported component function whose conversions are planned once from its type.
+
+    Owns nothing: the Func belongs to its instance and store.
+    """
+
+    def __init__(self, func: wc.Func, store: wasmtime.Store):
+        self.func = func
+        fty = func.type(store)
+        self._types = fty  # keeps the type objects the plans refer to alive
+        self.lowers = [lowerer(ty) for _name, ty in fty.params]
+        result_ty = fty.result
+        self.lift = lifter(result_ty) if result_ty is not None else None
+
+    def __call__(self, store: wasmtime.Store, *params: Any) -> Any:
+        if len(params) != len(self.lowers):
+            raise TypeError(f"wrong number of parameters: given {len(params)}, expected {len(self.lowers)}")
+        param_capi = (_VAL * len(params))()
+        n = 0
+        try:
+            for lower, val in zip(self.lowers, params):
+                lower(store, val, pointer(param_capi[n]))
+                n += 1
+            result_space = _VAL() if self.lift is not None else None
+            func = self.func._func
+
+            def run():
+                return ffi.wasmtime_component_func_call(
+                    byref(func), store._context(), param_capi, n,
+                    byref(result_space) if result_space is not None else None,
+                    1 if result_space is not None else 0)
+
+            enter_wasm(run)
+            return self.lift(result_space) if result_space is not None else None
+        finally:
+            for i in range(n):
+                ffi.wasmtime_component_val_delete(byref(param_capi[i]))
+
+    def post_return(self, store: wasmtime.Store) -> None:
+        self.func.post_return(store)
