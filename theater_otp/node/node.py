@@ -96,7 +96,6 @@ class Node:
         self.exit_message = ""
         self.stopping = False
         self.down_waiters: list[tuple[bytes, int]] = []
-        self.last_context: dict[str, str] = {}
         self.launcher = Launcher()
         self.ctx = zmq.Context()
         self.poller = zmq.Poller()
@@ -289,7 +288,6 @@ class Node:
             self._supervisor_exited(action)
 
     def _report(self, r: ev.Report) -> None:
-        self.last_context[r.supervisor] = r.context
         child = f" child={r.child_id}" if r.child_id else ""
         reason = f" reason={r.reason}" if r.reason else ""
         extra = "".join(f" {k}={v}" for k, v in r.data.items())
@@ -336,7 +334,7 @@ class Node:
         if self.stopping:
             self.exit_code, self.exit_message = 0, "tree stopped"
         else:
-            context = self.last_context.get(action.supervisor, "")
+            context = action.context
             why = {"reached_max_restart_intensity": "reached its maximum restart intensity "
                    f"({entry.sup.flags.intensity} restarts in {entry.sup.flags.period} s)",
                    "auto_shutdown": "shut down automatically (a significant child ended)"}.get(context, str(action.reason))

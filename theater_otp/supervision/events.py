@@ -111,6 +111,8 @@ class SupervisorExited:
     supervisor: str
     reason: ExitReason
     during_start: bool = False
+    #: why: "shutdown" (asked to stop), "reached_max_restart_intensity", "auto_shutdown" or "start_failed"
+    context: str = "shutdown"
 
 
 Action = StartChild | StopChild | Post | Report | SupervisorStarted | SupervisorExited

@@ -218,7 +218,7 @@ class Supervisor:
             failure = ExitReason(ReasonKind.SHUTDOWN, f"failed_to_start_child {child.spec.id}: {reason}")
             started = [c.spec.id for c in self.ordered_children() if c.incarnation is not None]
             self._start_job("init_failed", [("stop", i) for i in reversed(started)],
-                            lambda: self._exit(failure, during_start=True), restart=False)
+                            lambda: self._exit(failure, "start_failed", during_start=True), restart=False)
             return
         # §1.3: a failed restart marks the child restarting and posts a retry to ourselves.
         self.job = None
@@ -289,6 +289,7 @@ class Supervisor:
             for c in self.children.values()
         ):
             return
+        self._report("auto_shutdown", child.spec.id, SHUTDOWN, mode=mode.value)
         self._shut_down(SHUTDOWN, context="auto_shutdown")
 
     # ---- stopping the supervisor itself (§1.5) ------------------------------------------
@@ -296,12 +297,12 @@ class Supervisor:
     def _shut_down(self, reason: ExitReason, context: str) -> None:
         running = [c.spec.id for c in self.ordered_children()
                    if c.incarnation is not None or c.state is ChildState.RESTARTING]
-        self._report(context, None, reason)
+        self._report("shutting_down", None, reason, because=context)
         self._start_job("shutdown", [("stop", i) for i in reversed(running)],
-                        lambda: self._exit(reason), restart=False)
+                        lambda: self._exit(reason, context), restart=False)
 
-    def _exit(self, reason: ExitReason, during_start: bool = False) -> None:
+    def _exit(self, reason: ExitReason, context: str, during_start: bool = False) -> None:
         self.alive = False
         self.exit_reason = reason
         self.mailbox.clear()
-        self._emit(SupervisorExited(self.path, reason, during_start=during_start))
+        self._emit(SupervisorExited(self.path, reason, during_start=during_start, context=context))
