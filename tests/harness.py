@@ -147,6 +147,26 @@ class Tree:
         self.node_pid = None
 
 
+def living(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of `procs` still running (a zombie has exited: only its reaper is missing)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited; return those still alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    while (alive := living(procs)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return alive
+
+
 def walk(node: dict):
     yield node
     for child in node.get("children", []):

@@ -20,6 +20,7 @@ def die_with_parent(node_pid: int) -> None:
     a SIGKILLed node takes every worker and the chain-writer with it. The
     check after prctl closes the window where the node died before it.
     """
+    _drop_forkserver_alive_fd()
     if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     try:
@@ -28,6 +29,25 @@ def die_with_parent(node_pid: int) -> None:
         os._exit(1)
     if os.getppid() == 1:
         os._exit(1)
+
+
+def _drop_forkserver_alive_fd() -> None:
+    """Close our copy of the node's "alive" pipe, which multiprocessing hands every forkserver child.
+
+    The forkserver exits when the node's end of that pipe closes; while any
+    child holds a copy, a SIGKILLed node would leave the forkserver (and so
+    every worker) running. Workers never start processes themselves.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
 
 
 def setup_child_logging(log_file: Path, name: str) -> None:
