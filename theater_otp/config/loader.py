@@ -146,7 +146,10 @@ def parse_child_spec(src: _Source, table: object, key: str, parent: SupFlags) ->
         manifest_value = table["manifest"]
         if not isinstance(manifest_value, str):
             raise src.error(f"{key}.manifest", f"{manifest_value!r} is not valid: expected a path to an actor manifest", manifest_value)
-        manifest = load_manifest(src.path.parent / manifest_value)
+        manifest_path = src.path.parent / manifest_value
+        if not manifest_path.is_file():
+            raise src.error(f"{key}.manifest", f"manifest file not found: {manifest_path.resolve()}", manifest_value)
+        manifest = load_manifest(manifest_path)
         return ChildSpec(id=child_id, type=child_type, restart=restart, shutdown=shutdown,
                          significant=significant, manifest=manifest)
 

@@ -9,7 +9,7 @@ import psutil
 
 from ..config import load_supervision
 from ..config.model import ChildSpec, ChildType
-from ..errors import TheaterError
+from ..errors import ComponentError, TheaterError
 from ..home import Home
 from ..worker.component import CompiledComponent, check_actor_abi, compile_component, new_engine
 
@@ -28,7 +28,10 @@ def compile_tree(tree: ChildSpec) -> dict[Path, CompiledComponent]:
     for spec in iter_workers(tree):
         manifest = spec.manifest
         if manifest.component not in compiled:
-            compiled[manifest.component] = compile_component(manifest.component, engine)
+            try:
+                compiled[manifest.component] = compile_component(manifest.component, engine)
+            except ComponentError as exc:
+                raise ComponentError(f"{manifest.source}: component: {exc}") from None
         granted = {"runtime", "message-server"} | {h.type for h in manifest.handlers}
         check_actor_abi(compiled[manifest.component], granted, manifest.source)
     return compiled

@@ -133,8 +133,8 @@ def check_actor_abi(compiled: CompiledComponent, granted: set[str], manifest_pat
         handler = IMPORT_HANDLERS[iface]
         if handler and handler not in granted:
             raise ComponentError(
-                f"{manifest_path}: component imports {iface} but the manifest does not grant it; add\n"
-                f"  [[handler]]\n  type = \"{handler}\"")
+                f"{manifest_path}: component imports {iface} but the manifest does not grant it: "
+                f"add `[[handler]] type = \"{handler}\"` to the manifest")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
