@@ -69,23 +69,26 @@ class ChainStore:
             (actor_id, path, name))
         self.heads.setdefault(actor_id, (-1, None, 0))
 
-    def append_batch(self, items: Iterable[tuple[str, int, str, int, bytes]]) -> tuple[list[ChainEvent], int]:
-        """Append (actor_id, incarnation, event_type, timestamp, data) items in one transaction.
+    def append_batch(self, items: Iterable[tuple[str, int, str, int, bytes, bool]]) -> tuple[list[ChainEvent], int]:
+        """Append (actor_id, incarnation, event_type, timestamp, data, trusted) items in one transaction.
 
-        An item from an incarnation older than the actor's current one is rejected
-        (a late event from a dead incarnation never splices into the new chain).
-        Returns the stored events and the number rejected.
+        An untrusted item (written by a worker) from an incarnation older than the
+        actor's current one is rejected: a late event from a dead incarnation never
+        splices into the new chain. Trusted items come from the node, which records
+        what it saw of an incarnation (its exit) and may arrive after the next
+        incarnation began; they are appended at the head and do not move the
+        current incarnation. Returns the stored events and the number rejected.
         """
         stored: list[ChainEvent] = []
         rejected = 0
         touched: set[str] = set()
-        for actor_id, incarnation, event_type, timestamp, data in items:
+        for actor_id, incarnation, event_type, timestamp, data, trusted in items:
             seq, parent, current = self.heads.get(actor_id, (-1, None, 0))
-            if incarnation < current:
+            if incarnation < current and not trusted:
                 rejected += 1
                 continue
             ev = make_event(actor_id, seq + 1, incarnation, parent, event_type, timestamp, data)
-            self.heads[actor_id] = (ev.seq, ev.hash, incarnation)
+            self.heads[actor_id] = (ev.seq, ev.hash, max(incarnation, current))
             stored.append(ev)
             touched.add(actor_id)
         if not stored:

@@ -25,6 +25,8 @@ from .store import ChainStore
 
 log = logging.getLogger("theater_otp.chain.writer")
 
+#: The node's socket identity: its events describe incarnations it saw end (see ChainStore.append_batch).
+NODE_IDENTITY = b"node"
 #: Most frames one group commit takes before it commits and acks.
 MAX_BATCH_FRAMES = 4096
 
@@ -88,7 +90,7 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
                 log.error("dropped frame: %s", exc)
                 continue
             if env.kind == "events":
-                n = _collect(env, items)
+                n = _collect(env, items, trusted=ident == NODE_IDENTITY)
                 if env.corr:
                     replies.append((ident, Envelope("ack", "chain", env.sender, env.corr, {"received": n})))
             elif env.kind == "register":
@@ -112,7 +114,7 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
     return 0
 
 
-def _collect(env: Envelope, items: list) -> int:
+def _collect(env: Envelope, items: list, trusted: bool) -> int:
     """Validate the `events` body; append well-formed items, log and skip the rest."""
     body = env.body
     if not isinstance(body, list):
@@ -122,7 +124,7 @@ def _collect(env: Envelope, items: list) -> int:
     for item in body:
         if (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) and isinstance(item[1], int)
                 and isinstance(item[2], str) and isinstance(item[3], int) and isinstance(item[4], bytes)):
-            items.append(tuple(item))
+            items.append((*item, trusted))
             n += 1
         else:
             log.error("dropped a malformed event from %r", env.sender)

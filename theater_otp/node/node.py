@@ -25,6 +25,7 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
+from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
 from ..home import Home
 from ..protocol import Envelope, ProtocolError, decode, encode
@@ -102,6 +103,7 @@ class Node:
         self.router = self._bind(zmq.ROUTER, home.router_endpoint)
         self.control = self._bind(zmq.ROUTER, home.control_endpoint)
         self.chain = self.ctx.socket(zmq.DEALER)
+        self.chain.setsockopt(zmq.IDENTITY, NODE_IDENTITY)
         self.chain.setsockopt(zmq.LINGER, 2000)
         self.chain.connect(home.chain_endpoint)
         self.wake_r, self._wake_w = socket.socketpair()
