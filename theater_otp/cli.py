@@ -110,11 +110,16 @@ def up(
         message = line.removeprefix("error ").strip() or f"the node exited with code {proc.returncode}"
         _err(message)
         raise typer.Exit(code=1)
+    home_flag = "" if h.root == Home.at(None).root else f" --home {h.root}"
     print(f"tree up: node pid {proc.pid}, home {h.root}", file=sys.stderr)
     if detach:
         return
+    print(f"watch it with `theater-otp tree{home_flag}` in another terminal; Ctrl-C stops the tree",
+          file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node gets Ctrl-C too and stops the tree
-    raise typer.Exit(code=proc.wait())
+    code = proc.wait()
+    print("tree stopped" if code == 0 else f"node exited with code {code}", file=sys.stderr)
+    raise typer.Exit(code=code)
 
 
 @app.command()
