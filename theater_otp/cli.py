@@ -244,6 +244,98 @@ def state(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False) ->
         sys.stdout.buffer.write(data + b"\n")
 
 
+# ---- the dynamic child API -------------------------------------------------------------------
+
+SupArg = Annotated[str, typer.Argument(help="Supervisor path (root/team) or unique id.")]
+ChildArg = Annotated[str, typer.Argument(help="Child id (for simple_one_for_one: the instance id).")]
+
+
+def _api(home: Path | None, kind: str, body: dict, json_out: bool, render) -> None:
+    try:
+        with _client(home) as c:
+            result = c.call(kind, body, timeout_s=3600)
+    except RemoteError as exc:
+        if json_out:
+            _print_json({"ok": False, "error": exc.code, "message": str(exc)})
+        else:
+            _err(str(exc))
+        raise typer.Exit(code=1) from None
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        _print_json(result)
+    else:
+        render(result)
+
+
+@app.command("start-child")
+def start_child(
+    supervisor: SupArg,
+    manifest: Annotated[Optional[Path], typer.Argument(help="Actor manifest (optional for simple_one_for_one).")] = None,
+    child_id: Annotated[Optional[str], typer.Option("--id", help="Child id (default: the manifest's name).")] = None,
+    restart: Annotated[Optional[str], typer.Option(help="permanent | transient | temporary")] = None,
+    shutdown: Annotated[Optional[str], typer.Option(help="ms | brutal_kill | infinity")] = None,
+    significant: Annotated[bool, typer.Option("--significant", help="Mark the child significant.")] = False,
+    home: HomeOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Add a child to a running supervisor and start it (OTP start_child)."""
+    body: dict[str, Any] = {"supervisor": supervisor, "restart": restart, "significant": significant or None}
+    if manifest is not None:
+        if not manifest.is_file():
+            _err(f"{manifest}: manifest file not found")
+            raise typer.Exit(code=1)
+        body["manifest"] = str(manifest.resolve())
+        if child_id is None:
+            from .config import load_manifest
+            try:
+                child_id = load_manifest(manifest).name
+            except TheaterError as exc:
+                raise _fail(exc) from None
+    body["id"] = child_id
+    if shutdown is not None:
+        body["shutdown"] = int(shutdown) if shutdown.isdigit() else shutdown
+    _api(home, "start-child", body, json_out,
+         lambda r: print(f"started {r['result']['path']} (pid {r['result']['pid']})"))
+
+
+@app.command("terminate-child")
+def terminate_child(supervisor: SupArg, child: ChildArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Stop a child per its shutdown spec and keep its spec (OTP terminate_child)."""
+    _api(home, "terminate-child", {"supervisor": supervisor, "id": child}, json_out, lambda r: print("ok"))
+
+
+@app.command("restart-child")
+def restart_child(supervisor: SupArg, child: ChildArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Start a stopped child again (OTP restart_child)."""
+    _api(home, "restart-child", {"supervisor": supervisor, "id": child}, json_out,
+         lambda r: print(f"restarted {r['result']['path']} (pid {r['result']['pid']})"))
+
+
+@app.command("delete-child")
+def delete_child(supervisor: SupArg, child: ChildArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Remove a stopped child's spec (OTP delete_child)."""
+    _api(home, "delete-child", {"supervisor": supervisor, "id": child}, json_out, lambda r: print("ok"))
+
+
+@app.command("which-children")
+def which_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """A supervisor's children, newest first (OTP which_children)."""
+    def render(r: dict) -> None:
+        for row in r["children"]:
+            child = row["child"] if row["child"] is not None else "undefined"
+            pid = f"pid {row['pid']}" if row.get("pid") else ""
+            print(f"{row['id']:<16} {row['type']:<10} {child!s:<12} {pid}")
+    _api(home, "which-children", {"supervisor": supervisor}, json_out, render)
+
+
+@app.command("count-children")
+def count_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Counts of specs, active children, supervisors and workers (OTP count_children)."""
+    _api(home, "count-children", {"supervisor": supervisor}, json_out,
+         lambda r: print(f"specs {r['specs']}  active {r['active']}  supervisors {r['supervisors']}  "
+                         f"workers {r['workers']}"))
+
+
 # ---- events ----------------------------------------------------------------------------------
 
 @app.command()

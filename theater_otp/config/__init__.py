@@ -15,10 +15,10 @@ from .model import (
     Strategy,
     SupFlags,
 )
-from .loader import load_manifest, load_supervision, parse_child_spec
+from .loader import load_manifest, load_supervision, parse_child_spec, parse_dynamic_child
 
 __all__ = [
     "ActorManifest", "AutoShutdown", "ChildSpec", "ChildType", "HandlerConfig",
     "RestartType", "Shutdown", "Strategy", "SupFlags",
-    "load_manifest", "load_supervision", "parse_child_spec",
+    "load_manifest", "load_supervision", "parse_child_spec", "parse_dynamic_child",
 ]

@@ -20,6 +20,7 @@ from .model import (
     WORKER_DEFAULT_SHUTDOWN,
     ActorManifest,
     AutoShutdown,
+    Backoff,
     ChildSpec,
     ChildType,
     HandlerConfig,
@@ -40,8 +41,11 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 class _Source:
     """The text of one TOML file, for error messages that carry a line number."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, text: str | None = None):
         self.path = path
+        if text is not None:
+            self.text = text
+            return
         try:
             self.text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -100,7 +104,28 @@ def parse_flags(src: _Source, table: dict[str, Any], key: str) -> SupFlags:
     intensity = _int(src, f"{key}.intensity", table.get("intensity"), 1, 0)
     period = _int(src, f"{key}.period", table.get("period"), 5, 1)
     auto = _enum(src, f"{key}.auto_shutdown", table.get("auto_shutdown"), AutoShutdown, AutoShutdown.NEVER)
-    return SupFlags(strategy=strategy, intensity=intensity, period=period, auto_shutdown=auto)
+    return SupFlags(strategy=strategy, intensity=intensity, period=period, auto_shutdown=auto,
+                    backoff=_backoff(src, f"{key}.backoff", table.get("backoff")))
+
+
+def _backoff(src: _Source, key: str, value: object) -> Backoff | None:
+    """`backoff = { initial_ms = 100, max_ms = 30000, reset_after_s = 60 }` (all optional)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Backoff()
+    if not isinstance(value, dict):
+        raise src.error(key, "expected a table { initial_ms, max_ms, reset_after_s } or true", value)
+    unknown = set(value) - {"initial_ms", "max_ms", "reset_after_s"}
+    if unknown:
+        raise src.error(key, f"unknown key(s) {', '.join(sorted(unknown))}: expected initial_ms, max_ms, reset_after_s")
+    default = Backoff()
+    initial = _int(src, f"{key}.initial_ms", value.get("initial_ms"), default.initial_ms, 0)
+    cap = _int(src, f"{key}.max_ms", value.get("max_ms"), max(default.max_ms, initial), 0)
+    if cap < initial:
+        raise src.error(f"{key}.max_ms", f"{cap} is not valid: expected max_ms >= initial_ms ({initial})", cap)
+    reset = _int(src, f"{key}.reset_after_s", value.get("reset_after_s"), default.reset_after_s, 0)
+    return Backoff(initial_ms=initial, max_ms=cap, reset_after_s=reset)
 
 
 def _shutdown(src: _Source, key: str, value: object, child_type: ChildType) -> Shutdown:
@@ -171,6 +196,12 @@ def _parse_children(src: _Source, items: object, key: str, flags: SupFlags) -> t
     if flags.strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(specs) != 1:
         raise src.error(key, f"simple_one_for_one needs exactly one child spec (the template), found {len(specs)}")
     return specs
+
+
+def parse_dynamic_child(table: dict[str, Any], origin: str, flags: SupFlags) -> ChildSpec:
+    """A child spec given at run time (`start-child`); errors name `origin` instead of a file."""
+    src = _Source(Path(origin), text="")
+    return parse_child_spec(src, table, "child", flags)
 
 
 def load_supervision(path: str | Path) -> ChildSpec:

@@ -55,6 +55,19 @@ WORKER_DEFAULT_SHUTDOWN = Shutdown.timeout(5000)
 
 
 @dataclass(frozen=True)
+class Backoff:
+    """Beyond OTP (off by default): wait before a restart, doubling per consecutive restart of
+    the same child, capped at `max_ms`; a child that ran `reset_after_s` resets its delay."""
+
+    initial_ms: int = 100
+    max_ms: int = 30_000
+    reset_after_s: int = 60
+
+    def delay_s(self, level: int) -> float:
+        return min(self.max_ms, self.initial_ms * (2 ** level)) / 1000
+
+
+@dataclass(frozen=True)
 class SupFlags:
     """Supervisor flags with OTP's defaults: one_for_one, 1 restart per 5 s."""
 
@@ -62,6 +75,7 @@ class SupFlags:
     intensity: int = 1
     period: int = 5
     auto_shutdown: AutoShutdown = AutoShutdown.NEVER
+    backoff: Backoff | None = None
 
 
 @dataclass(frozen=True)

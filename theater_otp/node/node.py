@@ -92,6 +92,9 @@ class Node:
         self._timer_seq = itertools.count()
         self._corr = itertools.count(1)
         self.pending: dict[int, _PendingRequest] = {}
+        self.api_waiters: dict[int, tuple[bytes, int]] = {}  # supervisor API req -> (CLI ident, corr)
+        self._api_req = itertools.count(1)
+        self._engine = None  # created on first dynamic start-child (compiling needs one)
         self.started_at = time.time()
         self.exit_code: int | None = None
         self.exit_message = ""
@@ -288,6 +291,8 @@ class Node:
             self._supervisor_started(action.supervisor)
         elif isinstance(action, ev.SupervisorExited):
             self._supervisor_exited(action)
+        elif isinstance(action, ev.Reply):
+            self._api_reply(action)
 
     def _report(self, r: ev.Report) -> None:
         child = f" child={r.child_id}" if r.child_id else ""
@@ -624,6 +629,115 @@ class Node:
             return
         pending = _PendingRequest("cli", ident, corr, target)
         self._forward_request(pending, "cli", None, 10_000, kind="state")
+
+    # ---- the dynamic child API (§1.7) -----------------------------------------------------------
+
+    def _supervisor_ref(self, ident: bytes, corr: int, ref: str) -> _SubSupervisor | None:
+        if ref in self.supervisors:
+            return self.supervisors[ref]
+        matches = [p for p in self.supervisors if p.endswith("/" + ref)]
+        if len(matches) == 1:
+            return self.supervisors[matches[0]]
+        why = f"{ref!r} is ambiguous: {', '.join(sorted(matches))}" if matches else f"no supervisor named {ref!r}"
+        self._control_error(ident, corr, "not_found", why)
+        return None
+
+    def _api_request(self, ident: bytes, corr: int, entry: _SubSupervisor, make: Callable[[int], ev.Event]) -> None:
+        req = next(self._api_req)
+        self.api_waiters[req] = (ident, corr)
+        self._enqueue(entry.sup.path, make(req))
+
+    def _api_reply(self, r: ev.Reply) -> None:
+        waiter = self.api_waiters.pop(r.req, None)
+        if waiter is None:
+            return
+        ident, corr = waiter
+        if r.ok:
+            value = r.value
+            if isinstance(value, dict) and "id" in value:
+                value = {**value, **self._child_view(r.supervisor, value["id"])}
+            self._control_reply(ident, corr, {"ok": True, "result": value})
+            return
+        term = r.value
+        code = term[0] if isinstance(term, tuple) else str(term)
+        detail = term[1] if isinstance(term, tuple) and len(term) > 1 else None
+        message = {"already_started": f"already_started: the child is running (incarnation {detail})",
+                   "already_present": "already_present: a child with that id exists (not running); "
+                                      "restart-child or delete-child it",
+                   "running": "running: stop it first with terminate-child",
+                   "restarting": "restarting: the child is between restart attempts",
+                   "not_found": "not_found: no such child",
+                   "simple_one_for_one": "simple_one_for_one: not supported for simple_one_for_one supervisors",
+                   "start_failed": f"start_failed: {detail}"}.get(code, str(term))
+        self._control_error(ident, corr, code, message)
+
+    def _child_view(self, sup_path: str, child_id: str) -> dict:
+        path = f"{sup_path}/{child_id}"
+        handle = self.registry.workers.get(path)
+        return {"path": path, "pid": handle.process.pid if handle else None,
+                "actor_id": self.registry.actor_ids.get(path)}
+
+    def _cmd_start_child(self, ident: bytes, corr: int, body: dict) -> None:
+        from ..config import parse_dynamic_child
+        from ..errors import TheaterError
+        from ..node.boot import iter_workers
+        from ..worker.component import check_actor_abi, compile_component, new_engine
+
+        entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
+        if entry is None:
+            return
+        sup = entry.sup
+        table = {k: v for k, v in body.items() if k in ("id", "manifest", "restart", "shutdown", "significant", "type")
+                 and v is not None}
+        try:
+            if sup.simple:
+                spec = None
+                if table.get("manifest"):
+                    spec = parse_dynamic_child({"id": "instance", "manifest": table["manifest"]}, "start-child",
+                                               sup.flags)
+            else:
+                spec = parse_dynamic_child(table, "start-child", sup.flags)
+            for worker in iter_workers(spec) if spec else ():
+                manifest = worker.manifest
+                if manifest.component not in self.components:
+                    self._engine = self._engine or new_engine()
+                    self.components[manifest.component] = compile_component(manifest.component, self._engine)
+                check_actor_abi(self.components[manifest.component],
+                                {"runtime", "message-server"} | {h.type for h in manifest.handlers}, manifest.source)
+        except TheaterError as exc:
+            self._control_error(ident, corr, "invalid_child_spec", str(exc))
+            return
+        if spec is None:
+            spec = sup.template
+        self._api_request(ident, corr, entry, lambda req: ev.StartChildRequest(req, spec))
+
+    def _cmd_terminate_child(self, ident: bytes, corr: int, body: dict) -> None:
+        entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
+        if entry is not None:
+            self._api_request(ident, corr, entry, lambda req: ev.TerminateChildRequest(req, str(body["id"])))
+
+    def _cmd_restart_child(self, ident: bytes, corr: int, body: dict) -> None:
+        entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
+        if entry is not None:
+            self._api_request(ident, corr, entry, lambda req: ev.RestartChildRequest(req, str(body["id"])))
+
+    def _cmd_delete_child(self, ident: bytes, corr: int, body: dict) -> None:
+        entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
+        if entry is not None:
+            self._api_request(ident, corr, entry, lambda req: ev.DeleteChildRequest(req, str(body["id"])))
+
+    def _cmd_which_children(self, ident: bytes, corr: int, body: dict) -> None:
+        entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
+        if entry is not None:
+            rows = []
+            for row in entry.sup.which_children():
+                rows.append({**row, **self._child_view(entry.sup.path, row["id"])})
+            self._control_reply(ident, corr, {"supervisor": entry.sup.path, "children": rows})
+
+    def _cmd_count_children(self, ident: bytes, corr: int, body: dict) -> None:
+        entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
+        if entry is not None:
+            self._control_reply(ident, corr, {"supervisor": entry.sup.path, **entry.sup.count_children()})
 
     # ---- the tree as data -------------------------------------------------------------------
 

@@ -54,7 +54,44 @@ class TryAgain:
     child_id: str
 
 
-Event = Start | Stop | ChildStarted | ChildStartFailed | ChildExited | TryAgain
+@dataclass(frozen=True)
+class BackoffElapsed:
+    """The backoff delay before restarting `child_id` has passed (beyond-OTP option)."""
+
+    child_id: str
+
+
+# ---- the dynamic child API (§1.7): each request is answered with one Reply ----------
+
+@dataclass(frozen=True)
+class StartChildRequest:
+    """Add and start a child. For simple_one_for_one, `spec` overrides the template's manifest only."""
+
+    req: int
+    spec: ChildSpec
+
+
+@dataclass(frozen=True)
+class TerminateChildRequest:
+    req: int
+    child_id: str
+
+
+@dataclass(frozen=True)
+class RestartChildRequest:
+    req: int
+    child_id: str
+
+
+@dataclass(frozen=True)
+class DeleteChildRequest:
+    req: int
+    child_id: str
+
+
+ApiRequest = StartChildRequest | TerminateChildRequest | RestartChildRequest | DeleteChildRequest
+Event = (Start | Stop | ChildStarted | ChildStartFailed | ChildExited | TryAgain | BackoffElapsed
+         | StartChildRequest | TerminateChildRequest | RestartChildRequest | DeleteChildRequest)
 
 
 # ---- actions: supervisor -> node ------------------------------------------------
@@ -115,4 +152,15 @@ class SupervisorExited:
     context: str = "shutdown"
 
 
-Action = StartChild | StopChild | Post | Report | SupervisorStarted | SupervisorExited
+@dataclass(frozen=True)
+class Reply:
+    """The answer to an API request: `ok` with a value, or an OTP error term such as
+    ("already_started", incarnation), "already_present", "running", "restarting", "not_found"."""
+
+    supervisor: str
+    req: int
+    ok: bool
+    value: Any = None
+
+
+Action = StartChild | StopChild | Post | Report | SupervisorStarted | SupervisorExited | Reply

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..config.model import AutoShutdown, ChildSpec, RestartType, Strategy
 from .events import (
-    Action, ChildExited, ChildStarted, ChildStartFailed, Event, Post, Report, Start, StartChild,
-    Stop, StopChild, SupervisorExited, SupervisorStarted, TryAgain,
+    Action, BackoffElapsed, ChildExited, ChildStarted, ChildStartFailed, DeleteChildRequest, Event, Post,
+    Reply, Report, RestartChildRequest, Start, StartChild, StartChildRequest, Stop, StopChild,
+    SupervisorExited, SupervisorStarted, TerminateChildRequest, TryAgain,
 )
 from .intensity import add_restart
 from .reasons import SHUTDOWN, ExitReason, ReasonKind
@@ -40,6 +41,8 @@ class Child:
     state: ChildState = ChildState.STOPPED
     incarnation: int | None = None
     restarts: int = 0
+    started_at: float | None = None   # `now` of the last successful start
+    backoff_level: int = 0             # consecutive restarts, for the optional backoff
 
 
 @dataclass
@@ -54,6 +57,10 @@ class _Job:
     on_done: Callable[[], None]
     restart: bool
     waiting: tuple[str, str] | None = None
+    #: called instead of the restart-failure path when a start fails (API starts)
+    on_start_failed: Callable[[Child, ExitReason], None] | None = None
+    #: children a concurrent "stop_all" step still waits for: id -> incarnation
+    pending_stops: dict[str, int] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -63,8 +70,13 @@ class Supervisor:
         self.path = path
         self.spec = spec
         self.flags = spec.flags
-        self.order: list[str] = [c.id for c in spec.children]
-        self.children: dict[str, Child] = {c.id: Child(c) for c in spec.children}
+        self.simple = self.flags.strategy is Strategy.SIMPLE_ONE_FOR_ONE
+        #: simple_one_for_one: the one spec every instance is made from; no child starts at init
+        self.template: ChildSpec | None = spec.children[0] if self.simple else None
+        static = () if self.simple else spec.children
+        self.order: list[str] = [c.id for c in static]
+        self.children: dict[str, Child] = {c.id: Child(c) for c in static}
+        self._instances = 0
         self.restart_stamps: tuple[int, ...] = ()
         self.job: _Job | None = None
         self.mailbox: deque[Event] = deque()
@@ -110,6 +122,18 @@ class Supervisor:
             self._on_child_exit(event)
         elif isinstance(event, TryAgain):
             self._try_again(event.child_id)
+        elif isinstance(event, BackoffElapsed):
+            child = self.children.get(event.child_id)
+            if child is not None and child.state is ChildState.RESTARTING:
+                self._restart_now(event.child_id)
+        elif isinstance(event, StartChildRequest):
+            self._api_start_child(event)
+        elif isinstance(event, TerminateChildRequest):
+            self._api_terminate_child(event)
+        elif isinstance(event, RestartChildRequest):
+            self._api_restart_child(event)
+        elif isinstance(event, DeleteChildRequest):
+            self._api_delete_child(event)
         # ChildStarted / ChildStartFailed outside a job are stale: ignore.
 
     def _emit(self, action: Action) -> None:
@@ -129,6 +153,10 @@ class Supervisor:
         assert job is not None
         while job.steps:
             op, cid = job.steps.popleft()
+            if op == "stop_all":
+                if self._stop_all(job):
+                    return
+                continue
             child = self.children.get(cid)
             if child is None:
                 continue
@@ -151,6 +179,23 @@ class Supervisor:
         self.job = None
         job.on_done()
 
+    def _stop_all(self, job: _Job) -> bool:
+        """simple_one_for_one shutdown (§1.2): stop every running child at once; True if any to wait for."""
+        for child in list(self.children.values()):
+            if child.incarnation is None:
+                if child.state is ChildState.RESTARTING:
+                    child.state = ChildState.STOPPED
+                continue
+            if self._take_pending_exit(child):
+                continue
+            child.state = ChildState.STOPPING
+            job.pending_stops[child.spec.id] = child.incarnation
+            self._emit(StopChild(self.path, child.spec.id, child.incarnation, child.spec.shutdown))
+        if job.pending_stops:
+            job.waiting = ("stop_all", "*")
+            return True
+        return False
+
     def _take_pending_exit(self, child: Child) -> bool:
         """A child about to be stopped that already exited on its own: consume that exit (OTP's monitor_child)."""
         for ev in list(self.mailbox):
@@ -165,6 +210,9 @@ class Supervisor:
         if waiting is None:
             return False
         op, cid = waiting
+        if op == "stop_all":
+            return (isinstance(event, ChildExited)
+                    and self.job.pending_stops.get(event.child_id) == event.incarnation)
         if op == "start":
             return isinstance(event, (ChildStarted, ChildStartFailed)) and event.child_id == cid
         child = self.children.get(cid)
@@ -174,11 +222,19 @@ class Supervisor:
     def _step_done(self, event: Event) -> None:
         job = self.job
         assert job is not None
+        if job.waiting and job.waiting[0] == "stop_all":
+            del job.pending_stops[event.child_id]
+            self._stopped(self.children[event.child_id], event.reason)
+            if not job.pending_stops:
+                job.waiting = None
+                self._advance()
+            return
         job.waiting = None
         if isinstance(event, ChildStarted):
             child = self.children[event.child_id]
             child.state = ChildState.RUNNING
             child.incarnation = event.incarnation
+            child.started_at = self._now
             if job.restart:
                 child.restarts += 1
             self._report("child_started", child.spec.id, incarnation=event.incarnation, restart=job.restart)
@@ -197,8 +253,8 @@ class Supervisor:
             child.spec.shutdown.kind == "brutal_kill" and reason.kind is ReasonKind.KILLED
         ) or (child.spec.restart is not RestartType.PERMANENT and reason.is_normal)
         self._report("child_stopped" if expected else "shutdown_error", child.spec.id, reason)
-        if child.spec.restart is RestartType.TEMPORARY:
-            self._delete(child.spec.id)
+        if child.spec.restart is RestartType.TEMPORARY or self.simple:
+            self._delete(child.spec.id)  # simple_one_for_one instances have no spec of their own
 
     def _delete(self, child_id: str) -> None:
         self.order.remove(child_id)
@@ -213,6 +269,10 @@ class Supervisor:
         child.state = ChildState.STOPPED
         child.incarnation = None
         self._report("start_error", child.spec.id, reason)
+        if job.on_start_failed is not None:
+            self.job = None
+            job.on_start_failed(child, reason)
+            return
         if job.name == "init":
             # §1.1: stop the children already started, in reverse order, then fail.
             failure = ExitReason(ReasonKind.SHUTDOWN, f"failed_to_start_child {child.spec.id}: {reason}")
@@ -243,6 +303,8 @@ class Supervisor:
             self._maybe_auto_shutdown(child)
             return
         if restart_type is RestartType.TRANSIENT and ev.reason.is_normal:
+            if self.simple:
+                self._delete(child.spec.id)
             self._maybe_auto_shutdown(child)
             return
         self._restart(child.spec.id)
@@ -259,7 +321,24 @@ class Supervisor:
                 child.state = ChildState.STOPPED
             self._shut_down(SHUTDOWN, context="reached_max_restart_intensity")
             return
+        child = self.children.get(child_id)
+        backoff = self.flags.backoff
+        if backoff is not None and child is not None:
+            ran_for = self._now - child.started_at if child.started_at is not None else 0.0
+            if ran_for >= backoff.reset_after_s:
+                child.backoff_level = 0
+            delay = backoff.delay_s(child.backoff_level)
+            child.backoff_level += 1
+            child.state = ChildState.RESTARTING
+            self._report("child_restarting", child_id, strategy=self.flags.strategy.value,
+                         delay_ms=round(delay * 1000))
+            self._emit(Post(self.path, BackoffElapsed(child_id), delay))
+            return
         self._report("child_restarting", child_id, strategy=self.flags.strategy.value)
+        self._restart_now(child_id)
+
+    def _restart_now(self, child_id: str) -> None:
+        """Restart per strategy (§1.2); intensity was charged by the caller."""
         strategy = self.flags.strategy
         if strategy in (Strategy.ONE_FOR_ONE, Strategy.SIMPLE_ONE_FOR_ONE):
             affected = [child_id]
@@ -298,11 +377,127 @@ class Supervisor:
         running = [c.spec.id for c in self.ordered_children()
                    if c.incarnation is not None or c.state is ChildState.RESTARTING]
         self._report("shutting_down", None, reason, because=context)
-        self._start_job("shutdown", [("stop", i) for i in reversed(running)],
-                        lambda: self._exit(reason, context), restart=False)
+        steps = [("stop_all", "*")] if self.simple else [("stop", i) for i in reversed(running)]
+        self._start_job("shutdown", steps, lambda: self._exit(reason, context), restart=False)
 
     def _exit(self, reason: ExitReason, context: str, during_start: bool = False) -> None:
         self.alive = False
         self.exit_reason = reason
         self.mailbox.clear()
         self._emit(SupervisorExited(self.path, reason, during_start=during_start, context=context))
+
+    # ---- the dynamic child API (§1.7) ------------------------------------------------------
+
+    def _reply(self, req: int, ok: bool, value: object = None) -> None:
+        self._emit(Reply(self.path, req, ok, value))
+
+    def _api_start_child(self, ev: StartChildRequest) -> None:
+        spec = ev.spec
+        if self.simple:
+            self._instances += 1
+            spec = replace(self.template, id=f"{self.template.id}-{self._instances}",
+                           manifest=spec.manifest or self.template.manifest)
+        else:
+            problem = self._check_spec(spec)
+            if problem is not None:
+                self._reply(ev.req, False, problem)
+                return
+            existing = self.children.get(spec.id)
+            if existing is not None:
+                if existing.incarnation is not None:
+                    self._reply(ev.req, False, ("already_started", existing.incarnation))
+                else:
+                    self._reply(ev.req, False, "already_present")
+                return
+        self.order.append(spec.id)
+        self.children[spec.id] = Child(spec)
+
+        def failed(child: Child, reason: ExitReason) -> None:
+            self._delete(child.spec.id)  # nothing stored (§1.7)
+            self._reply(ev.req, False, ("start_failed", str(reason)))
+
+        self._start_job("start_child", [("start", spec.id)],
+                        lambda: self._reply(ev.req, True, self._started_value(spec.id)), restart=False)
+        if self.job is not None:
+            self.job.on_start_failed = failed
+
+    def _started_value(self, child_id: str) -> dict:
+        child = self.children[child_id]
+        return {"id": child_id, "incarnation": child.incarnation}
+
+    def _check_spec(self, spec: ChildSpec) -> str | None:
+        """The checks a spec's own fields cannot make: they depend on this supervisor's flags (§1.10)."""
+        if spec.significant and self.flags.auto_shutdown is AutoShutdown.NEVER:
+            return "bad_combination: significant = true needs auto_shutdown any_significant or all_significant"
+        if spec.significant and spec.restart is RestartType.PERMANENT:
+            return "bad_combination: a permanent child cannot be significant"
+        return None
+
+    def _api_terminate_child(self, ev: TerminateChildRequest) -> None:
+        child = self.children.get(ev.child_id)
+        if child is None:
+            self._reply(ev.req, False, "not_found")
+            return
+        if child.incarnation is None:
+            if child.state is ChildState.RESTARTING:
+                child.state = ChildState.STOPPED  # cancels the pending retry (§1.7)
+            if child.spec.restart is RestartType.TEMPORARY or self.simple:
+                self._delete(child.spec.id)
+            self._reply(ev.req, True)
+            return
+        self._start_job("terminate_child", [("stop", ev.child_id)], lambda: self._reply(ev.req, True), restart=False)
+
+    def _api_restart_child(self, ev: RestartChildRequest) -> None:
+        if self.simple:
+            self._reply(ev.req, False, "simple_one_for_one")
+            return
+        child = self.children.get(ev.child_id)
+        if child is None:
+            self._reply(ev.req, False, "not_found")
+        elif child.incarnation is not None:
+            self._reply(ev.req, False, "running")
+        elif child.state is ChildState.RESTARTING:
+            self._reply(ev.req, False, "restarting")
+        else:
+            def failed(child: Child, reason: ExitReason) -> None:
+                self._reply(ev.req, False, ("start_failed", str(reason)))  # spec kept, no retry loop
+
+            self._start_job("restart_child", [("start", ev.child_id)],
+                            lambda: self._reply(ev.req, True, self._started_value(ev.child_id)), restart=False)
+            if self.job is not None:
+                self.job.on_start_failed = failed
+
+    def _api_delete_child(self, ev: DeleteChildRequest) -> None:
+        if self.simple:
+            self._reply(ev.req, False, "simple_one_for_one")
+            return
+        child = self.children.get(ev.child_id)
+        if child is None:
+            self._reply(ev.req, False, "not_found")
+        elif child.incarnation is not None:
+            self._reply(ev.req, False, "running")
+        elif child.state is ChildState.RESTARTING:
+            self._reply(ev.req, False, "restarting")
+        else:
+            self._delete(ev.child_id)
+            self._reply(ev.req, True)
+
+    # ---- read-only views (answered at once, like which_children and count_children) ---------
+
+    def which_children(self) -> list[dict]:
+        """Children newest first (§1.7): id, incarnation or "restarting" or None, type."""
+        out = []
+        for child in reversed(self.ordered_children()):
+            status = child.incarnation if child.incarnation is not None else (
+                "restarting" if child.state is ChildState.RESTARTING else None)
+            out.append({"id": child.spec.id, "child": status, "type": child.spec.type.value})
+        return out
+
+    def count_children(self) -> dict:
+        kids = list(self.children.values())
+        return {
+            "specs": 1 if self.simple else len(kids),
+            "active": sum(1 for c in kids if c.incarnation is not None),
+            "supervisors": sum(1 for c in kids if c.spec.type.value == "supervisor"),
+            "workers": sum(1 for c in kids if c.spec.type.value == "worker"),
+        }
