@@ -159,6 +159,13 @@ def living(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
+def pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait until every process has exited; return those still alive at the deadline."""
     deadline = time.monotonic() + timeout
