@@ -125,8 +125,8 @@ def read_events(conn: sqlite3.Connection, actor_id: str, event_type: str | None 
     sql = "SELECT actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, hash FROM events WHERE actor_id=? AND seq>=?"
     args: list = [actor_id, since_seq]
     if event_type:
-        sql += " AND (event_type=? OR event_type LIKE ?)"
-        args += [event_type, event_type + ".%"]
+        sql += " AND (event_type=? OR substr(event_type, 1, ?)=?)"  # exact, or a dotted prefix
+        args += [event_type, len(event_type) + 1, event_type + "."]
     sql += " ORDER BY seq DESC" if last else " ORDER BY seq"
     if limit:
         sql += " LIMIT ?"

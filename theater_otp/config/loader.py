@@ -236,6 +236,11 @@ def _handlers(src: _Source, data: dict[str, Any]) -> tuple[HandlerConfig, ...]:
             if not isinstance(nested, dict):
                 raise src.error(f"{key}.config", "expected a table")
             settings.update(nested)
+            if htype == "supervisor":
+                parse_flags(src, settings, key)  # an actor's declared strategy is checked like any supervisor's
+                restart = settings.get("child_restart")
+                if restart is not None:
+                    _enum(src, f"{key}.child_restart", restart, RestartType, None)
             out.append(HandlerConfig(type=htype, config=tuple(sorted(settings.items()))))
     return tuple(out)
 

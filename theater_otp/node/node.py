@@ -28,13 +28,14 @@ import zmq
 from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
 from ..home import Home
-from ..protocol import Envelope, ProtocolError, decode, encode
+from ..protocol import MAX_FRAME, Envelope, ProtocolError, decode, encode
 from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
 from ..worker.host import Limits
 from ..worker.main import WorkerConfig
+from .actor_supervision import ActorSupervision
 from .launcher import ChildProcess, Launcher
 from .registry import Registry, WorkerHandle
 
@@ -76,9 +77,13 @@ class _SubSupervisor:
     incarnation: int
     started: bool = False
     stop_timer: _Timer | None = None
+    #: set for the supervisor of an actor that supervises: the actor's path (same as the supervisor's)
+    owner: str | None = None
+    #: runs when an owned supervisor has stopped (deliver the owner's exit, or stop the owner)
+    on_exit: Callable[[], None] | None = None
 
 
-class Node:
+class Node(ActorSupervision):
     def __init__(self, home: Home, tree: ChildSpec, components: dict[Path, CompiledComponent],
                  on_ready: Callable[[str | None], None] | None = None):
         self.home = home
@@ -92,9 +97,11 @@ class Node:
         self._timer_seq = itertools.count()
         self._corr = itertools.count(1)
         self.pending: dict[int, _PendingRequest] = {}
-        self.api_waiters: dict[int, tuple[bytes, int]] = {}  # supervisor API req -> (CLI ident, corr)
+        #: supervisor API req -> (CLI ident, corr), or a callback taking the Reply (actor supervisors)
+        self.api_waiters: dict[int, Any] = {}
         self._api_req = itertools.count(1)
         self._engine = None  # created on first dynamic start-child (compiling needs one)
+        self._init_actor_supervision()
         self.started_at = time.time()
         self.exit_code: int | None = None
         self.exit_message = ""
@@ -119,7 +126,9 @@ class Node:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024 + 1024)
+        # frames up to twice the limit reach the decoder (and are logged and dropped there);
+        # libzmq cuts a connection that sends anything bigger before it is buffered
+        sock.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_FRAME)
         path = endpoint.removeprefix("ipc://")
         if os.path.exists(path):
             os.unlink(path)  # stale from a node that died; the caller checked none is running
@@ -295,6 +304,7 @@ class Node:
             self._api_reply(action)
 
     def _report(self, r: ev.Report) -> None:
+        self._notify_owner(r)
         child = f" child={r.child_id}" if r.child_id else ""
         reason = f" reason={r.reason}" if r.reason else ""
         extra = "".join(f" {k}={v}" for k, v in r.data.items())
@@ -319,6 +329,8 @@ class Node:
     def _supervisor_started(self, path: str) -> None:
         entry = self.supervisors[path]
         entry.started = True
+        if entry.owner is not None:
+            return
         if entry.parent is None:
             log.info("tree %s is up: %d actor(s) running", path, len(self.registry.workers))
             if self.on_ready:
@@ -331,6 +343,9 @@ class Node:
         entry = self.supervisors.pop(action.supervisor)
         if entry.stop_timer is not None:
             entry.stop_timer.cancelled = True
+        if entry.owner is not None:
+            self._owned_supervisor_exited(entry, action)
+            return
         if entry.parent is not None:
             if action.during_start:
                 self._enqueue(entry.parent, ev.ChildStartFailed(entry.child_id, action.reason))
@@ -404,12 +419,23 @@ class Node:
 
     def _stop_child(self, a: ev.StopChild) -> None:
         path = f"{a.supervisor}/{a.child_id}"
-        if path in self.supervisors:
+        owned = self.supervisors.get(path)
+        if owned is not None and owned.owner is None:
             self._stop_supervisor_child(path, a)
             return
         handle = self.registry.workers.get(path)
         if handle is None or handle.incarnation != a.incarnation:
             # already reaped: its ChildExited is queued or was consumed; nothing to signal
+            return
+        if owned is not None:
+            # an actor that supervises: its children stop first, then the actor itself
+            owned.on_exit = lambda: self._signal_stop(handle, a)
+            self._enqueue(path, ev.Stop(SHUTDOWN))
+            return
+        self._signal_stop(handle, a)
+
+    def _signal_stop(self, handle: WorkerHandle, a: ev.StopChild) -> None:
+        if self.registry.workers.get(handle.path) is not handle:
             return
         kind = a.shutdown.kind
         if kind == "brutal_kill":
@@ -455,9 +481,16 @@ class Node:
                 del self.pending[corr]
                 self._answer(pending, {"error": f"actor {handle.path} exited before replying ({reason})"})
         if handle.ready:
-            self._enqueue(handle.supervisor, ev.ChildExited(handle.child_id, handle.incarnation, reason))
+            report: ev.Event = ev.ChildExited(handle.child_id, handle.incarnation, reason)
         else:
-            self._enqueue(handle.supervisor, ev.ChildStartFailed(handle.child_id, reason))
+            report = ev.ChildStartFailed(handle.child_id, reason)
+        owned = self.supervisors.get(handle.path)
+        if owned is not None and owned.owner == handle.path:
+            # its children go down before its parent hears of its exit (OTP: links)
+            owned.on_exit = lambda: self._enqueue(handle.supervisor, report)
+            self._enqueue(handle.path, ev.Stop(SHUTDOWN))
+        else:
+            self._enqueue(handle.supervisor, report)
 
     def _take_crash_report(self, pid: int) -> dict | None:
         path = self.home.crash_dir / f"{pid}.msgpack"
@@ -489,6 +522,9 @@ class Node:
                 for frame in backlog:
                     self._to_worker(handle, frame)
                 self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
+                self._attach_actor_supervisor(handle)
+        elif kind == "supervise":
+            self._on_supervise(handle, env)
         elif kind == "send":
             target, why = self.registry.resolve(env.to, handle.path)
             if target is None:
@@ -651,6 +687,9 @@ class Node:
         waiter = self.api_waiters.pop(r.req, None)
         if waiter is None:
             return
+        if callable(waiter):
+            waiter(r)
+            return
         ident, corr = waiter
         if r.ok:
             value = r.value
@@ -768,8 +807,12 @@ class Node:
         live = handle is not None and child.state is ChildState.RUNNING and handle.incarnation == child.incarnation
         status = {ChildState.RUNNING: "running", ChildState.STOPPING: "running",
                   ChildState.STOPPED: "stopped"}.get(child.state, "restarting")
+        owned = self.supervisors.get(path)
+        kids = []
+        if owned is not None and owned.owner == path:
+            kids = [self._actor_node(f"{path}/{c.spec.id}", c) for c in owned.sup.ordered_children()]
         return {"id": child.spec.id, "kind": "actor", "path": path,
                 "pid": handle.process.pid if live else None, "status": status, "restarts": child.restarts,
                 "actor_id": self.registry.actor_ids.get(path), "name": child.spec.manifest.name,
                 "restart": child.spec.restart.value, "incarnation": child.incarnation,
-                "uptime": round(time.time() - handle.started_at, 3) if live else None, "children": []}
+                "uptime": round(time.time() - handle.started_at, 3) if live else None, "children": kids}

@@ -59,7 +59,7 @@ def decode(frame: bytes, peer: str | None = None, max_size: int = MAX_FRAME) -> 
     if not isinstance(raw, list) or len(raw) != 6:
         raise ProtocolError("malformed envelope: expected a 6-element array", peer)
     version, kind, sender, to, corr, body = raw
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise ProtocolError(f"unsupported envelope version {version!r} (expected {VERSION})", peer)
     if not (isinstance(kind, str) and isinstance(sender, str) and isinstance(to, str)):
         raise ProtocolError("malformed envelope: kind, sender and to must be strings", peer)

@@ -29,12 +29,47 @@ from wasmtime.component._enter import enter_wasm
 _VAL = ffi.wasmtime_component_val_t
 _SIZE = ctypes.sizeof(_VAL)
 _OF = _VAL.of.offset
+_K_RESULT = ffi.WASMTIME_COMPONENT_RESULT.value
 _U8 = ffi.WASMTIME_COMPONENT_U8.value
 _LIST = ffi.WASMTIME_COMPONENT_LIST.value
 
 _stock_to_c = _types.ListType.convert_to_c
 _stock_from_c = _types.ListType.convert_from_c
+_stock_result_to_c = _types.ResultType.convert_to_c
 _installed = False
+
+
+class Ok:
+    """An explicit `ok` for a host function's `result` (needed when ok and err look alike)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None):
+        self.value = value
+
+
+class Err:
+    """An explicit `err` for a host function's `result`, e.g. `result<option<list<u8>>, string>`,
+    where wasmtime-py's untagged guess would take a str for the ok case."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def _result_to_c(self: _types.ResultType, store: Any, val: Any, ptr: Any) -> None:
+    if not isinstance(val, (Ok, Err)):
+        return _stock_result_to_c(self, store, val, ptr)
+    case_ty = self.ok if isinstance(val, Ok) else self.err
+    ptr.contents.kind = _K_RESULT
+    ptr.contents.of.result.is_ok = isinstance(val, Ok)
+    if case_ty is None:
+        ptr.contents.of.result.val = None
+        return
+    raw = _VAL()
+    lowerer(case_ty)(store, val.value, pointer(raw))
+    ptr.contents.of.result.val = ffi.wasmtime_component_val_new(byref(raw))
 
 
 def _bytes_to_c(self: _types.ListType, store: Any, val: Any, ptr: Any) -> None:
@@ -76,11 +111,12 @@ def _lift_bytes(c: Any) -> bytes:
 
 
 def install() -> None:
-    """Switch byte-list conversion to the bulk path (idempotent)."""
+    """Switch byte-list conversion to the bulk path and let host results be `Ok`/`Err` (idempotent)."""
     global _installed
     if not _installed:
         _types.ListType.convert_to_c = _bytes_to_c
         _types.ListType.convert_from_c = _bytes_from_c
+        _types.ResultType.convert_to_c = _result_to_c
         _installed = True
 
 

@@ -19,6 +19,8 @@ import wasmtime.component as wc
 from . import fastabi
 from .component import ACTOR_EXPORT, MESSAGE_CLIENT_EXPORT, PACKAGE
 
+SUPERVISOR_HANDLERS_EXPORT = f"{PACKAGE}/supervisor-handlers"
+
 fastabi.install()
 
 log = logging.getLogger("theater_otp.worker")
@@ -42,6 +44,7 @@ class HostServices(Protocol):
     def now_ms(self) -> int: ...
     def perf_ns(self) -> int: ...
     def renew_budget(self) -> None: ...
+    def supervise(self, op: str, args: dict) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,10 @@ class Actor:
             raise ActorCrash(f"instantiation failed: {_first_line(exc)}") from None
         self.funcs: dict[tuple[str, str], fastabi.TypedFunc] = {}
         for iface, name in ((ACTOR_EXPORT, "init"), (MESSAGE_CLIENT_EXPORT, "handle-send"),
-                            (MESSAGE_CLIENT_EXPORT, "handle-request")):
+                            (MESSAGE_CLIENT_EXPORT, "handle-request"),
+                            (SUPERVISOR_HANDLERS_EXPORT, "handle-child-error"),
+                            (SUPERVISOR_HANDLERS_EXPORT, "handle-child-exit"),
+                            (SUPERVISOR_HANDLERS_EXPORT, "handle-child-external-stop")):
             iface_idx = component.get_export_index(iface)
             func_idx = component.get_export_index(name, iface_idx) if iface_idx is not None else None
             func = self.instance.get_func(self.store, func_idx) if func_idx is not None else None
@@ -103,6 +109,10 @@ class Actor:
                 i.add_func("respond-to-request", self._host("message-server-host", "respond-to-request", s.respond))
                 i.add_func("list-outstanding-requests",
                            self._host("message-server-host", "list-outstanding-requests", s.outstanding))
+            if "supervisor" in granted:
+                with root.add_instance(f"{PACKAGE}/supervisor") as i:
+                    for name, impl in _supervisor_host(s).items():
+                        i.add_func(name, self._host("supervisor", name, impl))
             if "timing" in granted:
                 with root.add_instance(f"{PACKAGE}/timing") as i:
                     i.add_func("sleep", self._host("timing", "sleep", s.sleep))
@@ -160,6 +170,73 @@ class Actor:
     def handle_request(self, request_id: str, msg: bytes) -> bytes | None:
         self.state, (reply,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-request", self.state, (request_id, msg))
         return reply
+
+    def child_event(self, kind: str, child_id: str, data: bytes | None) -> bool:
+        """Tell a supervising actor about its child; False if it does not export that handler."""
+        if kind == "error":
+            name, params = "handle-child-error", (child_id, _actor_error("internal", data))
+        elif kind == "exit":
+            name, params = "handle-child-exit", (child_id, data)
+        else:
+            name, params = "handle-child-external-stop", (child_id,)
+        if not self.exports(SUPERVISOR_HANDLERS_EXPORT, name):
+            return False
+        (self.state,) = self._call(SUPERVISOR_HANDLERS_EXPORT, name, self.state, params)
+        return True
+
+
+def _actor_error(error_type: str, data: bytes | None) -> wc.Record:
+    record = wc.Record()
+    setattr(record, "error-type", error_type)
+    setattr(record, "data", data)
+    return record
+
+
+def _chain_event_record(e: dict) -> wc.Record:
+    record = wc.Record()
+    for key in ("hash", "parent-hash", "event-type", "data", "timestamp", "description"):
+        setattr(record, key, e.get(key))
+    return record
+
+
+def _supervisor_host(s: HostServices) -> dict[str, Callable[..., Any]]:
+    """theater:simple/supervisor: each call is a request to the node, answered for this actor's subtree."""
+
+    def call(op: str, **args):
+        return s.supervise(op, args)
+
+    def spawn(manifest: str, init: bytes | None):
+        r = call("spawn", manifest=manifest, init=init)
+        return wc.Variant("ok", r["ok"]) if "ok" in r else wc.Variant("err", r["error"])
+
+    def resume(manifest: str, state: bytes | None):
+        r = call("spawn", manifest=manifest, init=state)
+        return wc.Variant("ok", r["ok"]) if "ok" in r else wc.Variant("err", r["error"])
+
+    def list_children():
+        return list(call("list-children").get("ok", []))
+
+    def stop_child(child: str):
+        r = call("stop-child", child=child)
+        return None if "ok" in r else r["error"]
+
+    def restart_child(child: str):
+        r = call("restart-child", child=child)
+        return None if "ok" in r else r["error"]
+
+    def get_child_state(child: str):
+        r = call("get-child-state", child=child)
+        return fastabi.Ok(r["ok"]) if "ok" in r else fastabi.Err(r["error"])
+
+    def get_child_events(child: str):
+        r = call("get-child-events", child=child)
+        if "ok" not in r:
+            return fastabi.Err(r["error"])
+        return fastabi.Ok([_chain_event_record(e) for e in r["ok"]])
+
+    return {"spawn": spawn, "resume": resume, "list-children": list_children, "stop-child": stop_child,
+            "restart-child": restart_child, "get-child-state": get_child_state,
+            "get-child-events": get_child_events}
 
 
 def _first_line(exc: BaseException) -> str:

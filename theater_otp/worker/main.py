@@ -163,6 +163,20 @@ class Worker:
                 return bytes(body.get("ok") or b"")
             self.inbox.append(env)  # served after the current call
 
+    def supervise(self, op: str, args: dict) -> dict:
+        """A supervisor-interface call: ask the node, wait for its answer like a request."""
+        corr = next(self.corr)
+        self.node.send(encode(Envelope("supervise", self.cfg.actor_id, op, corr, args)))
+        while True:
+            if not self.node.poll(self.cfg.request_timeout_ms):
+                return {"error": f"supervisor call {op} timed out"}
+            env = self._recv()
+            if env is None:
+                continue
+            if env.kind == "reply" and env.corr == corr:
+                return env.body if isinstance(env.body, dict) else {"error": "malformed reply"}
+            self.inbox.append(env)
+
     def respond(self, request_id: str, msg: bytes) -> str | None:
         origin = self.outstanding_requests.pop(request_id, None)
         if origin is None:
@@ -270,6 +284,15 @@ class Worker:
             self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
                                            {"ok": actor.state, "has_state": actor.state is not None})))
             return
+        elif kind == "child_event":
+            body = env.body if isinstance(env.body, dict) else {}
+            kind_ = str(body.get("kind", "error"))
+            child = str(body.get("child", ""))
+            data = body.get("data")
+            called = actor.child_event(kind_, child, data if isinstance(data, bytes) else None)
+            self.record(f"supervisor.child-{kind_}", {"child": child, "reason": body.get("reason"),
+                                                      "handled": called,
+                                                      "state_sha256": state_digest(actor.state)})
         elif kind == "undeliverable":
             self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
         elif kind == "stop":
