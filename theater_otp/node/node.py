@@ -404,6 +404,7 @@ class Node(ActorSupervision):
                               incarnation=incarnation, spec=a.spec, process=process, identity=cfg.identity)
         self.registry.add(handle)
         self.poller.register(process.sentinel, zmq.POLLIN)
+        self._attach_actor_supervisor(handle)  # before init: an actor may spawn children from init
         handle.start_timer = self._after(START_TIMEOUT_S, lambda h=handle: self._start_timed_out(h))
 
     def _start_timed_out(self, handle: WorkerHandle) -> None:
@@ -522,7 +523,6 @@ class Node(ActorSupervision):
                 for frame in backlog:
                     self._to_worker(handle, frame)
                 self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
-                self._attach_actor_supervisor(handle)
         elif kind == "supervise":
             self._on_supervise(handle, env)
         elif kind == "send":
@@ -548,7 +548,8 @@ class Node(ActorSupervision):
             log.error("dropped unknown envelope kind %r from %s", kind, handle.path)
 
     def _to_worker(self, handle: WorkerHandle, env: Envelope) -> bool:
-        if not handle.ready:
+        if not handle.ready and env.kind not in ("reply", "undeliverable"):
+            # frames others send to a starting actor wait; answers to its own calls cannot
             if len(handle.backlog) >= MAX_BACKLOG:
                 log.warning("dropped %s for %s: it is still starting and %d frames wait", env.kind, handle.path, MAX_BACKLOG)
                 return False

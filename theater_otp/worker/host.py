@@ -130,9 +130,9 @@ class Actor:
             except Exception as exc:  # host boundary: never unwind through wasm
                 log.exception("host function %s.%s failed", iface, func)
                 result = f"internal error in {iface}.{func}: {type(exc).__name__}"
-            data = {"args": list(args)}
+            data = {"args": [recordable(a) for a in args]}
             if record_result:
-                data["result"] = result
+                data["result"] = recordable(result)
             services.record(event_type, data)
             services.renew_budget()
             return result
@@ -237,6 +237,21 @@ def _supervisor_host(s: HostServices) -> dict[str, Callable[..., Any]]:
     return {"spawn": spawn, "resume": resume, "list-children": list_children, "stop-child": stop_child,
             "restart-child": restart_child, "get-child-state": get_child_state,
             "get-child-events": get_child_events}
+
+
+def recordable(value: Any) -> Any:
+    """A host-call value as plain msgpack data: variants and Ok/Err become {"ok": v} / {"err": v}."""
+    if isinstance(value, wc.Variant):
+        return {value.tag: recordable(value.payload)}
+    if isinstance(value, fastabi.Ok):
+        return {"ok": recordable(value.value)}
+    if isinstance(value, fastabi.Err):
+        return {"err": recordable(value.value)}
+    if isinstance(value, wc.Record):
+        return {k: recordable(v) for k, v in vars(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [recordable(v) for v in value]
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
