@@ -74,6 +74,61 @@ def event_hash(actor_id: str, seq: int, incarnation: int, parent_hash: bytes | N
     return hashlib.sha256(canonical_bytes(actor_id, seq, incarnation, parent_hash, event_type, timestamp, data)).digest()
 
 
+try:  # CPython's built-in SHA-256: same digest, no OpenSSL context set-up (~10% faster for small inputs)
+    from _sha256 import sha256 as fast_sha256
+except ImportError:  # pragma: no cover - other interpreters / versions
+    fast_sha256 = hashlib.sha256
+
+_U16 = struct.Struct(">H").pack
+#: The fixed-width middle and tail of the encoding, as precompiled packers.
+SEQ_INC_PARENT = struct.Struct(">QIB32s").pack   # seq, incarnation, has_parent=1, parent hash
+SEQ_INC_ROOT = struct.Struct(">QIB").pack        # seq, incarnation, has_parent=0
+TS_LEN = struct.Struct(">QI").pack               # timestamp, len(data)
+
+
+class EventHasher:
+    """`event_hash` for a stream of events (the chain-writer's hot path): same bytes, same digest.
+
+    The actor-id and event-type parts of the encoding are built once per distinct
+    value and cached (`actor_parts`, `type_parts`); each event then costs two
+    struct packs, one join and one SHA-256. Raises what `canonical_bytes` raises
+    (struct.error / ValueError) for values the layout cannot hold.
+    """
+
+    MAX_CACHED = 65536
+
+    def __init__(self) -> None:
+        self.actor_parts: dict[str, bytes] = {}   # actor_id -> MAGIC + u16 len + UTF-8
+        self.type_parts: dict[str, bytes] = {}    # event_type -> u16 len + UTF-8
+
+    def __call__(self, actor_id: str, seq: int, incarnation: int, parent_hash: bytes | None,
+                 event_type: str, timestamp: int, data: bytes) -> bytes:
+        prefix = self.actor_parts.get(actor_id) or self.actor_part(actor_id)
+        etp = self.type_parts.get(event_type) or self.type_part(event_type)
+        if parent_hash is None:
+            middle = SEQ_INC_ROOT(seq, incarnation, 0)
+        elif len(parent_hash) == 32:  # "32s" would silently pad or cut anything else
+            middle = SEQ_INC_PARENT(seq, incarnation, 1, parent_hash)
+        else:
+            raise ValueError("parent hash must be 32 bytes")
+        return fast_sha256(b"".join((prefix, middle, etp, TS_LEN(timestamp, len(data)), data))).digest()
+
+    def actor_part(self, actor_id: str) -> bytes:
+        return self._cache(self.actor_parts, actor_id, MAGIC)
+
+    def type_part(self, event_type: str) -> bytes:
+        return self._cache(self.type_parts, event_type, b"")
+
+    @staticmethod
+    def _cache(cache: dict[str, bytes], text: str, lead: bytes) -> bytes:
+        raw = text.encode("utf-8")
+        part = lead + _U16(len(raw)) + raw
+        if len(cache) >= EventHasher.MAX_CACHED:
+            cache.clear()
+        cache[text] = part
+        return part
+
+
 def make_event(actor_id: str, seq: int, incarnation: int, parent_hash: bytes | None,
                event_type: str, timestamp: int, data: bytes) -> ChainEvent:
     h = event_hash(actor_id, seq, incarnation, parent_hash, event_type, timestamp, data)

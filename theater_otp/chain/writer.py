@@ -104,7 +104,7 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
             else:
                 log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
         if items:
-            stored, rejected = store.append_batch(items)
+            stored, rejected = store.append_items(items)
             if rejected:
                 log.warning("rejected %d late event(s) from dead incarnations", rejected)
         for ident, env in replies:
@@ -115,17 +115,41 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
 
 
 def _collect(env: Envelope, items: list, trusted: bool) -> int:
-    """Validate the `events` body; append well-formed items, log and skip the rest."""
+    """Validate the `events` body; append well-formed items, log and skip the rest.
+
+    Well-formed: [actor_id str, incarnation int, event_type str, timestamp int, data bytes]
+    with values the canonical encoding can hold (u32 incarnation, u64 timestamp,
+    ids of at most 65535 UTF-8 bytes): one bad item must not stop the writer.
+    """
     body = env.body
     if not isinstance(body, list):
         log.error("dropped events from %r: body is not a list", env.sender)
         return 0
     n = 0
+    add = items.append
     for item in body:
-        if (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) and isinstance(item[1], int)
-                and isinstance(item[2], str) and isinstance(item[3], int) and isinstance(item[4], bytes)):
-            items.append((*item, trusted))
-            n += 1
-        else:
-            log.error("dropped a malformed event from %r", env.sender)
+        if type(item) is list and len(item) == 5:
+            actor_id, incarnation, event_type, timestamp, data = item
+            if (type(actor_id) is str and type(incarnation) is int and type(event_type) is str
+                    and type(timestamp) is int and type(data) is bytes
+                    and 0 <= incarnation <= _U32_MAX and 0 <= timestamp <= _U64_MAX
+                    and (len(actor_id) <= _SAFE_CHARS or _fits_u16(actor_id))
+                    and (len(event_type) <= _SAFE_CHARS or _fits_u16(event_type))):
+                add((actor_id, incarnation, event_type, timestamp, data, trusted))
+                n += 1
+                continue
+        log.error("dropped a malformed event from %r", env.sender)
     return n
+
+
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
+#: A str of at most this many characters is at most 65535 bytes in UTF-8 (4 bytes a character at most).
+_SAFE_CHARS = 65535 // 4
+
+
+def _fits_u16(text: str) -> bool:
+    try:
+        return len(text.encode("utf-8")) <= 65535
+    except UnicodeEncodeError:  # lone surrogates cannot be encoded
+        return False

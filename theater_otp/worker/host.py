@@ -45,6 +45,11 @@ class HostServices(Protocol):
     def perf_ns(self) -> int: ...
     def renew_budget(self) -> None: ...
     def supervise(self, op: str, args: dict) -> dict: ...
+    def wall_clock(self) -> wc.Record: ...
+    def cancel_request(self, request_id: str) -> str | None: ...
+    def own_events(self) -> list[dict]: ...
+    def random_bytes(self, n: int) -> bytes: ...
+    def random_u64(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,16 @@ class Actor:
     """A live actor instance. Invariant: `state` is the state returned by the last successful export call."""
 
     def __init__(self, engine: wasmtime.Engine, component: wc.Component, services: HostServices,
-                 granted: set[str], limits: Limits):
+                 granted: set[str], limits: Limits, imports: tuple[str, ...] = ()):
         self.services = services
         self.limits = limits
         self.store = wasmtime.Store(engine)
         self.store.set_limits(memory_size=limits.memory_bytes)
         self.state: bytes | None = None
         self.linker = wc.Linker(engine)
+        wasi_imports = [name for name in imports if name.startswith("wasi:")]
+        if wasi_imports:
+            self._link_wasi(wasi_imports)
         self._link(granted)
         self._renew()
         try:
@@ -103,12 +111,16 @@ class Actor:
             with root.add_instance(f"{PACKAGE}/runtime") as i:
                 i.add_func("log", self._host("runtime", "log", lambda msg: s.log_line(msg), record_result=False))
                 i.add_func("shutdown", self._host("runtime", "shutdown", s.request_shutdown))
+                i.add_func("get-chain", self._host("runtime", "get-chain", self._get_chain, record_result=False))
             with root.add_instance(f"{PACKAGE}/message-server-host") as i:
                 i.add_func("send", self._host("message-server-host", "send", s.send))
                 i.add_func("request", self._host("message-server-host", "request", s.request))
                 i.add_func("respond-to-request", self._host("message-server-host", "respond-to-request", s.respond))
                 i.add_func("list-outstanding-requests",
                            self._host("message-server-host", "list-outstanding-requests", s.outstanding))
+                i.add_func("cancel-request", self._host("message-server-host", "cancel-request", s.cancel_request))
+                for name in ("open-channel", "send-on-channel", "close-channel"):
+                    i.add_func(name, self._host("message-server-host", name, _channels_unsupported))
             if "supervisor" in granted:
                 with root.add_instance(f"{PACKAGE}/supervisor") as i:
                     for name, impl in _supervisor_host(s).items():
@@ -118,6 +130,64 @@ class Actor:
                     i.add_func("sleep", self._host("timing", "sleep", s.sleep))
                     i.add_func("now", self._host("timing", "now", s.now_ms))
                     i.add_func("performance-now", self._host("timing", "performance-now", s.perf_ns))
+
+    def _link_wasi(self, wasi_imports: list[str]) -> None:
+        """WASI 0.2 with nothing granted; clocks and randomness served (and so recorded) by us.
+
+        No preopened directories, no environment, no arguments, no network;
+        stdout and stderr go to the actor's log line by line.
+        """
+        config = wasmtime.WasiConfig()
+        config.stdout_custom = self._output_sink("stdout")
+        config.stderr_custom = self._output_sink("stderr")
+        self.store.set_wasi(config)
+        self.linker.add_wasip2()
+        self.linker.allow_shadowing = True
+        s = self.services
+        with self.linker.root() as root:
+            for name in wasi_imports:
+                iface = name.split("@", 1)[0]
+                # Shadowing replaces a whole instance, so each one here is defined in full.
+                # wasi:clocks/monotonic-clock stays WASI's own: its subscribe-* functions return
+                # wasi:io pollables, which only the WASI implementation can make.
+                if iface == "wasi:clocks/wall-clock":
+                    with root.add_instance(name) as i:
+                        i.add_func("now", self._host("wasi:clocks/wall-clock", "now", s.wall_clock))
+                        i.add_func("resolution", self._host("wasi:clocks/wall-clock", "resolution",
+                                                            lambda: _datetime(0, 1)))
+                elif iface == "wasi:random/random":
+                    with root.add_instance(name) as i:
+                        i.add_func("get-random-bytes", self._host("wasi:random/random", "get-random-bytes",
+                                                                  s.random_bytes))
+                        i.add_func("get-random-u64", self._host("wasi:random/random", "get-random-u64",
+                                                                s.random_u64))
+                elif iface == "wasi:random/insecure":
+                    with root.add_instance(name) as i:
+                        i.add_func("get-insecure-random-bytes",
+                                   self._host("wasi:random/insecure", "get-insecure-random-bytes", s.random_bytes))
+                        i.add_func("get-insecure-random-u64",
+                                   self._host("wasi:random/insecure", "get-insecure-random-u64", s.random_u64))
+                elif iface == "wasi:random/insecure-seed":
+                    with root.add_instance(name) as i:
+                        i.add_func("insecure-seed", self._host("wasi:random/insecure-seed", "insecure-seed",
+                                                               lambda: (s.random_u64(), s.random_u64())))
+
+    def _get_chain(self) -> wc.Record:
+        chain = wc.Record()
+        chain.events = [_chain_event_record(e) for e in self.services.own_events()]
+        return chain
+
+    def _output_sink(self, stream: str) -> Callable[[bytes], None]:
+        buffer = bytearray()
+        services = self.services
+
+        def write(data: bytes) -> None:
+            buffer.extend(data)
+            while b"\n" in buffer:
+                line, _, rest = bytes(buffer).partition(b"\n")
+                buffer[:] = rest
+                services.log_line(f"{stream}: {line.decode('utf-8', 'replace')}")
+        return write
 
     def _host(self, iface: str, func: str, impl: Callable[..., Any], record_result: bool = True) -> Callable[..., Any]:
         """Wrap a host implementation: record the call and its outcome; renew the CPU budget after it."""
@@ -185,6 +255,16 @@ class Actor:
         return True
 
 
+def _channels_unsupported(*_args: Any) -> str:
+    return "channels are not supported by this theater-otp version"
+
+
+def _datetime(seconds: int, nanoseconds: int) -> wc.Record:
+    record = wc.Record()
+    record.seconds, record.nanoseconds = seconds, nanoseconds
+    return record
+
+
 def _actor_error(error_type: str, data: bytes | None) -> wc.Record:
     record = wc.Record()
     setattr(record, "error-type", error_type)
@@ -248,7 +328,7 @@ def recordable(value: Any) -> Any:
     if isinstance(value, fastabi.Err):
         return {"err": recordable(value.value)}
     if isinstance(value, wc.Record):
-        return {k: recordable(v) for k, v in vars(value).items()}
+        return {k: recordable(v) for k, v in sorted(vars(value).items())}
     if isinstance(value, (list, tuple)):
         return [recordable(v) for v in value]
     return value

@@ -53,6 +53,7 @@ class WorkerConfig:
     component_hash: str
     initial_state: bytes | None
     granted: frozenset[str]
+    imports: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     request_timeout_ms: int = 30_000
     max_sleep_ms: int = 3_600_000
@@ -187,6 +188,26 @@ class Worker:
     def outstanding(self) -> list[str]:
         return list(self.outstanding_requests)
 
+    def cancel_request(self, request_id: str) -> str | None:
+        origin = self.outstanding_requests.pop(request_id, None)
+        if origin is None:
+            return f"no outstanding request {request_id!r}"
+        self.node.send(encode(Envelope("reply", self.cfg.actor_id, origin[0], origin[1],
+                                       {"error": "the actor cancelled the request"})))
+        return None
+
+    def own_events(self) -> list[dict]:
+        """This actor's chain as committed so far (the current call's events are not in it yet)."""
+        from ..chain.store import connect, read_events
+        self.flush_events(wait_ack=True)
+        conn = connect(self.cfg.home.chain_db, readonly=True)
+        try:
+            rows = read_events(conn, self.cfg.actor_id)
+        finally:
+            conn.close()
+        return [{"hash": e.hash, "parent-hash": e.parent_hash, "event-type": e.event_type, "data": e.data,
+                 "timestamp": e.timestamp, "description": None} for e in rows]
+
     def sleep(self, ms: int) -> str | None:
         if not self.cfg.min_sleep_ms <= ms <= self.cfg.max_sleep_ms:
             return f"sleep of {ms} ms is outside the allowed {self.cfg.min_sleep_ms}..{self.cfg.max_sleep_ms} ms"
@@ -199,6 +220,18 @@ class Worker:
             if select.select([self.wake_r], [], [], remaining)[0]:
                 self.wake_r.recv(4096)
         return "sleep interrupted: the actor is shutting down"
+
+    def wall_clock(self):
+        from .host import _datetime
+        return _datetime(*divmod(time.time_ns(), 1_000_000_000))
+
+    def random_bytes(self, n: int) -> bytes:
+        if n > 1024 * 1024:
+            raise ValueError(f"random request of {n} bytes is over the 1 MiB limit")
+        return os.urandom(n)
+
+    def random_u64(self) -> int:
+        return int.from_bytes(os.urandom(8), "little")
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
@@ -225,7 +258,7 @@ class Worker:
         self.record("actor.start", {"incarnation": cfg.incarnation, "restart": cfg.restart, "pid": os.getpid(),
                                     "name": cfg.name, "path": cfg.path, "component": cfg.component_hash})
         component = load_artifact(self.engine, cfg.artifact)
-        self.actor = Actor(self.engine, component, self, set(cfg.granted), cfg.limits)
+        self.actor = Actor(self.engine, component, self, set(cfg.granted), cfg.limits, cfg.imports)
         self.actor.init(cfg.initial_state)
         self.record("actor.init", {"params": [cfg.initial_state], "state_sha256": state_digest(self.actor.state)})
         self.flush_events()
