@@ -390,7 +390,7 @@ class Node(ActorSupervision):
             home=self.home, node_pid=os.getpid(), actor_id=actor_id, path=path, name=manifest.name,
             incarnation=incarnation, restart=a.restart, artifact=compiled.artifact,
             component_hash=compiled.content_hash, initial_state=manifest.initial_state, granted=granted,
-            imports=compiled.imports,
+            imports=compiled.imports, component_path=str(compiled.source),
             limits=Limits(),
             request_timeout_ms=int(ms.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)) if ms else DEFAULT_REQUEST_TIMEOUT_MS,
             max_sleep_ms=int(timing.get("max_sleep_duration", 3_600_000)) if timing else 3_600_000,

@@ -30,7 +30,8 @@ from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_l
 from ..protocol import Envelope, ProtocolError, decode, encode
 from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
 from .component import load_artifact, new_engine
-from .host import Actor, ActorCrash, Limits, state_digest
+from .calls import ExportCall, perform
+from .host import Actor, ActorCrash, Limits
 
 log = logging.getLogger("theater_otp.worker")
 
@@ -54,6 +55,7 @@ class WorkerConfig:
     initial_state: bytes | None
     granted: frozenset[str]
     imports: tuple[str, ...] = ()
+    component_path: str = ""
     limits: Limits = field(default_factory=Limits)
     request_timeout_ms: int = 30_000
     max_sleep_ms: int = 3_600_000
@@ -256,11 +258,11 @@ class Worker:
     def start(self) -> None:
         cfg = self.cfg
         self.record("actor.start", {"incarnation": cfg.incarnation, "restart": cfg.restart, "pid": os.getpid(),
-                                    "name": cfg.name, "path": cfg.path, "component": cfg.component_hash})
+                                    "name": cfg.name, "path": cfg.path, "component": cfg.component_hash,
+                                    "component_path": cfg.component_path, "granted": sorted(cfg.granted)})
         component = load_artifact(self.engine, cfg.artifact)
         self.actor = Actor(self.engine, component, self, set(cfg.granted), cfg.limits, cfg.imports)
-        self.actor.init(cfg.initial_state)
-        self.record("actor.init", {"params": [cfg.initial_state], "state_sha256": state_digest(self.actor.state)})
+        self._call(ExportCall("init", [cfg.initial_state]))
         self.flush_events()
         self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))
 
@@ -287,30 +289,24 @@ class Worker:
         if self.stop_requested:
             raise _Stop(EXIT_SHUTDOWN, "stopped by its supervisor")
 
+    def _call(self, call: ExportCall) -> bytes | None:
+        """Run one export call, record it, and raise its crash (after recording it)."""
+        outcome = perform(self.actor, call)
+        self.record(outcome.event_type, outcome.data)
+        if outcome.crash is not None:
+            raise outcome.crash
+        return outcome.reply
+
     def _handle(self, env: Envelope) -> None:
         actor = self.actor
         assert actor is not None
         kind = env.kind
-        try:
-            self._dispatch(actor, env, kind)
-        except ActorCrash as exc:
-            if kind in ("send", "request"):
-                self.record(f"message.{kind}", {"from": env.sender, "params": [env.body], "error": str(exc)})
-            raise
-
-    def _dispatch(self, actor: Actor, env: Envelope, kind: str) -> None:
         if kind == "send":
-            msg = _payload(env.body)
-            actor.handle_send(msg)
-            self.record("message.send", {"from": env.sender, "params": [msg],
-                                         "state_sha256": state_digest(actor.state)})
+            self._call(ExportCall("send", [env.body], {"from": env.sender}))
         elif kind == "request":
-            msg = _payload(env.body)
             request_id = f"{self.cfg.incarnation}-{next(self.request_ids)}"
             self.outstanding_requests[request_id] = (env.sender, env.corr)
-            reply = actor.handle_request(request_id, msg)
-            self.record("message.request", {"from": env.sender, "request_id": request_id, "params": [msg],
-                                            "reply": reply, "state_sha256": state_digest(actor.state)})
+            reply = self._call(ExportCall("request", [env.body], {"from": env.sender, "request_id": request_id}))
             if reply is not None and self.outstanding_requests.pop(request_id, None) is not None:
                 self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": reply})))
         elif kind == "state":
@@ -319,13 +315,8 @@ class Worker:
             return
         elif kind == "child_event":
             body = env.body if isinstance(env.body, dict) else {}
-            kind_ = str(body.get("kind", "error"))
-            child = str(body.get("child", ""))
-            data = body.get("data")
-            called = actor.child_event(kind_, child, data if isinstance(data, bytes) else None)
-            self.record(f"supervisor.child-{kind_}", {"child": child, "reason": body.get("reason"),
-                                                      "handled": called,
-                                                      "state_sha256": state_digest(actor.state)})
+            self._call(ExportCall(f"child-{body.get('kind', 'error')}", [],
+                                  {"child": str(body.get("child", "")), "reason": str(body.get("reason", ""))}))
         elif kind == "undeliverable":
             self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
         elif kind == "stop":
@@ -334,12 +325,6 @@ class Worker:
             log.error("%s: dropped unknown envelope kind %r", self.cfg.path, kind)
             return
         self.flush_events()
-
-
-def _payload(body: object) -> bytes:
-    if isinstance(body, bytes):
-        return body
-    raise ActorCrash(f"message payload must be bytes, got {type(body).__name__}")
 
 
 def worker_main(cfg: WorkerConfig) -> None:

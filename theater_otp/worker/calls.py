@@ -1,0 +1,77 @@
+"""Calls into an actor and the chain events that record them, shared by the worker and by replay.
+
+Each export call is recorded as one event after it returns (its host calls,
+recorded as they happen, come before it in the chain). The data of that
+event is built here and only here, so a replay that re-runs the same call
+produces byte-identical data when the actor behaves the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .host import Actor, ActorCrash, state_digest
+
+
+@dataclass(frozen=True)
+class ExportCall:
+    """One call into the actor. `kind`: init | send | request | child-error | child-exit | child-external_stop."""
+
+    kind: str
+    params: list
+    meta: dict = field(default_factory=dict)  # from, request_id, child, reason
+
+    @property
+    def event_type(self) -> str:
+        if self.kind == "init":
+            return "actor.init"
+        if self.kind in ("send", "request"):
+            return f"message.{self.kind}"
+        return f"supervisor.{self.kind}"
+
+
+@dataclass
+class CallOutcome:
+    event_type: str
+    data: dict
+    reply: bytes | None = None
+    crash: ActorCrash | None = None
+
+
+def perform(actor: Actor, call: ExportCall) -> CallOutcome:
+    """Run `call` and build its event; a crash is returned (with its event), not raised."""
+    data: dict[str, Any] = {}
+    if call.kind in ("send", "request"):
+        data["from"] = call.meta.get("from")
+    if call.kind == "request":
+        data["request_id"] = call.meta.get("request_id")
+    if call.kind.startswith("child-"):
+        data["child"] = call.meta.get("child")
+        data["reason"] = call.meta.get("reason")
+    else:
+        data["params"] = list(call.params)
+    reply = None
+    try:
+        if call.kind == "init":
+            actor.init(call.params[0])
+        elif call.kind == "send":
+            actor.handle_send(_bytes(call.params[0]))
+        elif call.kind == "request":
+            reply = actor.handle_request(str(call.meta.get("request_id")), _bytes(call.params[0]))
+            data["reply"] = reply
+        else:
+            reason = call.meta.get("reason")
+            data["handled"] = actor.child_event(call.kind.removeprefix("child-"), str(call.meta.get("child")),
+                                                reason.encode() if isinstance(reason, str) else None)
+    except ActorCrash as crash:
+        data["error"] = str(crash)
+        return CallOutcome(call.event_type, data, None, crash)
+    data["state_sha256"] = state_digest(actor.state)
+    return CallOutcome(call.event_type, data, reply)
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    raise ActorCrash(f"message payload must be bytes, got {type(value).__name__}")
