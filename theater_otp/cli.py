@@ -345,6 +345,8 @@ def events(
     json_out: JsonOpt = False,
     type_: Annotated[Optional[str], typer.Option("--type", help="Only this event type (or prefix, e.g. message).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the last N events.")] = None,
+    since: Annotated[Optional[int], typer.Option("--since", help="Only events with seq >= this.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
 ) -> None:
     """List the events of an actor's (or supervisor's) chain."""
     from .chain.store import connect, read_events
@@ -356,20 +358,78 @@ def events(
         raise _fail(exc) from None
     conn = connect(h.chain_db, readonly=True)
     try:
-        rows = read_events(conn, actor_id, event_type=type_, limit=limit, last=limit is not None)
+        rows = read_events(conn, actor_id, event_type=type_, since_seq=since or 0, limit=limit,
+                           last=limit is not None)
+        if not json_out:
+            print(f"# {label}  ({actor_id})  {len(rows)} event(s)", file=sys.stderr)
+        for e in rows:
+            _print_event(e, json_out)
+        if follow:
+            next_seq = rows[-1].seq + 1 if rows else (since or 0)
+            signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+            while True:  # the store is the source of truth; a reader sees each group commit as it lands
+                time.sleep(0.2)
+                fresh = read_events(conn, actor_id, event_type=type_, since_seq=next_seq)
+                for e in fresh:
+                    _print_event(e, json_out)
+                    next_seq = e.seq + 1
+                sys.stdout.flush()
     finally:
         conn.close()
+
+
+def _print_event(e, json_out: bool) -> None:
     if json_out:
-        for e in rows:
-            print(json.dumps(e.to_plain(), default=str))
+        print(json.dumps(e.to_plain(), default=str))
         return
-    print(f"# {label}  ({actor_id})  {len(rows)} event(s)", file=sys.stderr)
-    for e in rows:
-        stamp = time.strftime("%H:%M:%S", time.localtime(e.timestamp / 1e9)) + f".{e.timestamp // 1_000_000 % 1000:03d}"
-        summary = json.dumps(e.to_plain()["data"], default=str, separators=(",", ":"))
-        if len(summary) > 110:
-            summary = summary[:107] + "..."
-        print(f"{e.seq:>6}  {stamp}  #{e.incarnation:<3} {e.event_type:<28} {summary}")
+    stamp = time.strftime("%H:%M:%S", time.localtime(e.timestamp / 1e9)) + f".{e.timestamp // 1_000_000 % 1000:03d}"
+    summary = json.dumps(e.to_plain()["data"], default=str, separators=(",", ":"))
+    if len(summary) > 110:
+        summary = summary[:107] + "..."
+    print(f"{e.seq:>6}  {stamp}  #{e.incarnation:<3} {e.event_type:<28} {summary}")
+
+
+@app.command()
+def replay(
+    actor: Annotated[str, typer.Argument(help="Actor path, id or name.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+    until: Annotated[Optional[int], typer.Option("--until", help="Stop after this seq.")] = None,
+    incarnation: Annotated[Optional[int], typer.Option("--incarnation", help="Replay only this incarnation.")] = None,
+    component: Annotated[Optional[Path], typer.Option("--component", help="Replay with this component instead.")] = None,
+) -> None:
+    """Re-run an actor's component against its recorded chain and compare every event."""
+    from .chain.store import connect, read_events
+    from .worker.replay import replay as run_replay
+
+    h = Home.at(home)
+    try:
+        actor_id, label = _resolve_chain(h, actor)
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    conn = connect(h.chain_db, readonly=True)
+    try:
+        events_ = read_events(conn, actor_id)
+    finally:
+        conn.close()
+    if not events_:
+        _err(f"no events recorded for {label}")
+        raise typer.Exit(code=1)
+    try:
+        result = run_replay(events_, until=until, incarnation=incarnation, component=component)
+    except (FileNotFoundError, ValueError, TheaterError) as exc:
+        _err(str(exc))
+        raise typer.Exit(code=1) from None
+    if json_out:
+        d = result.divergence
+        _print_json({"actor_id": actor_id, "path": label, "replayed": result.replayed,
+                     "incarnations": result.incarnations, "match": d is None,
+                     "divergence": None if d is None else {"seq": d.event.seq, "event_type": d.event.event_type,
+                                                           "incarnation": d.event.incarnation, "why": d.why}})
+    else:
+        print(f"{label}: {result.summary()}")
+    if result.divergence is not None:
+        raise typer.Exit(code=1)
 
 
 def _resolve_chain(home: Home, ref: str) -> tuple[str, str]:
@@ -402,9 +462,8 @@ def _resolve_chain(home: Home, ref: str) -> tuple[str, str]:
                 "SELECT actor_id, path, name FROM actors WHERE actor_id = ?", (f"supervisor:{ref}",))]
         if not rows:
             raise _TE(f"no actor or supervisor named {ref!r} in {home.chain_db}")
-        latest = conn.execute("SELECT actor_id, path FROM actors WHERE actor_id IN (%s) ORDER BY rowid DESC LIMIT 1"
-                              % ",".join("?" * len(rows)), [r[0] for r in rows]).fetchone()
-        return latest[0], latest[1] or latest[0]
+        actor_id, path, _name = rows[0]  # the best match, newest first
+        return actor_id, path or actor_id
     finally:
         conn.close()
 

@@ -183,7 +183,13 @@ def iter_chain(conn: sqlite3.Connection, actor_id: str) -> Iterator[ChainEvent]:
 
 
 def find_actor(conn: sqlite3.Connection, ref: str) -> list[tuple[str, str | None, str | None]]:
-    """Actors whose id, path, path suffix or name matches `ref`: (actor_id, path, name)."""
-    return list(conn.execute(
-        "SELECT actor_id, path, name FROM actors WHERE actor_id=? OR path=? OR path LIKE ? OR name=? "
-        "ORDER BY actor_id", (ref, ref, "%/" + ref, ref)))
+    """Actors `ref` names, best kind of match first (id, path, path suffix, manifest name), newest first
+    within a kind: (actor_id, path, name)."""
+    rows = list(conn.execute("SELECT rowid, actor_id, path, name FROM actors"))
+    tests = (lambda a, p, n: a == ref, lambda a, p, n: p == ref,
+             lambda a, p, n: bool(p) and p.endswith("/" + ref), lambda a, p, n: n == ref)
+    for test in tests:
+        hits = sorted((r for r in rows if test(r[1], r[2], r[3])), key=lambda r: -r[0])
+        if hits:
+            return [(a, p, n) for _, a, p, n in hits]
+    return []

@@ -28,7 +28,6 @@ import math
 import multiprocessing
 import sqlite3
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -370,10 +369,10 @@ def _run_task(uri: str, chunks: list[Chunk]) -> list[Problem]:
 
 def _run_parallel(path: str, tasks: list[list[Chunk]], jobs: int) -> list[Problem]:
     uri = Path(path).as_uri() + "?mode=ro"
-    # fork is cheapest, but only safe while this process runs no other thread
-    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
-        else "forkserver"
-    ctx = multiprocessing.get_context(method)
+    # Not plain fork: a forked child inherits the caller's SQLite connection state (open
+    # files, POSIX lock bookkeeping), and SQLite must not be used across a fork.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with ctx.Pool(min(jobs, len(tasks))) as pool:
         results = pool.starmap(_run_task, [(uri, task) for task in tasks])
     return [p for r in results for p in r]

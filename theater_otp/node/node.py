@@ -102,6 +102,7 @@ class Node(ActorSupervision):
         self._api_req = itertools.count(1)
         self._engine = None  # created on first dynamic start-child (compiling needs one)
         self._init_actor_supervision()
+        self._registered_chains: set[str] = set()
         self.started_at = time.time()
         self.exit_code: int | None = None
         self.exit_message = ""
@@ -317,7 +318,12 @@ class Node(ActorSupervision):
             handle = self.registry.workers.get(f"{r.supervisor}/{r.child_id}")
             if handle is not None:
                 data["pid"] = handle.process.pid
-        self._record(f"supervisor:{r.supervisor}", 1, f"supervisor.{r.context}", data)
+        chain_id = f"supervisor:{r.supervisor}"
+        if chain_id not in self._registered_chains:
+            self._registered_chains.add(chain_id)
+            self._send_chain(Envelope("register", "node", "chain", 0,
+                                      {"actor_id": chain_id, "path": r.supervisor, "name": "supervisor"}))
+        self._record(chain_id, 1, f"supervisor.{r.context}", data)
 
     def _record(self, actor_id: str, incarnation: int, event_type: str, data: dict) -> None:
         item = [actor_id, incarnation, event_type, time.time_ns(), msgpack.packb(data, use_bin_type=True)]

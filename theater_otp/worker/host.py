@@ -26,6 +26,13 @@ fastabi.install()
 log = logging.getLogger("theater_otp.worker")
 
 
+class HostAbort(Exception):
+    """Raised by a host implementation to abandon the whole export call (replay does, on a mismatch).
+
+    wasmtime-py traps the guest and re-raises it after the call, so it never unwinds through wasm.
+    """
+
+
 class ActorCrash(Exception):
     """The actor returned `err`, trapped, or ran out of its CPU budget: a crash of the actor."""
 
@@ -197,6 +204,8 @@ class Actor:
         def call(_store, *args):
             try:
                 result = impl(*args)
+            except HostAbort:
+                raise
             except Exception as exc:  # host boundary: never unwind through wasm
                 log.exception("host function %s.%s failed", iface, func)
                 result = f"internal error in {iface}.{func}: {type(exc).__name__}"
