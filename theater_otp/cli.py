@@ -390,6 +390,100 @@ def _print_event(e, json_out: bool) -> None:
 
 
 @app.command()
+def verify(
+    actor: Annotated[Optional[str], typer.Argument(help="Actor (or supervisor) to verify; default: all.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Verify every chain in the store (the default).")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check chains: seq from 0 without gaps, parent links, and each event's SHA-256. Exit 1 on the first bad event."""
+    from .chain.store import connect
+    from .chain.verify import verify_store
+
+    h = Home.at(home)
+    if not h.chain_db.exists():
+        _err(f"no event store at {h.chain_db}")
+        raise typer.Exit(code=1)
+    try:
+        actor_id, label = _resolve_chain(h, actor) if actor and not all_ else (None, "all chains")
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    conn = connect(h.chain_db, readonly=True)
+    try:
+        problems = verify_store(conn, actor_id)
+        counted = conn.execute("SELECT COUNT(*), COUNT(DISTINCT actor_id) FROM events" +
+                               (" WHERE actor_id = ?" if actor_id else ""),
+                               (actor_id,) if actor_id else ()).fetchone()
+    finally:
+        conn.close()
+    if json_out:
+        _print_json({"ok": not problems, "events": counted[0], "chains": counted[1],
+                     "problems": [{"actor_id": p.actor_id, "seq": p.seq, "what": p.what,
+                                   "expected": p.expected, "found": p.found} for p in problems]})
+    elif problems:
+        for p in problems:
+            print(f"FAIL {p}")
+    else:
+        print(f"ok: {label}: {counted[0]} events in {counted[1]} chain(s) verify")
+    if problems:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
+            last: Annotated[int, typer.Option("--last", help="How many recent events to show.")] = 5) -> None:
+    """An actor in detail: manifest, status, restarts, chain head, last events."""
+    from .chain.store import connect, read_events
+
+    h = Home.at(home)
+    try:
+        actor_id, path = _resolve_chain(h, actor)
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    live: dict[str, Any] = {}
+    try:
+        with _client(h) as c:
+            for node in _walk(c.call("tree")):
+                if node["path"] == path:
+                    live = node
+    except NodeNotRunning:
+        pass
+    conn = connect(h.chain_db, readonly=True)
+    try:
+        head = conn.execute("SELECT head_seq, head_hash, incarnation, name FROM actors WHERE actor_id = ?",
+                            (actor_id,)).fetchone() or (-1, None, 0, None)
+        recent = read_events(conn, actor_id, limit=last, last=True)
+        starts = read_events(conn, actor_id, event_type="actor.start", limit=1, last=True)
+    finally:
+        conn.close()
+    start = starts[0].payload() if starts else {}
+    info = {"path": path, "actor_id": actor_id, "name": head[3] or start.get("name"),
+            "status": live.get("status", "not running (node down)" if not live else None),
+            "pid": live.get("pid"), "restarts": live.get("restarts"), "incarnation": head[2],
+            "uptime": live.get("uptime"), "component": start.get("component"),
+            "component_path": start.get("component_path"), "granted": start.get("granted"),
+            "chain_head": {"seq": head[0], "hash": head[1].hex() if head[1] else None},
+            "last_events": [e.to_plain() for e in recent]}
+    if json_out:
+        _print_json(info)
+        return
+    for key in ("path", "actor_id", "name", "status", "pid", "restarts", "incarnation", "uptime",
+                "component", "component_path", "granted"):
+        if info[key] is not None:
+            print(f"{key:<15} {info[key]}")
+    print(f"{'chain head':<15} seq {head[0]}  {info['chain_head']['hash'] or '-'}")
+    print("last events:")
+    for e in recent:
+        _print_event(e, False)
+
+
+def _walk(node: dict):
+    yield node
+    for child in node.get("children", []):
+        yield from _walk(child)
+
+
+@app.command()
 def replay(
     actor: Annotated[str, typer.Argument(help="Actor path, id or name.")],
     home: HomeOpt = None,
