@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS actors (
     head_hash   BLOB
 );
 CREATE INDEX IF NOT EXISTS actors_by_path ON actors(path);
+CREATE TABLE IF NOT EXISTS producers (
+    producer    TEXT PRIMARY KEY,
+    batch_seq   INTEGER NOT NULL
+);
 """
 
 
@@ -57,6 +61,8 @@ class ChainStore:
         self._hasher = EventHasher()
         for actor_id, seq, h, inc in self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors"):
             self.heads[actor_id] = (seq, h, inc)
+        #: producer id -> the last batch applied from it (for exactly-once appends of resent batches)
+        self.applied: dict[str, int] = dict(self.conn.execute("SELECT producer, batch_seq FROM producers"))
 
     def close(self) -> None:
         if self.conn is not None:
@@ -86,12 +92,17 @@ class ChainStore:
         _, rejected = self._append(items, stored)
         return stored, rejected
 
-    def append_items(self, items: Iterable[tuple[str, int, str, int, bytes, bool]]) -> tuple[int, int]:
-        """`append_batch` without building ChainEvent records (the writer's path): (stored, rejected)."""
-        return self._append(items, None)
+    def append_items(self, items: Iterable[tuple[str, int, str, int, bytes, bool]],
+                     marks: dict[str, int] | None = None) -> tuple[int, int]:
+        """`append_batch` without building ChainEvent records (the writer's path): (stored, rejected).
+
+        `marks` (producer -> last batch seq) are stored in the same transaction as the events,
+        so a batch is applied exactly once however often its producer resends it.
+        """
+        return self._append(items, None, marks or {})
 
     def _append(self, items: Iterable[tuple[str, int, str, int, bytes, bool]],
-                events: list[ChainEvent] | None) -> tuple[int, int]:
+                events: list[ChainEvent] | None, marks: dict[str, int] | None = None) -> tuple[int, int]:
         heads = self.heads
         hasher = self._hasher
         flat: list = []          # the rows' columns, one after the other (see _insert)
@@ -114,12 +125,16 @@ class ChainStore:
         except BaseException:
             self._reload_heads()  # the heads of the items before the bad one moved: undo
             raise
-        if not flat:
+        if not flat and not marks:
             return 0, rejected
         c = self.conn
         c.execute("BEGIN")
         try:
-            _insert(c, flat)
+            if flat:
+                _insert(c, flat)
+            if marks:
+                c.executemany("INSERT INTO producers(producer, batch_seq) VALUES (?, ?) "
+                              "ON CONFLICT(producer) DO UPDATE SET batch_seq=excluded.batch_seq", marks.items())
             c.executemany(
                 "INSERT INTO actors(actor_id, incarnation, head_seq, head_hash) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(actor_id) DO UPDATE SET incarnation=excluded.incarnation, "
@@ -131,6 +146,8 @@ class ChainStore:
             # the in-memory heads are ahead of the database now: reload them
             self._reload_heads()
             raise
+        if marks:
+            self.applied.update(marks)
         return len(flat) // _COLUMNS, rejected
 
     def _reload_heads(self) -> None:

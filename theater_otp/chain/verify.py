@@ -17,17 +17,20 @@ Speed: the hot loop works on raw sqlite rows, packs each event's fixed fields
 with one precompiled struct and hashes `b"".join(...)` once; anything unusual
 (first event, a mismatch, a field of the wrong type) drops to `_diagnose`, the
 slow reference check that says exactly what is wrong. With `jobs` > 1 the
-events are split into seq ranges verified by that many processes.
+events are split into seq ranges verified by that many worker processes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
-import multiprocessing
+import os
 import sqlite3
 import struct
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -228,7 +231,7 @@ def verify_store(conn: sqlite3.Connection, actor_id: str | None = None,
         if n <= 1:
             found = _run_chunks(conn, [(a, None, None) for a in ids])
         else:
-            found = _run_parallel(path, _partition(sizes, n), n)
+            found = _run_parallel(path, _partition(sizes, n))
     finally:
         if own_txn:
             conn.execute("ROLLBACK")
@@ -266,7 +269,7 @@ def _choose_jobs(jobs: int | None, total: int, path: str | None) -> int:
         return 1
     if jobs is not None:
         return max(1, jobs)
-    cpus = multiprocessing.cpu_count()
+    cpus = os.cpu_count() or 1
     if cpus < 2 or total < PARALLEL_MIN_EVENTS:
         return 1
     return min(cpus, 8, max(1, total // (PARALLEL_MIN_EVENTS // 2)))
@@ -360,19 +363,49 @@ def _partition(sizes: list[tuple[str, int]], jobs: int) -> list[list[Chunk]]:
 def _run_task(uri: str, chunks: list[Chunk]) -> list[Problem]:
     conn = sqlite3.connect(uri, uri=True, timeout=10)
     try:
-        conn.execute("PRAGMA mmap_size=268435456")
         conn.execute("BEGIN")
         return _run_chunks(conn, chunks)
     finally:
         conn.close()
 
 
-def _run_parallel(path: str, tasks: list[list[Chunk]], jobs: int) -> list[Problem]:
+def _run_parallel(path: str, tasks: list[list[Chunk]]) -> list[Problem]:
+    """Run each task in a fresh `python -m theater_otp.chain.verify --worker` process.
+
+    Fresh interpreters, not multiprocessing: a forked child would inherit the
+    caller's SQLite state (SQLite must not be used across fork), and spawn /
+    forkserver re-run the caller's main script. Task in: JSON on stdin; problems
+    out: JSON on stdout.
+    """
     uri = Path(path).as_uri() + "?mode=ro"
-    # Not plain fork: a forked child inherits the caller's SQLite connection state (open
-    # files, POSIX lock bookkeeping), and SQLite must not be used across a fork.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with ctx.Pool(min(jobs, len(tasks))) as pool:
-        results = pool.starmap(_run_task, [(uri, task) for task in tasks])
-    return [p for r in results for p in r]
+    env = dict(os.environ)  # the workers import this very package, installed or not
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    procs = [subprocess.Popen([sys.executable, "-m", "theater_otp.chain.verify", "--worker"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in tasks]
+    try:
+        for proc, task in zip(procs, tasks):
+            proc.stdin.write(json.dumps({"uri": uri, "chunks": task}).encode())
+            proc.stdin.close()
+        problems = []
+        for proc in procs:
+            out = proc.stdout.read()
+            if proc.wait() != 0:
+                raise RuntimeError(f"chain verify worker exited with status {proc.returncode}")
+            problems += [Problem(*p) for p in json.loads(out)]
+        return problems
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _worker() -> None:
+    task = json.load(sys.stdin)
+    problems = _run_task(task["uri"], [tuple(c) for c in task["chunks"]])
+    json.dump([[p.actor_id, p.seq, p.what, p.expected, p.found] for p in problems], sys.stdout)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
+    _worker()

@@ -3,7 +3,12 @@
 Socket: a ROUTER bound at HOME's chain endpoint. Frames are envelopes:
   `register` {actor_id, path, name}            -> no reply
   `events`   [[actor_id, incarnation, type, timestamp_ns, data], ...]
-             -> `ack` {stored, rejected} when corr != 0, sent after the commit
+             with sender = a producer id and corr = that producer's batch number
+             (1, 2, 3, ...; 0 = fire and forget) -> `ack` (same corr) once committed.
+             Batches are applied exactly once and in order per producer: a batch
+             already applied is acked again without storing it twice; a batch after
+             a gap (an earlier one was lost with a dead writer) is dropped unacked,
+             and its producer resends everything unacked from the oldest.
   `sync`     -> `synced` once everything received before it is committed
   `stop`     -> `stopped`, then the process exits
 Group commit: each turn drains every frame already queued, appends them in
@@ -74,6 +79,7 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
             continue
         items: list = []
         replies: list[tuple[bytes, Envelope]] = []
+        marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
         stop_requested = False
         for _ in range(MAX_BATCH_FRAMES):
             try:
@@ -90,9 +96,19 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
                 log.error("dropped frame: %s", exc)
                 continue
             if env.kind == "events":
-                n = _collect(env, items, trusted=ident == NODE_IDENTITY)
                 if env.corr:
+                    last = marks.get(env.sender, store.applied.get(env.sender, 0))
+                    if env.corr > last + 1:
+                        log.info("batch %d from %s follows a gap (last applied %d): dropped until resent",
+                                 env.corr, env.sender, last)
+                        continue
+                    n = 0  # a batch applied before: acked again, stored once
+                    if env.corr == last + 1:
+                        n = _collect(env, items, trusted=ident == NODE_IDENTITY)
+                        marks[env.sender] = env.corr
                     replies.append((ident, Envelope("ack", "chain", env.sender, env.corr, {"received": n})))
+                else:
+                    _collect(env, items, trusted=ident == NODE_IDENTITY)
             elif env.kind == "register":
                 b = env.body if isinstance(env.body, dict) else {}
                 store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
@@ -103,8 +119,8 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
                 stop_requested = True
             else:
                 log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
-        if items:
-            stored, rejected = store.append_items(items)
+        if items or marks:
+            stored, rejected = store.append_items(items, marks)
             if rejected:
                 log.warning("rejected %d late event(s) from dead incarnations", rejected)
         for ident, env in replies:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
+from ..chain.producer import ChainProducer
 from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
 from ..home import Home
@@ -102,7 +103,7 @@ class Node(ActorSupervision):
         self._api_req = itertools.count(1)
         self._engine = None  # created on first dynamic start-child (compiling needs one)
         self._init_actor_supervision()
-        self._registered_chains: set[str] = set()
+        self._registrations: dict[str, dict] = {}  # chain id -> its `register` body
         self.started_at = time.time()
         self.exit_code: int | None = None
         self.exit_message = ""
@@ -117,6 +118,8 @@ class Node(ActorSupervision):
         self.chain.setsockopt(zmq.IDENTITY, NODE_IDENTITY)
         self.chain.setsockopt(zmq.LINGER, 2000)
         self.chain.connect(home.chain_endpoint)
+        self.poller.register(self.chain, zmq.POLLIN)
+        self.producer = ChainProducer(self.chain, f"node/{os.getpid()}/{time.time_ns()}")
         self.wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self.poller.register(self.wake_r, zmq.POLLIN)
@@ -176,13 +179,21 @@ class Node(ActorSupervision):
         self._wake_w.close()
 
     def _stop_writer(self) -> None:
-        """Ask the chain-writer to commit and exit; kill it if it does not within 5 s."""
+        """Make the node's last events durable, ask the chain-writer to exit; kill it after 5 s."""
+        self.producer.flush()
+        deadline = time.monotonic() + 5
+        while self.producer.unacked and time.monotonic() < deadline:
+            if self.chain.poll(500):
+                self._drain_chain_replies()
+            else:
+                self.producer.resend()
         try:
             self.chain.send(encode(Envelope("stop", "node", "chain", next(self._corr))), zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
-        if self.chain.poll(5000):
-            self.chain.recv()
+        while time.monotonic() < deadline and self.chain.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            if any(env.kind == "stopped" for env in self._drain_chain_replies()):
+                break
         self.writer.proc.join(5)
         if self.writer.exitcode() is None:
             log.error("chain-writer did not stop in time: killing it")
@@ -191,13 +202,18 @@ class Node(ActorSupervision):
         self.writer.release()
 
     def _poll_once(self) -> None:
-        timeout = None
+        self.producer.flush()
         now = time.monotonic()
         while self.timers and self.timers[0].cancelled:
             heapq.heappop(self.timers)
-        if self.timers:
-            timeout = max(0, int((self.timers[0].deadline - now) * 1000) + 1)
+        deadlines = [t for t in (self.timers[0].deadline if self.timers else None,
+                                 self.producer.resend_deadline()) if t is not None]
+        timeout = max(0, int((min(deadlines) - now) * 1000) + 1) if deadlines else None
         ready = dict(self.poller.poll(timeout))
+        if self.chain in ready:
+            self._drain_chain_replies()
+        elif (deadline := self.producer.resend_deadline()) is not None and time.monotonic() >= deadline:
+            self.producer.resend()
         if self.wake_r.fileno() in ready or self.wake_r in ready:
             self.wake_r.recv(4096)
             while self.signals:
@@ -250,12 +266,37 @@ class Node(ActorSupervision):
             self._enqueue(self.tree.id, ev.Stop(SHUTDOWN))
 
     def _on_writer_exit(self) -> None:
+        """Restart the chain-writer; every producer sends again what it has not had acknowledged."""
         code = self.writer.exitcode()
         self.poller.unregister(self.writer.sentinel)
         self.writer.release()
         log.error("chain-writer exited (%s): starting a new one", code)
         self.writer = self.launcher.start_writer(self.home)
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
+        for body in self._registrations.values():
+            self._send_chain(Envelope("register", "node", "chain", 0, body))
+        self.producer.resend()
+        for handle in list(self.registry.workers.values()):
+            if handle.ready:
+                self._to_worker(handle, Envelope("chain_restarted", "node", handle.actor_id, 0))
+
+    def _drain_chain_replies(self) -> list[Envelope]:
+        """Take acks (and return other replies) from the chain socket."""
+        others = []
+        while True:
+            try:
+                frame = self.chain.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return others
+            try:
+                env = decode(frame, peer="chain-writer")
+            except ProtocolError as exc:
+                log.error("dropped frame from the chain-writer: %s", exc)
+                continue
+            if env.kind == "ack":
+                self.producer.on_ack(env.corr)
+            else:
+                others.append(env)
 
     # ---- timers -----------------------------------------------------------------------
 
@@ -319,18 +360,19 @@ class Node(ActorSupervision):
             if handle is not None:
                 data["pid"] = handle.process.pid
         chain_id = f"supervisor:{r.supervisor}"
-        if chain_id not in self._registered_chains:
-            self._registered_chains.add(chain_id)
-            self._send_chain(Envelope("register", "node", "chain", 0,
-                                      {"actor_id": chain_id, "path": r.supervisor, "name": "supervisor"}))
+        if chain_id not in self._registrations:
+            self._register_chain(chain_id, r.supervisor, "supervisor")
         self._record(chain_id, 1, f"supervisor.{r.context}", data)
 
+    def _register_chain(self, chain_id: str, path: str, name: str) -> None:
+        """Tell the writer a chain's path and name (kept, to tell a restarted writer again)."""
+        body = {"actor_id": chain_id, "path": path, "name": name}
+        self._registrations[chain_id] = body
+        self._send_chain(Envelope("register", "node", "chain", 0, body))
+
     def _record(self, actor_id: str, incarnation: int, event_type: str, data: dict) -> None:
-        item = [actor_id, incarnation, event_type, time.time_ns(), msgpack.packb(data, use_bin_type=True)]
-        try:
-            self.chain.send(encode(Envelope("events", "node", "chain", 0, [item])), zmq.NOBLOCK)
-        except zmq.Again:
-            log.error("chain-writer queue full: could not record %s for %s", event_type, actor_id)
+        """Buffer one event; the loop flushes a batch before it waits (and keeps it until acknowledged)."""
+        self.producer.add([actor_id, incarnation, event_type, time.time_ns(), msgpack.packb(data, use_bin_type=True)])
 
     def _supervisor_started(self, path: str) -> None:
         entry = self.supervisors[path]
@@ -387,8 +429,7 @@ class Node(ActorSupervision):
         compiled = self.components[manifest.component]
         actor_id = self.registry.actor_id_for(path)
         if incarnation == 1:
-            self._send_chain(Envelope("register", "node", "chain", 0,
-                                      {"actor_id": actor_id, "path": path, "name": manifest.name}))
+            self._register_chain(actor_id, path, manifest.name)
         granted = frozenset({"runtime", "message-server"} | {h.type for h in manifest.handlers})
         timing = manifest.handler("timing")
         ms = manifest.handler("message-server")

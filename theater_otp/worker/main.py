@@ -25,6 +25,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
+from ..chain.producer import ChainProducer
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import Envelope, ProtocolError, decode, encode
@@ -36,7 +37,7 @@ from .host import Actor, ActorCrash, Limits
 log = logging.getLogger("theater_otp.worker")
 
 #: How long a crashing or stopping worker waits for the chain-writer's ack of its last events.
-FINAL_FLUSH_TIMEOUT_MS = 1000
+FINAL_FLUSH_TIMEOUT_MS = 3000
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Worker:
         self.chain = self.ctx.socket(zmq.DEALER)
         self.chain.setsockopt(zmq.LINGER, 2000)
         self.chain.connect(cfg.home.chain_endpoint)
+        self.producer = ChainProducer(self.chain, f"{cfg.actor_id}/{cfg.incarnation}")
         self.wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
         self._wake_w = wake_w
@@ -95,7 +97,6 @@ class Worker:
         self.stop_requested = False
         self.shutdown_requested = False
         self.inbox: deque[Envelope] = deque()
-        self.pending_events: list[list] = []
         self.corr = itertools.count(1)
         self.outstanding_requests: dict[str, tuple[str, int]] = {}  # request-id -> (origin, corr)
         self.request_ids = itertools.count(1)
@@ -116,22 +117,40 @@ class Worker:
     # ---- recording ----------------------------------------------------------------------
 
     def record(self, event_type: str, data: dict) -> None:
-        self.pending_events.append([self.cfg.actor_id, self.cfg.incarnation, event_type, time.time_ns(),
-                                    msgpack.packb(data, use_bin_type=True)])
+        self.producer.add([self.cfg.actor_id, self.cfg.incarnation, event_type, time.time_ns(),
+                           msgpack.packb(data, use_bin_type=True)])
 
     def flush_events(self, wait_ack: bool = False) -> bool:
-        if not self.pending_events:
-            return True
-        corr = next(self.corr) if wait_ack else 0
-        self.chain.send(encode(Envelope("events", self.cfg.path, "chain", corr, self.pending_events)))
-        self.pending_events = []
+        """Send the recorded events as one batch; with `wait_ack`, wait until every batch is durable."""
+        self.producer.flush()
         if not wait_ack:
             return True
-        if self.chain.poll(FINAL_FLUSH_TIMEOUT_MS):
-            self.chain.recv()
-            return True
-        log.warning("%s: chain-writer did not acknowledge the final events in time", self.cfg.path)
-        return False
+        deadline = time.monotonic() + FINAL_FLUSH_TIMEOUT_MS / 1000
+        while self.producer.unacked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("%s: %d event(s) not acknowledged by the chain-writer before exit",
+                            self.cfg.path, self.producer.unacked_events)
+                return False
+            if self.chain.poll(min(remaining, 0.5) * 1000):
+                self._drain_acks()
+            else:
+                self.producer.resend()
+        return True
+
+    def _drain_acks(self) -> None:
+        while True:
+            try:
+                frame = self.chain.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                env = decode(frame, peer="chain")
+            except ProtocolError as exc:
+                log.error("%s: dropped frame from the chain-writer: %s", self.cfg.path, exc)
+                continue
+            if env.kind == "ack":
+                self.producer.on_ack(env.corr)
 
     # ---- host services (HostServices protocol) -------------------------------------------
 
@@ -267,17 +286,34 @@ class Worker:
         self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))
 
     def serve(self) -> None:
+        """Serve one envelope at a time. While too many events wait for the chain-writer's
+        acknowledgement the actor is paused: no message is taken until acks arrive."""
         poller = zmq.Poller()
-        poller.register(self.node, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
+        poller.register(self.chain, zmq.POLLIN)
+        listening = False
         while True:
             self._check_stop()
-            while self.inbox:
+            while self.inbox and not self.producer.full:
                 self._handle(self.inbox.popleft())
                 self._check_stop()
-            ready = dict(poller.poll())
+            if self.producer.full == listening:
+                if listening:
+                    poller.unregister(self.node)
+                    log.warning("%s: paused: %d events wait for the chain-writer", self.cfg.path,
+                                self.producer.unacked_events)
+                else:
+                    poller.register(self.node, zmq.POLLIN)
+                listening = not listening
+            deadline = self.producer.resend_deadline()
+            timeout = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            ready = dict(poller.poll(timeout))
             if self.wake_r in ready or self.wake_r.fileno() in ready:
                 self.wake_r.recv(4096)
+            if self.chain in ready:
+                self._drain_acks()
+            elif deadline is not None and time.monotonic() >= deadline:
+                self.producer.resend()
             if self.node in ready:
                 env = self._recv()
                 if env is not None:
@@ -321,6 +357,9 @@ class Worker:
             self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
         elif kind == "stop":
             self.stop_requested = True
+        elif kind == "chain_restarted":
+            self.producer.resend()
+            return
         else:
             log.error("%s: dropped unknown envelope kind %r", self.cfg.path, kind)
             return

@@ -1,0 +1,109 @@
+"""Durability (issue 4): acknowledged events survive a SIGKILLed chain-writer, exactly once, no fork."""
+
+import os
+import re
+import signal
+import threading
+
+from harness import Tree, cli, write_manifest
+from theater_otp.chain.store import connect
+from theater_otp.chain.verify import verify_store
+from theater_otp.client import ControlClient
+from theater_otp.home import Home
+
+TREE = """
+    [supervisor]
+    id = "root"
+    intensity = 10
+    period = 30
+    [[supervisor.children]]
+    id = "counter"
+    manifest = "counter.toml"
+"""
+
+
+def writer_pid(tree: Tree) -> int:
+    """The newest chain-writer, from its own 'ready' line in the node's log."""
+    ready = re.findall(r"chain-writer\[(\d+)\] INFO chain-writer ready", (tree.home / "node.log").read_text())
+    assert ready, "no chain-writer ready line"
+    return int(ready[-1])
+
+
+def test_sigkill_of_the_writer_during_a_burst_loses_no_event_and_stores_none_twice(tmp_path):
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, TREE) as tree:
+        tree.wait_running()
+        first_writer = writer_pid(tree)
+        sends = 3000
+        done = threading.Event()
+
+        def burst():
+            with ControlClient(Home.at(tree.home)) as c:
+                for i in range(sends):
+                    c.call("send", {"target": "counter", "payload": b"inc"})
+                    if i == sends // 3:
+                        os.kill(first_writer, signal.SIGKILL)
+            done.set()
+
+        t = threading.Thread(target=burst)
+        t.start()
+        t.join(120)
+        assert done.is_set()
+        assert tree.wait_for(lambda: cli("request", "counter", "get", home=tree.home).stdout == f"{sends}\n",
+                             timeout=30, what="every send handled")
+        assert writer_pid(tree) != first_writer          # the node started a new writer
+        actor_id = tree.node("root/counter")["actor_id"]
+        tree.close()                                     # down: every producer waits for its acks
+    conn = connect(tmp_path / "home" / "chain.db", readonly=True)
+    try:
+        n = conn.execute("SELECT COUNT(*) FROM events WHERE actor_id=? AND event_type='message.send'",
+                         (actor_id,)).fetchone()[0]
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM events WHERE actor_id=? ORDER BY seq", (actor_id,))]
+        assert n == sends, f"{n} message.send events recorded for {sends} sends"
+        assert seqs == list(range(len(seqs)))
+        assert verify_store(conn) == []
+    finally:
+        conn.close()
+    log = (tmp_path / "home" / "node.log").read_text()
+    assert "chain-writer exited (-9): starting a new one" in log
+
+
+def test_writer_applies_each_batch_once_and_in_order_per_producer(tmp_path):
+    """A resent batch is acked again but stored once; a batch after a gap waits until the gap is resent."""
+    import zmq
+    from theater_otp.chain.store import iter_chain
+    from theater_otp.protocol import Envelope, decode, encode
+
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, TREE) as tree:
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(Home.at(tree.home).chain_endpoint)
+
+        def batch(n: int, payload: bytes):
+            s.send(encode(Envelope("events", "producer-x", "chain", n, [["x", 1, "t", n, payload]])))
+
+        def ack(timeout_ms: int = 10_000):
+            return decode(s.recv()) if s.poll(timeout_ms) else None
+
+        try:
+            batch(1, b"one")
+            assert ack().corr == 1
+            batch(1, b"one again")                       # a resend of batch 1
+            again = ack()
+            assert (again.corr, again.body) == (1, {"received": 0})
+            batch(3, b"three")                           # batch 2 was "lost"
+            assert ack(1000) is None                     # not acked: dropped until resent
+            batch(2, b"two")
+            batch(3, b"three")
+            assert [ack().corr, ack().corr] == [2, 3]
+        finally:
+            s.close()
+            ctx.term()
+        tree.close()
+    conn = connect(tmp_path / "home" / "chain.db", readonly=True)
+    try:
+        assert [e.data for e in iter_chain(conn, "x")] == [b"one", b"two", b"three"]
+    finally:
+        conn.close()

@@ -1,0 +1,119 @@
+"""The chain-writer and the store under bad input: an event the canonical layout cannot hold
+(negative timestamp or incarnation, incarnation over u32, ids over 65535 bytes; msgpack
+itself cannot carry an integer over u64) is dropped and logged, the
+well-formed events of the same frame are stored and acknowledged, and the writer keeps running."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+
+import pytest
+import zmq
+
+from harness import Tree, cli, write_manifest
+from theater_otp.chain.store import ChainStore, iter_chain
+from theater_otp.chain.verify import verify_chain, verify_store
+from theater_otp.home import Home
+from theater_otp.protocol import Envelope, decode, encode
+
+TREE = """
+    [supervisor]
+    id = "root"
+    strategy = "one_for_one"
+
+    [[supervisor.children]]
+    id = "echo"
+    manifest = "echo.toml"
+"""
+
+BAD_ITEMS = [
+    ["w", 1, "t", -1, b"negative timestamp"],
+    ["w", -1, "t", 5, b"negative incarnation"],
+    ["w", 2**32, "t", 5, b"incarnation over u32"],
+    ["w" * 70_000, 1, "t", 5, b"actor id over 65535 bytes"],
+    ["w", 1, "☃" * 30_000, 5, b"event type over 65535 bytes (90000 in UTF-8)"],
+    ["w", True, "t", 5, b"a bool is not an incarnation"],
+    ["w", 1, "t", 5, "data must be bytes"],
+]
+
+
+def test_writer_drops_events_the_layout_cannot_hold_and_keeps_the_rest(tmp_path):
+    write_manifest(tmp_path, "echo", "echo.wat")
+    with Tree(tmp_path, TREE) as tree:
+        tree.wait_running()
+        before = {p.pid for p in tree.processes()}  # node, forkserver, chain-writer, echo
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(Home.at(tree.home).chain_endpoint)
+        try:
+            items = [["w", 1, "t", 1, b"before"], *BAD_ITEMS, ["w", 1, "t", 2, b"after"]]
+            s.send(encode(Envelope("events", "test", "chain", 1, items)))
+            assert s.poll(10_000), "no ack: the chain-writer died or hung"
+            ack = decode(s.recv())
+            assert (ack.kind, ack.corr, ack.body) == ("ack", 1, {"received": 2})
+            # the writer is still there and still commits
+            s.send(encode(Envelope("events", "test", "chain", 2, [["w", 1, "t", 3, b"later"]])))
+            assert s.poll(10_000)
+            assert decode(s.recv()).body == {"received": 1}
+        finally:
+            s.close()
+            ctx.term()
+        assert cli("request", "echo", "hi", home=tree.home).stdout == "hi\n"
+        assert before <= {p.pid for p in tree.processes()}, "a process of the tree died"
+        log = (tree.home / "node.log").read_text()
+        tree.close()
+    assert log.count("dropped a malformed event from 'test'") == len(BAD_ITEMS)
+    assert "Traceback" not in log
+    conn = sqlite3.connect(tree.home / "chain.db")
+    try:
+        assert [e.data for e in iter_chain(conn, "w")] == [b"before", b"after", b"later"]
+        assert verify_store(conn) == []
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("bad", [("a", 1, "t", -1, b"x", False), ("a", 2**32, "t", 1, b"x", True),
+                                 ("a", 1, "t" * 70_000, 1, b"x", False)])
+def test_append_batch_raises_on_an_unencodable_item_and_changes_nothing(tmp_path, bad):
+    db = tmp_path / "chain.db"
+    store = ChainStore(db)
+    try:
+        store.append_batch([("a", 1, "t", 1, b"0", False)])
+        heads = dict(store.heads)
+        with pytest.raises((struct.error, ValueError)):
+            store.append_batch([("a", 1, "t", 2, b"1", False), ("b", 1, "t", 2, b"b", False), bad])
+        assert store.heads == heads
+        stored, rejected = store.append_batch([("a", 1, "t", 3, b"2", False)])
+        assert [e.seq for e in stored] == [1] and rejected == 0
+        assert store.append_items([("a", 1, "t", 4, b"3", False), ("a", 0, "t", 5, b"late", False)]) == (1, 1)
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert [e.data for e in iter_chain(conn, "a")] == [b"0", b"2", b"3"]
+        assert verify_chain(iter_chain(conn, "a")) is None
+        assert verify_store(conn) == []
+    finally:
+        conn.close()
+
+
+def test_append_items_and_append_batch_write_identical_chains(tmp_path):
+    items = [(f"actor-{i % 3}", 1 + i // 40, f"type.{i % 4}", 1_000 + i, bytes([i % 256]) * (i % 9), i % 17 == 0)
+             for i in range(120)]
+    dbs = []
+    for name, method in (("batch", "append_batch"), ("items", "append_items")):
+        db = tmp_path / f"{name}.db"
+        store = ChainStore(db)
+        for k in range(0, len(items), 25):
+            getattr(store, method)(items[k:k + 25])
+        store.close()
+        dbs.append(db)
+    rows = []
+    for db in dbs:
+        conn = sqlite3.connect(db)
+        rows.append(conn.execute("SELECT * FROM events ORDER BY actor_id, seq").fetchall())
+        assert verify_store(conn) == []
+        conn.close()
+    assert rows[0] == rows[1] and len(rows[0]) == 120

@@ -1,0 +1,408 @@
+"""`theater-otp build`: a Python actor project -> component (componentize-py) -> cached artifact (wasmtime).
+
+Inputs come from the manifest (`manifest.toml` of the project folder, or a
+manifest path): `component` is where the .wasm goes; the optional `[build]`
+table says what to build:
+
+    [build]
+    source = "."             # folder holding the module (relative to the manifest)
+    module = "app"           # the module with the export classes
+    world = "actor-world"    # or "supervisor-actor" (the default when the supervisor handler is granted)
+    wit = "wit"              # WIT folder (default: SOURCE/wit, else the manifest's wit/, else theater-otp's)
+
+A stamp next to the output (`actor.wasm.stamp`) records the SHA-256 of every
+input: each .py file under `source`, the SDK when it comes from theater-otp,
+each .wit file, the world, the module, the componentize-py version. When it
+matches (and the .wasm and its compiled artifact are still there), build does
+nothing and returns in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import tomli
+
+from ..errors import TheaterError
+from ..worker.component import artifact_path
+from .checks import Problem, compile_with_progress, component_problems
+from .sdk import SDK_DIR
+
+#: Bumped when the stamp's meaning changes.
+STAMP_FORMAT = 1
+#: Folders never scanned for .py inputs.
+_SKIP_DIRS = {"__pycache__", "build", "wit", "venv", ".venv", "node_modules", "site-packages", "dist"}
+
+Say = Callable[[str], None]
+
+
+class BuildError(TheaterError):
+    """A build failed. `str()` is the one-line summary; `details` the extracted traceback (or "")."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    manifest: Path
+    name: str
+    output: Path
+    source: Path
+    module: str
+    world: str
+    wit: Path
+    sdk_dir: Path | None            # on the Python path after `source` when the project has no theater_sdk.py
+    granted: frozenset[str]
+    implements: tuple[str, ...] | None
+
+    @property
+    def stamp_file(self) -> Path:
+        return self.output.with_name(self.output.name + ".stamp")
+
+    @property
+    def python_path(self) -> list[Path]:
+        return [self.source] + ([self.sdk_dir] if self.sdk_dir else [])
+
+
+@dataclass
+class BuildResult:
+    name: str
+    manifest: str
+    wasm: str
+    wasm_sha256: str
+    bytes: int
+    artifact: str
+    world: str
+    module: str
+    skipped: bool                   # nothing changed: neither step ran
+    componentized: bool             # componentize-py ran
+    compiled: bool                  # wasmtime compiled (the artifact was not in the cache)
+    componentize_s: float = 0.0
+    compile_s: float = 0.0
+    total_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_plain(self) -> dict:
+        return asdict(self)
+
+
+# ---- the project ---------------------------------------------------------------------------------
+
+def read_spec(target: Path) -> BuildSpec:
+    """The build inputs of a project folder (its manifest.toml) or of a manifest file."""
+    target = Path(target)
+    manifest = target / "manifest.toml" if target.is_dir() else target
+    if not manifest.is_file():
+        where = f"no manifest.toml in {target}" if target.is_dir() else f"{target}: file not found"
+        raise BuildError(f"{where} (make a project with `theater-otp create NAME`)")
+    manifest = manifest.resolve()
+    try:
+        data = tomli.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"{manifest}: cannot read ({exc})") from None
+    except tomli.TOMLDecodeError as exc:
+        raise BuildError(f"{manifest}: invalid TOML: {exc}") from None
+    here = manifest.parent
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise BuildError(f"{manifest}: name: missing `name`: every actor manifest needs a name")
+    component = data.get("component", data.get("component_path"))
+    if not isinstance(component, str) or not component.endswith(".wasm"):
+        raise BuildError(f"{manifest}: component: expected the path of the .wasm to build, "
+                         f"e.g. component = \"build/actor.wasm\"")
+    table = data.get("build", {})
+    if not isinstance(table, dict):
+        raise BuildError(f"{manifest}: build: expected a table ([build] module, world, wit, source)")
+    for key in ("source", "module", "world", "wit"):
+        if key in table and not isinstance(table[key], str):
+            raise BuildError(f"{manifest}: build.{key}: expected a string")
+    handlers = [h.get("type", "").lower() for k in ("handler", "handlers") for h in data.get(k, [])
+                if isinstance(h, dict)]
+    granted = frozenset({"runtime", "message-server", *handlers})
+    source = (here / table.get("source", ".")).resolve()
+    module = table.get("module", "app")
+    world = table.get("world", "supervisor-actor" if "supervisor" in granted else "actor-world")
+    if not ((source / f"{module}.py").is_file() or (source / module / "__init__.py").is_file()):
+        raise BuildError(f"{manifest}: build.module: no module {module!r} in {source} "
+                         f"(expected {source / (module + '.py')})")
+    if "wit" in table:
+        wit = (here / table["wit"]).resolve()
+    elif (source / "wit").is_dir():
+        wit = source / "wit"
+    elif (here / "wit").is_dir():
+        wit = here / "wit"
+    else:
+        from .scaffold import repo_wit_dir
+        wit = repo_wit_dir()
+    if not wit.is_dir() or not any(wit.glob("*.wit")):
+        raise BuildError(f"{manifest}: build.wit: no .wit files in {wit}")
+    has_sdk = (source / "theater_sdk.py").is_file()
+    implements = None
+    iface = data.get("interface")
+    if isinstance(iface, dict) and isinstance(iface.get("implements"), list):
+        implements = tuple(str(v) for v in iface["implements"])
+    return BuildSpec(manifest=manifest, name=name, output=(here / component).resolve(), source=source,
+                     module=module, world=world, wit=wit, sdk_dir=None if has_sdk else SDK_DIR,
+                     granted=granted, implements=implements)
+
+
+def componentize_version() -> str:
+    try:
+        return importlib.metadata.version("componentize-py")
+    except importlib.metadata.PackageNotFoundError:
+        exe = componentize_executable()
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+        return out.rsplit(" ", 1)[-1] or "unknown"
+
+
+def componentize_executable() -> str:
+    beside = Path(sys.executable).with_name("componentize-py")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("componentize-py")
+    if found:
+        return found
+    raise BuildError("componentize-py is not installed: pip install componentize-py==0.25.1")
+
+
+def _inputs(spec: BuildSpec) -> list[Path]:
+    files: list[Path] = []
+    for root, dirs, names in os.walk(spec.source):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        files += [Path(root) / n for n in sorted(names) if n.endswith(".py")]
+    if spec.sdk_dir is not None:
+        files.append(spec.sdk_dir / "theater_sdk.py")
+    return files
+
+
+def input_stamp(spec: BuildSpec, version: str | None = None) -> str:
+    """SHA-256 over every build input (names and contents) and the build settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": STAMP_FORMAT, "world": spec.world, "module": spec.module,
+                         "componentize-py": version or componentize_version()}, sort_keys=True).encode())
+    for label, base, files in (("py", spec.source, _inputs(spec)), ("wit", spec.wit, sorted(spec.wit.rglob("*.wit")))):
+        for f in files:
+            try:
+                rel = f.relative_to(base).as_posix()
+            except ValueError:
+                rel = f"sdk/{f.name}"
+            h.update(f"{label}:{rel}\0".encode())
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _read_stamp(spec: BuildSpec) -> dict:
+    try:
+        return json.loads(spec.stamp_file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wasm_unchanged(spec: BuildSpec, stamp: dict) -> bool:
+    try:
+        st = spec.output.stat()
+    except OSError:
+        return False
+    return st.st_size == stamp.get("bytes") and st.st_mtime_ns == stamp.get("mtime_ns")
+
+
+# ---- componentize-py ----------------------------------------------------------------------------
+
+_ASSERT_RE = re.compile(r"^AssertionError: (.*?)(?:\n\s*\nCaused by:\n(.*?))?(?:\n\s*\nStack backtrace:|\Z)",
+                        re.S | re.M)
+
+
+def extract_error(output: str, python_path: list[Path]) -> tuple[str, str]:
+    """(one-line summary, the relevant traceback) from componentize-py's output.
+
+    componentize-py reports a failure as a Python traceback of its own script
+    ending in `AssertionError: <the real error>`, then `Caused by:` and a Rust
+    backtrace. The real error is kept, with the bundle's paths (/0/app.py)
+    mapped back to the project's files.
+    """
+    m = _ASSERT_RE.search(output)
+    if m is None:
+        lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+        cut = next((i for i, ln in enumerate(lines) if ln.startswith("Stack backtrace:")), len(lines))
+        lines = lines[:cut]
+        summary = next((ln.strip() for ln in reversed(lines) if ln.strip() and not ln.startswith(" ")),
+                       "componentize-py failed")
+        return summary, "\n".join(lines[-30:])
+    body = m.group(1).rstrip()
+    caused = (m.group(2) or "").strip()
+    for i, folder in enumerate(python_path):
+        body = body.replace(f'"/{i}/', f'"{folder}/')
+    lines = body.splitlines()
+    is_traceback = lines and (lines[0].startswith("Traceback") or lines[0].lstrip().startswith("File "))
+    if is_traceback:
+        summary = next((ln for ln in reversed(lines) if ln and not ln.startswith(" ")), lines[-1])
+    elif len(lines) == 1:
+        summary, body = lines[0], ""
+    else:
+        summary = caused.splitlines()[0].strip() if caused else lines[0]
+    return summary.strip(), body
+
+
+def _componentize(spec: BuildSpec, say: Say) -> float:
+    exe = componentize_executable()
+    spec.output.parent.mkdir(parents=True, exist_ok=True)
+    partial = spec.output.with_name(f".{spec.output.name}.partial")
+    cmd = [exe, "-d", str(spec.wit), "-w", spec.world, "componentize", spec.module]
+    for folder in spec.python_path:
+        cmd += ["-p", str(folder)]
+    cmd += ["-o", str(partial)]
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)   # else componentize-py adds that venv's site-packages before ours
+    env["RUST_BACKTRACE"] = "0"    # the Rust backtrace is noise to an actor author
+    say(f"building {spec.name}: componentize-py {spec.module}.py (world {spec.world}) ...")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=spec.source, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    output = b""
+    while True:
+        try:
+            output, _ = proc.communicate(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            say(f"  componentize-py: {time.monotonic() - t0:.0f} s")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            partial.unlink(missing_ok=True)
+            raise
+    elapsed = time.monotonic() - t0
+    text = output.decode("utf-8", "replace")
+    if proc.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        summary, details = extract_error(text, spec.python_path)
+        raise BuildError(f"{spec.manifest.parent.name}/{spec.module}.py: {summary}", details)
+    os.replace(partial, spec.output)
+    say(f"built {_rel(spec.output)} ({spec.output.stat().st_size / 1e6:.1f} MB) in {elapsed:.1f} s")
+    return elapsed
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# ---- build ---------------------------------------------------------------------------------------
+
+def build(target: Path, force: bool = False, say: Say | None = None) -> BuildResult:
+    """Build the project at `target` (folder or manifest) unless its stamp says nothing changed."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    t_start = time.monotonic()
+    spec = read_spec(target)
+    version = componentize_version()
+    stamp = input_stamp(spec, version)
+    previous = _read_stamp(spec)
+    same_inputs = not force and previous.get("stamp") == stamp and _wasm_unchanged(spec, previous)
+    componentize_s = compile_s = 0.0
+    componentized = compiled = False
+    if same_inputs:
+        wasm_sha = previous["wasm_sha256"]
+    else:
+        componentize_s = _componentize(spec, say)
+        componentized = True
+        wasm_sha = hashlib.sha256(spec.output.read_bytes()).hexdigest()
+    artifact = artifact_path(wasm_sha)
+    warnings: list[str] = list(previous.get("warnings", [])) if same_inputs else []
+    if not artifact.is_file() or componentized:
+        t0 = time.monotonic()
+        was_cached = artifact.is_file()
+        try:
+            component = compile_with_progress(spec.output, say)
+        except TheaterError as exc:
+            raise BuildError(str(exc)) from None
+        if not was_cached:
+            compile_s = time.monotonic() - t0
+            compiled = True
+            say(f"compiled in {compile_s:.1f} s; cached at {artifact}")
+        warnings = [str(p) for p in _component_warnings(spec, component)]
+        for w in warnings:
+            say(f"warning: {w}")
+    st = spec.output.stat()
+    spec.stamp_file.write_text(json.dumps({
+        "stamp": stamp, "wasm_sha256": wasm_sha, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+        "world": spec.world, "module": spec.module, "componentize-py": version, "warnings": warnings,
+    }, indent=2) + "\n")
+    return BuildResult(name=spec.name, manifest=str(spec.manifest), wasm=str(spec.output), wasm_sha256=wasm_sha,
+                       bytes=st.st_size, artifact=str(artifact), world=spec.world, module=spec.module,
+                       skipped=same_inputs and not compiled, componentized=componentized, compiled=compiled,
+                       componentize_s=round(componentize_s, 3), compile_s=round(compile_s, 3),
+                       total_s=round(time.monotonic() - t_start, 3), warnings=warnings)
+
+
+def is_supervision(target: Path) -> bool:
+    """A supervision.toml (it has a [supervisor] table) rather than a project or manifest."""
+    if not Path(target).is_file():
+        return False
+    try:
+        return isinstance(tomli.loads(Path(target).read_text(encoding="utf-8")).get("supervisor"), dict)
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError):
+        return False
+
+
+def buildable_manifests(supervision: Path) -> list[Path]:
+    """The manifests of a supervision.toml that have a [build] table, each once, in tree order."""
+    supervision = Path(supervision).resolve()
+    try:
+        data = tomli.loads(supervision.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
+        raise BuildError(f"{supervision}: cannot read ({exc})") from None
+    found: list[Path] = []
+
+    def walk(table: object) -> None:
+        if not isinstance(table, dict):
+            return
+        manifest = table.get("manifest")
+        if isinstance(manifest, str):
+            path = (supervision.parent / manifest).resolve()
+            try:
+                has_build = isinstance(tomli.loads(path.read_text(encoding="utf-8")).get("build"), dict)
+            except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError):
+                has_build = False
+            if has_build and path not in found:
+                found.append(path)
+        for child in table.get("children", []) if isinstance(table.get("children"), list) else []:
+            walk(child)
+
+    walk(data.get("supervisor"))
+    return found
+
+
+def build_tree(supervision: Path, force: bool = False, say: Say | None = None) -> list[BuildResult]:
+    """Build every Python actor of a supervision.toml (the manifests with a [build] table)."""
+    manifests = buildable_manifests(supervision)
+    if not manifests:
+        raise BuildError(f"{supervision}: no manifest in this tree has a [build] table: nothing to build")
+    return [build(m, force=force, say=say) for m in manifests]
+
+
+def _component_warnings(spec: BuildSpec, component) -> list[Problem]:
+    implements = list(spec.implements) if spec.implements is not None else None
+    if implements is not None and not all(isinstance(i, str) for i in implements):
+        implements = None
+    try:
+        return component_problems(component, spec.manifest, set(spec.granted), implements)
+    except TheaterError:
+        return []
+
+
+__all__ = ["BuildError", "BuildResult", "BuildSpec", "build", "build_tree", "buildable_manifests", "extract_error",
+           "input_stamp", "is_supervision", "read_spec"]
