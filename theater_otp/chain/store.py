@@ -150,6 +150,52 @@ class ChainStore:
             self.applied.update(marks)
         return len(flat) // _COLUMNS, rejected
 
+    def cut_torn_tails(self, window: int = 64) -> list[tuple[str, int, int, str]]:
+        """Check the newest `window` events of every chain; cut each chain at its first bad one.
+
+        SQLite's WAL already discards a torn, uncommitted write at open; this catches
+        what it cannot see (a damaged row in the tail). An event whose seq, parent link
+        or hash is wrong is removed with everything after it, and the head moves back.
+        Returns (actor, first cut seq, events cut, why) per cut chain, for the log.
+        """
+        from .event import event_hash
+
+        cuts = []
+        for actor_id, (head_seq, _h, _inc) in list(self.heads.items()):
+            lo = max(0, head_seq - window + 1)
+            rows = list(self.conn.execute(
+                "SELECT seq, incarnation, parent_hash, event_type, timestamp, data, hash FROM events "
+                "WHERE actor_id=? AND seq>=? ORDER BY seq", (actor_id, max(0, lo - 1))))
+            prev_hash = None
+            expect = rows[0][0] if rows else lo
+            bad_at, why = None, ""
+            for seq, inc, parent, etype, ts, data, h in rows:
+                if seq != expect:
+                    bad_at, why = expect, f"missing event {expect}"
+                    break
+                if seq >= lo and (seq > 0 or parent is not None) and parent != prev_hash:
+                    bad_at, why = seq, "parent hash does not match the previous event"
+                    break
+                if seq >= lo and event_hash(actor_id, seq, inc, parent, etype, ts, bytes(data)) != bytes(h):
+                    bad_at, why = seq, "hash does not match the event"
+                    break
+                prev_hash, expect = bytes(h), seq + 1
+            if bad_at is None and expect != head_seq + 1 and rows:
+                bad_at, why = expect, f"head says seq {head_seq} but the last event is {expect - 1}"
+            if bad_at is None:
+                continue
+            c = self.conn
+            c.execute("BEGIN")
+            n = c.execute("DELETE FROM events WHERE actor_id=? AND seq>=?", (actor_id, bad_at)).rowcount
+            last = c.execute("SELECT seq, hash FROM events WHERE actor_id=? ORDER BY seq DESC LIMIT 1",
+                             (actor_id,)).fetchone()
+            new_seq, new_hash = (last[0], bytes(last[1])) if last else (-1, None)
+            c.execute("UPDATE actors SET head_seq=?, head_hash=? WHERE actor_id=?", (new_seq, new_hash, actor_id))
+            c.execute("COMMIT")
+            self.heads[actor_id] = (new_seq, new_hash, self.heads[actor_id][2])
+            cuts.append((actor_id, bad_at, n, why))
+        return cuts
+
     def _reload_heads(self) -> None:
         self.heads = {a: (s, h, i) for a, s, h, i in
                       self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors")}

@@ -52,6 +52,8 @@ def writer_main(home: Home, node_pid: int) -> None:
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno())
     store = ChainStore(home.chain_db)
+    for actor_id, seq, n, why in store.cut_torn_tails():
+        log.error("torn tail in chain %s: cut %d event(s) from seq %d (%s)", actor_id, n, seq, why)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 1000)

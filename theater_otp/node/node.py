@@ -25,7 +25,7 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
-from ..chain.producer import ChainProducer
+from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
 from ..home import Home
@@ -104,6 +104,8 @@ class Node(ActorSupervision):
         self._engine = None  # created on first dynamic start-child (compiling needs one)
         self._init_actor_supervision()
         self._registrations: dict[str, dict] = {}  # chain id -> its `register` body
+        #: events a worker may have waiting for the chain-writer before it pauses (a tuning knob)
+        self.max_unacked_events = int(os.environ.get("THEATER_OTP_MAX_UNACKED_EVENTS", MAX_UNACKED_EVENTS))
         self.started_at = time.time()
         self.exit_code: int | None = None
         self.exit_message = ""
@@ -438,6 +440,7 @@ class Node(ActorSupervision):
             incarnation=incarnation, restart=a.restart, artifact=compiled.artifact,
             component_hash=compiled.content_hash, initial_state=manifest.initial_state, granted=granted,
             imports=compiled.imports, component_path=str(compiled.source),
+            max_unacked_events=self.max_unacked_events,
             limits=Limits(),
             request_timeout_ms=int(ms.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)) if ms else DEFAULT_REQUEST_TIMEOUT_MS,
             max_sleep_ms=int(timing.get("max_sleep_duration", 3_600_000)) if timing else 3_600_000,

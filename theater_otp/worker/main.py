@@ -25,7 +25,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from ..chain.producer import ChainProducer
+from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import Envelope, ProtocolError, decode, encode
@@ -57,6 +57,7 @@ class WorkerConfig:
     granted: frozenset[str]
     imports: tuple[str, ...] = ()
     component_path: str = ""
+    max_unacked_events: int = MAX_UNACKED_EVENTS
     limits: Limits = field(default_factory=Limits)
     request_timeout_ms: int = 30_000
     max_sleep_ms: int = 3_600_000
@@ -88,7 +89,7 @@ class Worker:
         self.chain = self.ctx.socket(zmq.DEALER)
         self.chain.setsockopt(zmq.LINGER, 2000)
         self.chain.connect(cfg.home.chain_endpoint)
-        self.producer = ChainProducer(self.chain, f"{cfg.actor_id}/{cfg.incarnation}")
+        self.producer = ChainProducer(self.chain, f"{cfg.actor_id}/{cfg.incarnation}", cfg.max_unacked_events)
         self.wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
         self._wake_w = wake_w
