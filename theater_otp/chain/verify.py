@@ -399,6 +399,7 @@ def _run_parallel(path: str, tasks: list[list[Chunk]]) -> list[Problem]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            proc.stdout.close()
 
 
 def _worker() -> None:
