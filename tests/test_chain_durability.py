@@ -133,6 +133,11 @@ def test_a_torn_tail_is_detected_and_cut_at_writer_startup(tmp_path):
         tree.close()
     out = cli("verify", home=tmp_path / "home")
     assert out.returncode == 0, out.stdout
+    assert f"note: 1 event(s) of chain {actor_id} from seq {last_seq} were cut" in out.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM cut_events WHERE actor_id=? AND seq=?",
+                        (actor_id, last_seq)).fetchone() == (1,)
+    conn.close()
 
 
 def test_a_worker_pauses_when_its_event_buffer_is_full_and_loses_nothing(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -411,13 +412,23 @@ def verify(
     conn = connect(h.chain_db, readonly=True)
     try:
         problems = verify_store(conn, actor_id)
+        try:
+            cut = conn.execute("SELECT actor_id, MIN(seq), COUNT(*), MAX(why) FROM cut_events" +
+                               (" WHERE actor_id = ?" if actor_id else "") + " GROUP BY actor_id",
+                               (actor_id,) if actor_id else ()).fetchall()
+        except sqlite3.OperationalError:  # a store from before cut_events existed
+            cut = []
         counted = conn.execute("SELECT COUNT(*), COUNT(DISTINCT actor_id) FROM events" +
                                (" WHERE actor_id = ?" if actor_id else ""),
                                (actor_id,) if actor_id else ()).fetchone()
     finally:
         conn.close()
+    for a, seq, n, why in cut:
+        print(f"note: {n} event(s) of chain {a} from seq {seq} were cut at a writer start ({why}); "
+              f"they are kept in the cut_events table", file=sys.stderr)
     if json_out:
         _print_json({"ok": not problems, "events": counted[0], "chains": counted[1],
+                     "cut": [{"actor_id": a, "from_seq": seq, "events": n, "why": why} for a, seq, n, why in cut],
                      "problems": [{"actor_id": p.actor_id, "seq": p.seq, "what": p.what,
                                    "expected": p.expected, "found": p.found} for p in problems]})
     elif problems:

@@ -34,6 +34,18 @@ CREATE TABLE IF NOT EXISTS actors (
     head_hash   BLOB
 );
 CREATE INDEX IF NOT EXISTS actors_by_path ON actors(path);
+CREATE TABLE IF NOT EXISTS cut_events (
+    actor_id    TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    incarnation INTEGER NOT NULL,
+    parent_hash BLOB,
+    event_type  TEXT    NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    data        BLOB    NOT NULL,
+    hash        BLOB    NOT NULL,
+    cut_at      INTEGER NOT NULL,
+    why         TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS producers (
     producer    TEXT PRIMARY KEY,
     batch_seq   INTEGER NOT NULL
@@ -156,8 +168,11 @@ class ChainStore:
         SQLite's WAL already discards a torn, uncommitted write at open; this catches
         what it cannot see (a damaged row in the tail). An event whose seq, parent link
         or hash is wrong is removed with everything after it, and the head moves back.
-        Returns (actor, first cut seq, events cut, why) per cut chain, for the log.
+        The cut rows are kept in `cut_events` (with when and why), never thrown away:
+        a damaged tail is evidence. Returns (actor, first cut seq, events cut, why) per
+        cut chain, for the log.
         """
+        import time
         from .event import event_hash
 
         cuts = []
@@ -186,6 +201,8 @@ class ChainStore:
                 continue
             c = self.conn
             c.execute("BEGIN")
+            c.execute("INSERT INTO cut_events SELECT *, ?, ? FROM events WHERE actor_id=? AND seq>=?",
+                      (time.time_ns(), why, actor_id, bad_at))
             n = c.execute("DELETE FROM events WHERE actor_id=? AND seq>=?", (actor_id, bad_at)).rowcount
             last = c.execute("SELECT seq, hash FROM events WHERE actor_id=? ORDER BY seq DESC LIMIT 1",
                              (actor_id,)).fetchone()

@@ -243,6 +243,11 @@ def extract_error(output: str, python_path: list[Path]) -> tuple[str, str]:
         return summary, "\n".join(lines[-30:])
     body = m.group(1).rstrip()
     caused = (m.group(2) or "").strip()
+    stub = re.search(r"called trapping stub: (\S+)", caused)
+    if stub:  # module-level code called an import while componentize-py ran it at build time
+        return (f"the module called {stub.group(1)} at build time: componentize-py runs the module's top "
+                f"level while building, where host functions cannot be called; call them inside the "
+                f"methods (init, handle_*)", "")
     for i, folder in enumerate(python_path):
         body = body.replace(f'"/{i}/', f'"{folder}/')
     lines = body.splitlines()

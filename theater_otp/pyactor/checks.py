@@ -355,8 +355,7 @@ class _Checker:
             if full not in ifaces or full not in EXPORTABLE:
                 problems.append(Problem.of(src.error(
                     f"interface.implements[{i}]",
-                    f"{name!r} is not an interface an actor can implement: expected {', '.join(EXPORTABLE)}",
-                    name)))
+                    f"{name!r} is not an interface an actor can implement: expected {', '.join(EXPORTABLE)}")))
         return value
 
     def _build_table(self, src: _Source, data: dict, problems: list[Problem]) -> None:

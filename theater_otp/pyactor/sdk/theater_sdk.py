@@ -32,8 +32,11 @@ chain), `now()` (seconds since the epoch, float), `now_ms()`, `sleep(ms)`.
 a `handle_*` method is turned into `Err(traceback)`, so the crash reason the
 runtime records (actor.crash, lifecycle.exited, `theater-otp events`) carries
 the Python traceback. Without it the actor still crashes, but the reason is
-only "wasm `unreachable` instruction executed" (the traceback then shows up as
-a `host.runtime.log` event, written by the hook this module installs).
+only "wasm `unreachable` instruction executed" (componentize-py prints the
+traceback to stderr, which reaches the node's log only).
+
+Call host functions (log, send, now ...) only inside the methods: the module's
+top level runs at build time, where every import is a trapping stub.
 
 Import everything you need at the top of your modules: the component has no
 file system at run time, so a module first imported inside a handler is not
@@ -45,7 +48,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import sys
 import traceback
 from typing import Any
 
@@ -230,16 +232,3 @@ class Guard:
         for name, value in list(vars(cls).items()):
             if callable(value) and (name == "init" or name.startswith("handle_")):
                 setattr(cls, name, _guarded(value))
-
-
-def _excepthook(exc_type, exc, tb) -> None:
-    """componentize-py prints an escaping exception through sys.excepthook before it traps:
-    put the traceback in the chain (host.runtime.log) as well as the node's log."""
-    try:
-        runtime.log("uncaught Python exception:\n" + format_exception(exc))
-    except BaseException:  # never let the hook itself fail
-        _default_hook(exc_type, exc, tb)
-
-
-_default_hook = sys.excepthook
-sys.excepthook = _excepthook
