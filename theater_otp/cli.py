@@ -588,5 +588,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
 
 
+from .cli_dev import build, create, validate  # noqa: E402  (after `app`: they need nothing from here)
+
+app.command()(create)
+app.command()(build)
+app.command()(validate)
+
+
 if __name__ == "__main__":
     main()

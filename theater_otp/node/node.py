@@ -132,6 +132,10 @@ class Node(ActorSupervision):
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # No high-water mark: a busy actor's messages queue instead of being refused (and lost);
+        # back-pressure comes from each sender waiting on its own calls, not from dropping.
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
         # frames up to twice the limit reach the decoder (and are logged and dropped there);
         # libzmq cuts a connection that sends anything bigger before it is buffered
         sock.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_FRAME)
@@ -441,6 +445,7 @@ class Node(ActorSupervision):
             component_hash=compiled.content_hash, initial_state=manifest.initial_state, granted=granted,
             imports=compiled.imports, component_path=str(compiled.source),
             max_unacked_events=self.max_unacked_events,
+            record=os.environ.get("THEATER_OTP_RECORD", "1") != "0",
             limits=Limits(),
             request_timeout_ms=int(ms.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)) if ms else DEFAULT_REQUEST_TIMEOUT_MS,
             max_sleep_ms=int(timing.get("max_sleep_duration", 3_600_000)) if timing else 3_600_000,

@@ -129,7 +129,7 @@ def read_spec(target: Path) -> BuildSpec:
     for key in ("source", "module", "world", "wit"):
         if key in table and not isinstance(table[key], str):
             raise BuildError(f"{manifest}: build.{key}: expected a string")
-    handlers = [h.get("type", "").lower() for k in ("handler", "handlers") for h in data.get(k, [])
+    handlers = [str(h.get("type", "")).lower() for k in ("handler", "handlers") for h in data.get(k, [])
                 if isinstance(h, dict)]
     granted = frozenset({"runtime", "message-server", *handlers})
     source = (here / table.get("source", ".")).resolve()

@@ -161,9 +161,9 @@ def compile_with_progress(path: Path, say: Say | None, engine=None) -> CompiledC
         digest = content_hash(path.read_bytes())
     except OSError as exc:
         raise ComponentError(f"{path}: cannot read component ({exc.strerror})") from None
-    if say is None or artifact_path(digest).is_file():
-        return compile_component(path, engine)
     size = path.stat().st_size / 1e6
+    if say is None or artifact_path(digest).is_file() or size < 1:  # small components compile in a blink
+        return compile_component(path, engine)
     say(f"compiling {path.name} ({size:.1f} MB) with wasmtime; the artifact is cached for every later start ...")
     return run_with_progress(lambda: compile_component(path, engine), "compiling", say)
 

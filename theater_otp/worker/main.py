@@ -58,6 +58,8 @@ class WorkerConfig:
     imports: tuple[str, ...] = ()
     component_path: str = ""
     max_unacked_events: int = MAX_UNACKED_EVENTS
+    #: False only for benchmarks that measure what recording costs (THEATER_OTP_RECORD=0)
+    record: bool = True
     limits: Limits = field(default_factory=Limits)
     request_timeout_ms: int = 30_000
     max_sleep_ms: int = 3_600_000
@@ -84,6 +86,8 @@ class Worker:
         self.ctx = zmq.Context()
         self.node = self.ctx.socket(zmq.DEALER)
         self.node.setsockopt(zmq.IDENTITY, cfg.identity)
+        self.node.setsockopt(zmq.RCVHWM, 0)  # the node never has a message refused by a busy actor
+        self.node.setsockopt(zmq.SNDHWM, 0)
         self.node.setsockopt(zmq.LINGER, 1000)
         self.node.connect(cfg.home.router_endpoint)
         self.chain = self.ctx.socket(zmq.DEALER)
@@ -118,6 +122,8 @@ class Worker:
     # ---- recording ----------------------------------------------------------------------
 
     def record(self, event_type: str, data: dict) -> None:
+        if not self.cfg.record:
+            return
         self.producer.add([self.cfg.actor_id, self.cfg.incarnation, event_type, time.time_ns(),
                            msgpack.packb(data, use_bin_type=True)])
 
