@@ -85,7 +85,7 @@ def up(
 
     h = Home.at(home)
     try:
-        load_and_check(config)  # refuse bad input before any process starts
+        load_and_check(config, progress=lambda text: print(text, file=sys.stderr))  # refuse bad input first
     except TheaterError as exc:
         raise _fail(exc) from None
     pid = running_node_pid(h)

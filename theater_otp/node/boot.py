@@ -11,7 +11,15 @@ from ..config import load_supervision
 from ..config.model import ChildSpec, ChildType
 from ..errors import ComponentError, TheaterError
 from ..home import Home
-from ..worker.component import CompiledComponent, check_actor_abi, compile_component, new_engine
+from ..worker.component import (CompiledComponent, artifact_path, check_actor_abi, compile_component,
+                                content_hash, new_engine)
+
+
+def is_cached(component: Path) -> bool:
+    try:
+        return artifact_path(content_hash(component.read_bytes())).is_file()
+    except OSError:
+        return True  # unreadable: compile_component reports it
 
 
 def iter_workers(spec: ChildSpec):
@@ -21,13 +29,20 @@ def iter_workers(spec: ChildSpec):
         yield from iter_workers(child)
 
 
-def compile_tree(tree: ChildSpec) -> dict[Path, CompiledComponent]:
-    """Compile (or load from the cache) every component of the tree and check it against its manifest."""
+def compile_tree(tree: ChildSpec, progress=None) -> dict[Path, CompiledComponent]:
+    """Compile (or load from the cache) every component of the tree and check it against its manifest.
+
+    `progress(text)` is told before each component that is not in the cache yet (a large
+    component, e.g. a Python actor, takes 10-30 s to compile the first time).
+    """
     engine = new_engine()
     compiled: dict[Path, CompiledComponent] = {}
     for spec in iter_workers(tree):
         manifest = spec.manifest
         if manifest.component not in compiled:
+            if progress is not None and not is_cached(manifest.component):
+                size = manifest.component.stat().st_size / 1e6
+                progress(f"compiling {manifest.component} ({size:.1f} MB; first start only, then cached)")
             try:
                 compiled[manifest.component] = compile_component(manifest.component, engine)
             except ComponentError as exc:
@@ -37,9 +52,9 @@ def compile_tree(tree: ChildSpec) -> dict[Path, CompiledComponent]:
     return compiled
 
 
-def load_and_check(config: Path) -> tuple[ChildSpec, dict[Path, CompiledComponent]]:
+def load_and_check(config: Path, progress=None) -> tuple[ChildSpec, dict[Path, CompiledComponent]]:
     tree = load_supervision(config)
-    return tree, compile_tree(tree)
+    return tree, compile_tree(tree, progress)
 
 
 class NodeAlreadyRunning(TheaterError):
