@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
+	$(VENV)/bin/theater-otp build manifests/demo/supervision.toml
 	$(VENV)/bin/theater-otp up manifests/demo/supervision.toml
 
 test: install
