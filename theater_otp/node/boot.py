@@ -15,6 +15,10 @@ from ..worker.component import (CompiledComponent, artifact_path, check_actor_ab
                                 content_hash, new_engine)
 
 
+#: Components smaller than this compile in well under a second: no progress line for them.
+PROGRESS_ABOVE_BYTES = 1_000_000
+
+
 def is_cached(component: Path) -> bool:
     try:
         return artifact_path(content_hash(component.read_bytes())).is_file()
@@ -40,9 +44,9 @@ def compile_tree(tree: ChildSpec, progress=None) -> dict[Path, CompiledComponent
     for spec in iter_workers(tree):
         manifest = spec.manifest
         if manifest.component not in compiled:
-            if progress is not None and not is_cached(manifest.component):
-                size = manifest.component.stat().st_size / 1e6
-                progress(f"compiling {manifest.component} ({size:.1f} MB; first start only, then cached)")
+            size = manifest.component.stat().st_size if manifest.component.exists() else 0
+            if progress is not None and size > PROGRESS_ABOVE_BYTES and not is_cached(manifest.component):
+                progress(f"compiling {manifest.component} ({size / 1e6:.1f} MB; first start only, then cached)")
             try:
                 compiled[manifest.component] = compile_component(manifest.component, engine)
             except ComponentError as exc:

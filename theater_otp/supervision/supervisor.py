@@ -488,8 +488,9 @@ class Supervisor:
         """Children newest first (§1.7): id, incarnation or "restarting" or None, type."""
         out = []
         for child in reversed(self.ordered_children()):
+            # a start in progress is shown as restarting too (OTP would not answer until it ended)
             status = child.incarnation if child.incarnation is not None else (
-                "restarting" if child.state is ChildState.RESTARTING else None)
+                "restarting" if child.state in (ChildState.RESTARTING, ChildState.STARTING) else None)
             out.append({"id": child.spec.id, "child": status, "type": child.spec.type.value})
         return out
 
