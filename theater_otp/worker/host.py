@@ -66,6 +66,10 @@ class Limits:
     epoch_tick_ms: int = 10
 
 
+#: How much of what the guest printed to stderr during a call that trapped goes into the crash reason.
+STDERR_IN_CRASH = 4000
+
+
 def state_digest(state: bytes | None) -> str | None:
     return hashlib.sha256(state).hexdigest() if state is not None else None
 
@@ -80,6 +84,8 @@ class Actor:
         self.store = wasmtime.Store(engine)
         self.store.set_limits(memory_size=limits.memory_bytes)
         self.state: bytes | None = None
+        #: what the guest wrote to stderr during the current export call (a toolchain's traceback)
+        self._stderr_during_call = bytearray()
         self.linker = wc.Linker(engine)
         wasi_imports = [name for name in imports if name.startswith("wasi:")]
         if wasi_imports:
@@ -189,6 +195,8 @@ class Actor:
         services = self.services
 
         def write(data: bytes) -> None:
+            if stream == "stderr":
+                self._stderr_during_call.extend(data)
             buffer.extend(data)
             while b"\n" in buffer:
                 line, _, rest = bytes(buffer).partition(b"\n")
@@ -231,10 +239,15 @@ class Actor:
         if func is None:
             raise ActorCrash(f"component does not export {iface}.{name}")
         self._renew()
+        self._stderr_during_call.clear()
         try:
             result = func(self.store, *args)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # component traps arrive as WasmtimeError
-            raise ActorCrash(f"trap in {iface}.{name}: {_trap_text(exc)}") from None
+            reason = f"trap in {iface}.{name}: {_trap_text(exc)}"
+            printed = bytes(self._stderr_during_call[-STDERR_IN_CRASH:]).decode("utf-8", "replace").strip()
+            if printed:  # e.g. the Python traceback componentize-py prints before it traps
+                reason += f"\nstderr:\n{printed}"
+            raise ActorCrash(reason) from None
         func.post_return(self.store)
         if isinstance(result, str):
             raise ActorCrash(f"{iface}.{name} returned err: {result}")
