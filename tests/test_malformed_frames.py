@@ -182,7 +182,7 @@ def test_node_logs_dropped_for_garbage_non_envelope_and_multipart_on_control_and
         "control non-envelope": (node + r" frame: malformed envelope: .*\(from malformed-control\)$", 1),
         "router garbage": (node + r" frame: malformed frame: .*\(from malformed-router\)$", 1),
         "router non-envelope": (node + r" frame: malformed envelope: .*\(from malformed-router\)$", 1),
-        "multipart on control and router": (node + r" a message with 4 frames$", 2),
+        "multipart on control and router": (node + r" a message with 4 frames \(expected identity \+ envelope\)$", 2),
     })
 
 

@@ -352,11 +352,7 @@ def events(
     """List the events of an actor's (or supervisor's) chain."""
     from .chain.store import connect, read_events
 
-    h = Home.at(home)
-    try:
-        actor_id, label = _resolve_chain(h, actor)
-    except TheaterError as exc:
-        raise _fail(exc) from None
+    h, actor_id, label = _chain_for(home, actor)
     conn = connect(h.chain_db, readonly=True)
     try:
         rows = read_events(conn, actor_id, event_type=type_, since_seq=since or 0, limit=limit,
@@ -446,11 +442,7 @@ def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
     """An actor in detail: manifest, status, restarts, chain head, last events."""
     from .chain.store import connect, read_events
 
-    h = Home.at(home)
-    try:
-        actor_id, path = _resolve_chain(h, actor)
-    except TheaterError as exc:
-        raise _fail(exc) from None
+    h, actor_id, path = _chain_for(home, actor)
     live: dict[str, Any] = {}
     try:
         with _client(h) as c:
@@ -507,11 +499,7 @@ def replay(
     from .chain.store import connect, read_events
     from .worker.replay import replay as run_replay
 
-    h = Home.at(home)
-    try:
-        actor_id, label = _resolve_chain(h, actor)
-    except TheaterError as exc:
-        raise _fail(exc) from None
+    h, actor_id, label = _chain_for(home, actor)
     conn = connect(h.chain_db, readonly=True)
     try:
         events_ = read_events(conn, actor_id)
@@ -535,6 +523,16 @@ def replay(
         print(f"{label}: {result.summary()}")
     if result.divergence is not None:
         raise typer.Exit(code=1)
+
+
+def _chain_for(home: Path | None, ref: str) -> tuple[Home, str, str]:
+    """(home, chain id, label) for a CLI argument, or a one-line error and exit 1."""
+    h = Home.at(home)
+    try:
+        actor_id, label = _resolve_chain(h, ref)
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    return h, actor_id, label
 
 
 def _resolve_chain(home: Home, ref: str) -> tuple[str, str]:

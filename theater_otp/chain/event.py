@@ -43,6 +43,11 @@ class ChainEvent:
         except Exception:
             return self.data
 
+    def wit_fields(self) -> dict:
+        """The fields of WIT `chain-event` (what runtime.get-chain and get-child-events return)."""
+        return {"hash": self.hash, "parent-hash": self.parent_hash, "event-type": self.event_type,
+                "data": self.data, "timestamp": self.timestamp, "description": None}
+
     def to_plain(self) -> dict:
         return {
             "actor_id": self.actor_id, "seq": self.seq, "incarnation": self.incarnation,

@@ -25,7 +25,7 @@ import zmq
 
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
-from ..protocol import Envelope, ProtocolError, decode, encode
+from ..protocol import Envelope, encode, recv_routed
 from .store import ChainStore
 
 log = logging.getLogger("theater_otp.chain.writer")
@@ -85,18 +85,12 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
         stop_requested = False
         for _ in range(MAX_BATCH_FRAMES):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                routed = recv_routed(sock, log)
             except zmq.Again:
                 break
-            if len(frames) != 2:
-                log.error("dropped a message with %d frames (expected identity + envelope)", len(frames))
+            if routed is None:
                 continue
-            ident, frame = frames
-            try:
-                env = decode(frame, peer=ident.decode("utf-8", "replace"))
-            except ProtocolError as exc:
-                log.error("dropped frame: %s", exc)
-                continue
+            ident, env = routed
             if env.kind == "events":
                 if env.corr:
                     last = marks.get(env.sender, store.applied.get(env.sender, 0))

@@ -227,5 +227,4 @@ class ActorSupervision:
             rows = read_events(conn, actor_id)
         finally:
             conn.close()
-        return [{"hash": e.hash, "parent-hash": e.parent_hash, "event-type": e.event_type, "data": e.data,
-                 "timestamp": e.timestamp, "description": None} for e in rows]
+        return [e.wit_fields() for e in rows]

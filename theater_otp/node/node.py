@@ -29,7 +29,7 @@ from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
 from ..home import Home
-from ..protocol import MAX_FRAME, Envelope, ProtocolError, decode, encode
+from ..protocol import MAX_FRAME, Envelope, ProtocolError, decode, encode, recv_routed
 from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
@@ -237,18 +237,12 @@ class Node(ActorSupervision):
     def _serve(self, sock: zmq.Socket, handler: Callable[[bytes, Envelope], None]) -> None:
         for _ in range(1000):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                routed = recv_routed(sock, log)
             except zmq.Again:
                 return
-            if len(frames) != 2:
-                log.error("dropped a message with %d frames", len(frames))
+            if routed is None:
                 continue
-            ident, frame = frames
-            try:
-                env = decode(frame, peer=ident.decode("utf-8", "replace"))
-            except ProtocolError as exc:
-                log.error("dropped frame: %s", exc)
-                continue
+            ident, env = routed
             handler(ident, env)
 
     def _on_signal(self, signum: int) -> None:

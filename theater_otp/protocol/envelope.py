@@ -66,3 +66,23 @@ def decode(frame: bytes, peer: str | None = None, max_size: int = MAX_FRAME) -> 
     if not isinstance(corr, int) or isinstance(corr, bool) or corr < 0:
         raise ProtocolError("malformed envelope: corr must be a non-negative integer", peer)
     return Envelope(kind, sender, to, corr, body)
+
+
+def recv_routed(sock, log) -> tuple[bytes, Envelope] | None:
+    """One message from a ROUTER socket as (peer identity, envelope), without blocking.
+
+    Raises zmq.Again when nothing is queued; returns None for a message that is
+    not exactly [identity, envelope] or does not decode (logged and dropped).
+    """
+    import zmq
+
+    frames = sock.recv_multipart(zmq.NOBLOCK)
+    if len(frames) != 2:
+        log.error("dropped a message with %d frames (expected identity + envelope)", len(frames))
+        return None
+    ident, frame = frames
+    try:
+        return ident, decode(frame, peer=ident.decode("utf-8", "replace"))
+    except ProtocolError as exc:
+        log.error("dropped frame: %s", exc)
+        return None

@@ -144,8 +144,9 @@ class Supervisor:
 
     # ---- jobs ---------------------------------------------------------------------
 
-    def _start_job(self, name: str, steps: list[tuple[str, str]], on_done: Callable[[], None], restart: bool) -> None:
-        self.job = _Job(name, deque(steps), on_done, restart)
+    def _start_job(self, name: str, steps: list[tuple[str, str]], on_done: Callable[[], None], restart: bool,
+                   on_start_failed: Callable[[Child, ExitReason], None] | None = None) -> None:
+        self.job = _Job(name, deque(steps), on_done, restart, on_start_failed=on_start_failed)
         self._advance()
 
     def _advance(self) -> None:
@@ -417,9 +418,8 @@ class Supervisor:
             self._reply(ev.req, False, ("start_failed", str(reason)))
 
         self._start_job("start_child", [("start", spec.id)],
-                        lambda: self._reply(ev.req, True, self._started_value(spec.id)), restart=False)
-        if self.job is not None:
-            self.job.on_start_failed = failed
+                        lambda: self._reply(ev.req, True, self._started_value(spec.id)), restart=False,
+                        on_start_failed=failed)
 
     def _started_value(self, child_id: str) -> dict:
         child = self.children[child_id]
@@ -447,38 +447,28 @@ class Supervisor:
             return
         self._start_job("terminate_child", [("stop", ev.child_id)], lambda: self._reply(ev.req, True), restart=False)
 
+    def _stopped_child(self, req: int, child_id: str) -> Child | None:
+        """The child restart_child / delete_child may act on; otherwise reply OTP's error and None."""
+        child = self.children.get(child_id)
+        error = ("simple_one_for_one" if self.simple else "not_found" if child is None
+                 else "running" if child.incarnation is not None
+                 else "restarting" if child.state is ChildState.RESTARTING else None)
+        if error is not None:
+            self._reply(req, False, error)
+            return None
+        return child
+
     def _api_restart_child(self, ev: RestartChildRequest) -> None:
-        if self.simple:
-            self._reply(ev.req, False, "simple_one_for_one")
-            return
-        child = self.children.get(ev.child_id)
-        if child is None:
-            self._reply(ev.req, False, "not_found")
-        elif child.incarnation is not None:
-            self._reply(ev.req, False, "running")
-        elif child.state is ChildState.RESTARTING:
-            self._reply(ev.req, False, "restarting")
-        else:
+        if self._stopped_child(ev.req, ev.child_id) is not None:
             def failed(child: Child, reason: ExitReason) -> None:
                 self._reply(ev.req, False, ("start_failed", str(reason)))  # spec kept, no retry loop
 
             self._start_job("restart_child", [("start", ev.child_id)],
-                            lambda: self._reply(ev.req, True, self._started_value(ev.child_id)), restart=False)
-            if self.job is not None:
-                self.job.on_start_failed = failed
+                            lambda: self._reply(ev.req, True, self._started_value(ev.child_id)), restart=False,
+                            on_start_failed=failed)
 
     def _api_delete_child(self, ev: DeleteChildRequest) -> None:
-        if self.simple:
-            self._reply(ev.req, False, "simple_one_for_one")
-            return
-        child = self.children.get(ev.child_id)
-        if child is None:
-            self._reply(ev.req, False, "not_found")
-        elif child.incarnation is not None:
-            self._reply(ev.req, False, "running")
-        elif child.state is ChildState.RESTARTING:
-            self._reply(ev.req, False, "restarting")
-        else:
+        if self._stopped_child(ev.req, ev.child_id) is not None:
             self._delete(ev.child_id)
             self._reply(ev.req, True)
 

@@ -233,8 +233,7 @@ class Worker:
             rows = read_events(conn, self.cfg.actor_id)
         finally:
             conn.close()
-        return [{"hash": e.hash, "parent-hash": e.parent_hash, "event-type": e.event_type, "data": e.data,
-                 "timestamp": e.timestamp, "description": None} for e in rows]
+        return [e.wit_fields() for e in rows]
 
     def sleep(self, ms: int) -> str | None:
         if not self.cfg.min_sleep_ms <= ms <= self.cfg.max_sleep_ms:
