@@ -90,7 +90,7 @@ class Actor:
         wasi_imports = [name for name in imports if name.startswith("wasi:")]
         if wasi_imports:
             self._link_wasi(wasi_imports)
-        self._link(granted)
+        self._link(granted, {name.split("@", 1)[0] for name in imports} if imports else None)
         self._renew()
         try:
             self.instance = self.linker.instantiate(self.store, component)
@@ -118,31 +118,43 @@ class Actor:
 
     # ---- linking host interfaces ------------------------------------------------------
 
-    def _link(self, granted: set[str]) -> None:
+    def _link(self, granted: set[str], imported: set[str] | None) -> None:
+        """Define the host interfaces this actor may use: granted ones, and (when the component's
+        imports are known) only those it imports, so a start links no more than it needs."""
         s = self.services
+
+        def wanted(iface: str) -> bool:
+            return imported is None or f"{PACKAGE}/{iface}" in imported
+
         with self.linker.root() as root:
-            with root.add_instance(f"{PACKAGE}/runtime") as i:
-                i.add_func("log", self._host("runtime", "log", lambda msg: s.log_line(msg), record_result=False))
-                i.add_func("shutdown", self._host("runtime", "shutdown", s.request_shutdown))
-                i.add_func("get-chain", self._host("runtime", "get-chain", self._get_chain, record_result=False))
-            with root.add_instance(f"{PACKAGE}/message-server-host") as i:
-                i.add_func("send", self._host("message-server-host", "send", s.send))
-                i.add_func("request", self._host("message-server-host", "request", s.request))
-                i.add_func("respond-to-request", self._host("message-server-host", "respond-to-request", s.respond))
-                i.add_func("list-outstanding-requests",
-                           self._host("message-server-host", "list-outstanding-requests", s.outstanding))
-                i.add_func("cancel-request", self._host("message-server-host", "cancel-request", s.cancel_request))
-                for name in ("open-channel", "send-on-channel", "close-channel"):
-                    i.add_func(name, self._host("message-server-host", name, _channels_unsupported))
-            if "supervisor" in granted:
+            if wanted("runtime"):
+                with root.add_instance(f"{PACKAGE}/runtime") as i:
+                    i.add_func("log", self._host("runtime", "log", lambda msg: s.log_line(msg), record_result=False))
+                    i.add_func("shutdown", self._host("runtime", "shutdown", s.request_shutdown))
+                    i.add_func("get-chain", self._host("runtime", "get-chain", self._get_chain, record_result=False))
+            if wanted("message-server-host"):
+                self._link_message_server(root)
+            if "supervisor" in granted and wanted("supervisor"):
                 with root.add_instance(f"{PACKAGE}/supervisor") as i:
                     for name, impl in _supervisor_host(s).items():
                         i.add_func(name, self._host("supervisor", name, impl))
-            if "timing" in granted:
+            if "timing" in granted and wanted("timing"):
                 with root.add_instance(f"{PACKAGE}/timing") as i:
                     i.add_func("sleep", self._host("timing", "sleep", s.sleep))
                     i.add_func("now", self._host("timing", "now", s.now_ms))
                     i.add_func("performance-now", self._host("timing", "performance-now", s.perf_ns))
+
+    def _link_message_server(self, root: wc.LinkerInstance) -> None:
+        s = self.services
+        with root.add_instance(f"{PACKAGE}/message-server-host") as i:
+            i.add_func("send", self._host("message-server-host", "send", s.send))
+            i.add_func("request", self._host("message-server-host", "request", s.request))
+            i.add_func("respond-to-request", self._host("message-server-host", "respond-to-request", s.respond))
+            i.add_func("list-outstanding-requests",
+                       self._host("message-server-host", "list-outstanding-requests", s.outstanding))
+            i.add_func("cancel-request", self._host("message-server-host", "cancel-request", s.cancel_request))
+            for name in ("open-channel", "send-on-channel", "close-channel"):
+                i.add_func(name, self._host("message-server-host", name, _channels_unsupported))
 
     def _link_wasi(self, wasi_imports: list[str]) -> None:
         """WASI 0.2 with nothing granted; clocks and randomness served (and so recorded) by us.
