@@ -303,14 +303,15 @@ class Worker:
             while self.inbox and not self.producer.full:
                 self._handle(self.inbox.popleft())
                 self._check_stop()
-            if self.producer.full == listening:
-                if listening:
-                    poller.unregister(self.node)
-                    log.warning("%s: paused: %d events wait for the chain-writer", self.cfg.path,
-                                self.producer.unacked_events)
-                else:
-                    poller.register(self.node, zmq.POLLIN)
-                listening = not listening
+            paused = self.producer.full
+            if paused and listening:        # too many events wait for the writer: take no message
+                poller.unregister(self.node)
+                listening = False
+                log.warning("%s: paused: %d events wait for the chain-writer", self.cfg.path,
+                            self.producer.unacked_events)
+            elif not paused and not listening:
+                poller.register(self.node, zmq.POLLIN)
+                listening = True
             deadline = self.producer.resend_deadline()
             timeout = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
             ready = dict(poller.poll(timeout))
