@@ -207,8 +207,8 @@ def main() -> None:
     print(f"`up --detach` of py + driver + echo (artifacts cached): {r['up_s']:.2f} s")
     print(summary("restart SIGKILL -> ready: python actor", r["restart_py_ms"]))
     print(summary("restart SIGKILL -> ready: wat echo", r["restart_echo_ms"]))
-    print(summary(f"control-socket request: python actor", r["control_py_us"], "us"))
-    print(summary(f"control-socket request: wat echo", r["control_echo_us"], "us"))
+    print(summary("control-socket request: python actor", r["control_py_us"], "us"))
+    print(summary("control-socket request: wat echo", r["control_echo_us"], "us"))
     print(f"actor-to-actor request (python driver, {args.requests}x): python actor "
           f"{r['a2a_py_us_per_request']:.1f} us, wat echo {r['a2a_echo_us_per_request']:.1f} us per request")
 

@@ -21,7 +21,6 @@ import argparse
 import multiprocessing
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile

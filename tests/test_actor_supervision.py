@@ -5,7 +5,7 @@ line of its state from init, and answers requests: spawn, list, stop ID,
 restart ID, state ID, log (the notifications its supervisor-handlers got).
 """
 
-from harness import WAT, Tree, cli, pid_gone, walk
+from harness import WAT, Tree, cli, pid_gone
 
 
 def boss_tree(tmp_path, strategy: str | None):

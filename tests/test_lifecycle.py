@@ -4,7 +4,6 @@ import os
 import signal
 import time
 
-import psutil
 
 from harness import Tree, cli, wait_gone, write_manifest
 

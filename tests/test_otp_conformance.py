@@ -9,10 +9,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
-import pytest
 
 from harness import CLI, Tree, cli, pid_gone, walk, write_manifest
 from theater_otp.home import cache_dir

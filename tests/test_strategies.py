@@ -5,7 +5,6 @@ pids and which kept theirs, and that stops ran in reverse start order and
 starts in start order (read from the supervisor's own chain).
 """
 
-import pytest
 
 from harness import Tree, write_manifest
 

@@ -244,7 +244,7 @@ def _replay_call(actor: Actor, services: _Recorded, call: ExportCall, recorded: 
     except _Unrecorded as miss:
         event = miss.found or recorded
         raise Divergence(event, event.event_type if miss.found else "no further host call",
-                         miss.wanted, f"the actor made a host call the chain does not record next") from None
+                         miss.wanted, "the actor made a host call the chain does not record next") from None
     produced = services.produced + [(outcome.event_type, outcome.data)]
     expected = host_events[:len(host_events) - len(services.pending)] + [recorded]
     if services.pending:
