@@ -404,3 +404,45 @@ def test_any_significant_child_ending_shuts_its_supervisor_down(tmp_path):
         assert tree.node("root/keep")["pid"] == pids["root/keep"]
         assert [e.event_type for e in tree.events("supervisor:root/job", "supervisor.auto_shutdown")]
         assert [e["child"] for e in tree.supervisor_events("root/job", "supervisor.child_stopped")] == ["helper"]
+
+
+def test_start_child_compiles_a_new_component_off_the_loop(tmp_path):
+    """While start-child waits for a large, uncached component to compile, the node keeps answering."""
+    import threading
+    from harness import WAT
+    manifests(tmp_path)
+    big = (WAT / "echo.wat").read_text()
+    body = "\n".join(["i32.const 1", "i32.add"] * 60_000)
+    anchor = '(func (export "init")'
+    big = big.replace(anchor, f"(func $bulk (param i32) (result i32) local.get 0\n{body})\n    {anchor}", 1)
+    assert big.count("$bulk") == 1, "echo.wat changed shape: update this test"
+    (tmp_path / "big.wat").write_text(big)
+    (tmp_path / "big.toml").write_text('name = "big"\ncomponent = "big.wat"\n')
+    with Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "a"
+        manifest = "echo.toml"
+    """) as tree:
+        tree.wait_running()
+        order = []
+        started = threading.Event()
+
+        def start():
+            started.set()
+            out = cli("start-child", "root", str(tmp_path / "big.toml"), "--id", "big", home=tree.home, timeout=300)
+            order.append(("start-child", out.returncode))
+
+        t = threading.Thread(target=start)
+        t.start()
+        started.wait()
+        log = tree.home / "node.log"
+        tree.wait_for(lambda: "off the loop" in log.read_text(), timeout=60, what="the compile to begin")
+        if not order:                                   # still compiling: the node must answer meanwhile
+            assert cli("request", "a", "still served", home=tree.home).stdout == "still served\n"
+            order.append(("request", 0))
+        t.join(300)
+        assert order[-1] == ("start-child", 0), order
+        assert len(order) == 2 and order[0] == ("request", 0), f"the compile ended before the check: {order}"
+        assert tree.node("root/big")["status"] == "running"

@@ -166,18 +166,23 @@ class ActorSupervision:
         self._enqueue(entry.sup.path, make(req))
 
     def _actor_spawn(self, handle: "WorkerHandle", entry: Any, args: dict, answer) -> None:
-        from ..worker.component import check_actor_abi, compile_component, new_engine
-
         ref = str(args.get("manifest", ""))
         path = Path(ref)
         if not path.is_absolute():
             path = handle.spec.manifest.source.parent / path
         manifest = load_manifest(path)
-        if manifest.component not in self.components:
-            self._engine = self._engine or new_engine()
-            self.components[manifest.component] = compile_component(manifest.component, self._engine)
-        check_actor_abi(self.components[manifest.component],
-                        {"runtime", "message-server"} | {h.type for h in manifest.handlers}, manifest.source)
+
+        def compiled(error: Exception | None) -> None:
+            if error is not None:
+                answer({"error": str(error)})
+            elif self.supervisors.get(handle.path) is entry:
+                self._start_spawned(handle, entry, manifest, args, answer)
+            else:
+                answer({"error": "the supervising actor stopped meanwhile"})
+
+        self._compile_then([manifest], compiled)
+
+    def _start_spawned(self, handle: "WorkerHandle", entry: Any, manifest: Any, args: dict, answer) -> None:
         init = args.get("init")
         if isinstance(init, bytes):
             manifest = replace(manifest, initial_state=init)

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import zmq
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
+from ..errors import TheaterError
 from ..home import Home
 from ..protocol import MAX_FRAME, Envelope, ProtocolError, decode, encode, recv_routed
 from ..supervision import events as ev
@@ -102,6 +104,7 @@ class Node(ActorSupervision):
         self.api_waiters: dict[int, Any] = {}
         self._api_req = itertools.count(1)
         self._engine = None  # created on first dynamic start-child (compiling needs one)
+        self._finished: deque = deque()  # (callback, result) from work done on threads
         self._init_actor_supervision()
         self._registrations: dict[str, dict] = {}  # chain id -> its `register` body
         #: events a worker may have waiting for the chain-writer before it pauses (a tuning knob)
@@ -224,6 +227,7 @@ class Node(ActorSupervision):
             self.wake_r.recv(4096)
             while self.signals:
                 self._on_signal(self.signals.popleft())
+            self._run_finished()
         if self.writer is not None and self.writer.sentinel in ready:
             self._on_writer_exit()
         for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.registry.by_sentinel]:
@@ -297,6 +301,67 @@ class Node(ActorSupervision):
                 self.producer.on_ack(env.corr)
             else:
                 others.append(env)
+
+    # ---- work off the loop ------------------------------------------------------------------
+
+    def _compile_then(self, manifests: list, then: Callable[[Exception | None], None]) -> None:
+        """Make sure these manifests' components are compiled and fit their grants, then call
+        `then(error or None)` in the loop. Compiling a large component takes seconds (a Python
+        actor: 10-30 s), so uncached ones compile on a thread while the node keeps serving."""
+        from ..worker.component import check_actor_abi, compile_component, new_engine
+
+        def check() -> None:
+            for manifest in manifests:
+                check_actor_abi(self.components[manifest.component],
+                                {"runtime", "message-server"} | {h.type for h in manifest.handlers},
+                                manifest.source)
+
+        missing = sorted({m.component for m in manifests if m.component not in self.components})
+        if not missing:
+            try:
+                check()
+            except TheaterError as exc:
+                then(exc)
+                return
+            then(None)
+            return
+        self._engine = self._engine or new_engine()
+        engine = self._engine
+
+        def work() -> None:
+            compiled = {path: compile_component(path, engine) for path in missing}
+
+            def finish() -> None:
+                self.components.update(compiled)
+                check()
+            return finish
+
+        def run() -> None:
+            try:
+                result = work()
+            except Exception as exc:  # handed to the loop, which reports it to whoever asked
+                result = exc
+            self._finished.append((then, result))
+            try:
+                self._wake_w.send(b"c")
+            except OSError:
+                pass
+
+        log.info("compiling %s off the loop", ", ".join(str(p) for p in missing))
+        threading.Thread(target=run, name="compile", daemon=True).start()
+
+    def _run_finished(self) -> None:
+        while self._finished:
+            then, result = self._finished.popleft()
+            if isinstance(result, Exception):
+                then(result)
+                continue
+            try:
+                result()
+            except TheaterError as exc:
+                then(exc)
+                continue
+            then(None)
 
     # ---- timers -----------------------------------------------------------------------
 
@@ -769,9 +834,7 @@ class Node(ActorSupervision):
 
     def _cmd_start_child(self, ident: bytes, corr: int, body: dict) -> None:
         from ..config import parse_dynamic_child
-        from ..errors import TheaterError
         from ..node.boot import iter_workers
-        from ..worker.component import check_actor_abi, compile_component, new_engine
 
         entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
         if entry is None:
@@ -787,19 +850,19 @@ class Node(ActorSupervision):
                                                sup.flags)
             else:
                 spec = parse_dynamic_child(table, "start-child", sup.flags)
-            for worker in iter_workers(spec) if spec else ():
-                manifest = worker.manifest
-                if manifest.component not in self.components:
-                    self._engine = self._engine or new_engine()
-                    self.components[manifest.component] = compile_component(manifest.component, self._engine)
-                check_actor_abi(self.components[manifest.component],
-                                {"runtime", "message-server"} | {h.type for h in manifest.handlers}, manifest.source)
         except TheaterError as exc:
             self._control_error(ident, corr, "invalid_child_spec", str(exc))
             return
-        if spec is None:
-            spec = sup.template
-        self._api_request(ident, corr, entry, lambda req: ev.StartChildRequest(req, spec))
+
+        def compiled(error: Exception | None) -> None:
+            if error is not None:
+                self._control_error(ident, corr, "invalid_child_spec", str(error))
+            elif entry.sup.path in self.supervisors:
+                self._api_request(ident, corr, entry, lambda req: ev.StartChildRequest(req, spec or sup.template))
+            else:
+                self._control_error(ident, corr, "not_found", f"supervisor {entry.sup.path} stopped meanwhile")
+
+        self._compile_then([w.manifest for w in iter_workers(spec)] if spec else [], compiled)
 
     def _cmd_terminate_child(self, ident: bytes, corr: int, body: dict) -> None:
         entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))
