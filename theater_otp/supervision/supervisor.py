@@ -162,16 +162,10 @@ class Supervisor:
             if child is None:
                 continue
             if op == "stop":
-                if child.incarnation is None:
-                    if child.state is ChildState.RESTARTING:
-                        child.state = ChildState.STOPPED
-                    continue
-                if self._take_pending_exit(child):
-                    continue
-                child.state = ChildState.STOPPING
-                job.waiting = ("stop", cid)
-                self._emit(StopChild(self.path, cid, child.incarnation, child.spec.shutdown))
-                return
+                if self._begin_stop(child):
+                    job.waiting = ("stop", cid)
+                    return
+                continue
             else:
                 child.state = ChildState.STARTING
                 job.waiting = ("start", cid)
@@ -180,18 +174,24 @@ class Supervisor:
         self.job = None
         job.on_done()
 
+    def _begin_stop(self, child: Child) -> bool:
+        """Ask the node to stop `child`; False if there is nothing to wait for (not running, or
+        its own exit was already in the mailbox and is taken as the stop)."""
+        if child.incarnation is None:
+            if child.state is ChildState.RESTARTING:
+                child.state = ChildState.STOPPED  # a pending retry is cancelled
+            return False
+        if self._take_pending_exit(child):
+            return False
+        child.state = ChildState.STOPPING
+        self._emit(StopChild(self.path, child.spec.id, child.incarnation, child.spec.shutdown))
+        return True
+
     def _stop_all(self, job: _Job) -> bool:
         """simple_one_for_one shutdown (§1.2): stop every running child at once; True if any to wait for."""
         for child in list(self.children.values()):
-            if child.incarnation is None:
-                if child.state is ChildState.RESTARTING:
-                    child.state = ChildState.STOPPED
-                continue
-            if self._take_pending_exit(child):
-                continue
-            child.state = ChildState.STOPPING
-            job.pending_stops[child.spec.id] = child.incarnation
-            self._emit(StopChild(self.path, child.spec.id, child.incarnation, child.spec.shutdown))
+            if self._begin_stop(child):
+                job.pending_stops[child.spec.id] = child.incarnation
         if job.pending_stops:
             job.waiting = ("stop_all", "*")
             return True
