@@ -47,7 +47,7 @@ class Actor(exports.Actor):
         return (state,)
 
 
-class MessageServerClient(sdk.Guard, exports.MessageServerClient):
+class MessageServerClient(sdk.Guard, sdk.NoChannels, exports.MessageServerClient):
     def handle_send(self, state, params):
         return (state,)
 
@@ -64,14 +64,6 @@ class MessageServerClient(sdk.Guard, exports.MessageServerClient):
             return (state, (json.dumps({"n": n, "ns": ns}).encode(),))
         return (state, (msg,))
 
-    def handle_channel_open(self, state, params):
-        raise sdk.Err("channels are not supported")
-
-    def handle_channel_message(self, state, params):
-        return (state,)
-
-    def handle_channel_close(self, state, params):
-        return (state,)
 '''
 
 

@@ -154,7 +154,8 @@ def test_create_lays_out_a_project(tmp_path, template, world, classes):
             "wit/worlds.wit", "wit/actor.wit", "wit/message-server.wit"} <= files
     app_py = (folder / "app.py").read_text()
     for cls in classes:  # one class per exported interface, subclassing the WIT class itself
-        assert f"class {cls}(sdk.Guard, exports.{cls}):" in app_py
+        mixins = "sdk.Guard, sdk.NoChannels" if cls == "MessageServerClient" else "sdk.Guard"
+        assert f"class {cls}({mixins}, exports.{cls}):" in app_py
     compile(app_py, "app.py", "exec")  # valid Python
     manifest = (folder / "manifest.toml").read_text()
     assert f'world = "{world}"' in manifest and 'component = "build/actor.wasm"' in manifest

@@ -87,7 +87,7 @@ class Actor(sdk.Guard, exports.Actor):
         return (sdk.dump(s),)
 
 
-class MessageServerClient(sdk.Guard, exports.MessageServerClient):
+class MessageServerClient(sdk.Guard, sdk.NoChannels, exports.MessageServerClient):
     def handle_send(self, state, params):
         (msg,) = params
         s = sdk.load(state, DEFAULT)
@@ -123,11 +123,3 @@ class MessageServerClient(sdk.Guard, exports.MessageServerClient):
             reply = b"unknown request: " + msg
         return (sdk.dump(s), (reply,))
 
-    def handle_channel_open(self, state, params):
-        raise sdk.Err("channels are not supported")
-
-    def handle_channel_message(self, state, params):
-        return (state,)
-
-    def handle_channel_close(self, state, params):
-        return (state,)

@@ -31,7 +31,7 @@ class Actor(sdk.Guard, exports.Actor):
         return (sdk.dump(sdk.load(state, DEFAULT)),)
 
 
-class MessageServerClient(sdk.Guard, exports.MessageServerClient):
+class MessageServerClient(sdk.Guard, sdk.NoChannels, exports.MessageServerClient):
     def handle_send(self, state, params):
         (msg,) = params
         if msg == b"crash":
@@ -54,11 +54,3 @@ class MessageServerClient(sdk.Guard, exports.MessageServerClient):
                  "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "served": s["served"]}
         return (sdk.dump(s), (sdk.dump(reply),))
 
-    def handle_channel_open(self, state, params):
-        raise sdk.Err("channels are not supported")
-
-    def handle_channel_message(self, state, params):
-        return (state,)
-
-    def handle_channel_close(self, state, params):
-        return (state,)

@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover - depends on the world
     timing = None
 
 __all__ = [
-    "CallError", "Guard", "Err", "load", "dump", "text", "to_bytes", "send", "request", "request_json",
+    "CallError", "Guard", "NoChannels", "Err", "load", "dump", "text", "to_bytes", "send", "request", "request_json",
     "respond", "outstanding", "log", "now", "now_ms", "sleep", "shutdown", "format_exception",
 ]
 
@@ -217,6 +217,22 @@ def _guarded(func):
     call.__doc__ = func.__doc__
     call.__wrapped__ = func
     return call
+
+
+class NoChannels:
+    """The channel methods message-server-client requires, for actors without channels (theater-otp
+    has none yet): opening one is refused with `err`, messages and closes keep the state.
+    List it after `Guard`: `class MessageServerClient(sdk.Guard, sdk.NoChannels, exports.MessageServerClient)`.
+    """
+
+    def handle_channel_open(self, state, params):
+        raise Err("channels are not supported")
+
+    def handle_channel_message(self, state, params):
+        return (state,)
+
+    def handle_channel_close(self, state, params):
+        return (state,)
 
 
 class Guard:
