@@ -19,6 +19,7 @@ import psutil
 
 from theater_otp.chain.store import connect, read_events
 from theater_otp.client import ControlClient
+from theater_otp.errors import NodeNotRunning
 from theater_otp.home import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +116,11 @@ class Tree:
         return self.wait_for(all_up, timeout, "every actor running")
 
     def events(self, chain_id: str, event_type: str | None = None) -> list:
+        """Read a chain after the node's own events so far are durable (what `tree` showed is in it)."""
+        try:
+            self.call("sync")
+        except NodeNotRunning:
+            pass  # the tree is down: everything it emitted was flushed on the way out
         conn = connect(Home.at(self.home).chain_db, readonly=True)
         try:
             return read_events(conn, chain_id, event_type=event_type)

@@ -9,6 +9,7 @@ from harness import Tree, cli, write_manifest
 from theater_otp.chain.store import connect
 from theater_otp.chain.verify import verify_store
 from theater_otp.client import ControlClient
+from theater_otp.errors import NodeNotRunning
 from theater_otp.home import Home
 
 TREE = """
@@ -169,3 +170,34 @@ def test_a_worker_pauses_when_its_event_buffer_is_full_and_loses_nothing(tmp_pat
         assert verify_store(conn) == []
     finally:
         conn.close()
+
+
+def test_sync_answers_only_once_the_nodes_events_so_far_are_durable(tmp_path):
+    """`sync` (which events/inspect/verify call first) waits for the writer's acknowledgement:
+    with the writer frozen it cannot answer; once thawed, what `tree` showed is in the store."""
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, TREE) as tree:
+        first = tree.wait_running()["root/counter"]
+        writer = writer_pid(tree)
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            tree.kill("root/counter")
+            tree.wait_for(lambda: tree.node("root/counter")["pid"] not in (None, first), what="the restart")
+            with ControlClient(Home.at(tree.home)) as c:
+                try:
+                    c.call("sync", timeout_s=0.5)
+                    answered_while_frozen = True
+                except NodeNotRunning:
+                    answered_while_frozen = False
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        assert not answered_while_frozen
+        with ControlClient(Home.at(tree.home)) as c:
+            c.call("sync")
+        conn = connect(tree.home / "chain.db", readonly=True)
+        try:
+            kinds = [r[0] for r in conn.execute(
+                "SELECT event_type FROM events WHERE actor_id = 'supervisor:root' ORDER BY seq")]
+        finally:
+            conn.close()
+        assert "supervisor.child_restarting" in kinds

@@ -405,6 +405,7 @@ def verify(
         actor_id, label = _resolve_chain(h, actor) if actor and not all_ else (None, "all chains")
     except TheaterError as exc:
         raise _fail(exc) from None
+    _sync_chain(h)
     conn = connect(h.chain_db, readonly=True)
     try:
         problems = verify_store(conn, actor_id)
@@ -532,7 +533,19 @@ def _chain_for(home: Path | None, ref: str) -> tuple[Home, str, str]:
         actor_id, label = _resolve_chain(h, ref)
     except TheaterError as exc:
         raise _fail(exc) from None
+    _sync_chain(h)
     return h, actor_id, label
+
+
+def _sync_chain(home: Home) -> None:
+    """If a node runs, wait until the events it emitted so far are durable, so what `tree` just
+    showed (a restart, an exit) is in the store we are about to read. Best effort: a node that
+    is down or busy only means reading what is already there."""
+    try:
+        with _client(home) as c:
+            c.call("sync", timeout_s=5)
+    except TheaterError:
+        pass
 
 
 def _resolve_chain(home: Home, ref: str) -> tuple[str, str]:

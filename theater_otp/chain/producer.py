@@ -82,6 +82,10 @@ class ChainProducer:
             self._send(batch)
         self.last_progress = time.monotonic()
 
+    def durable_through(self, batch_seq: int) -> bool:
+        """True once every batch up to `batch_seq` has been acknowledged."""
+        return not self.unacked or self.unacked[0].seq > batch_seq
+
     @property
     def full(self) -> bool:
         return self.unacked_events >= self.max_unacked

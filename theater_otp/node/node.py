@@ -114,6 +114,7 @@ class Node(ActorSupervision):
         self.exit_message = ""
         self.stopping = False
         self.down_waiters: list[tuple[bytes, int]] = []
+        self.sync_waiters: list[tuple[bytes, int, int]] = []  # (ident, corr, batch seq it waits for)
         self.launcher = Launcher()
         self.ctx = zmq.Context()
         self.poller = zmq.Poller()
@@ -221,6 +222,7 @@ class Node(ActorSupervision):
         ready = dict(self.poller.poll(timeout))
         if self.chain in ready:
             self._drain_chain_replies()
+            self._answer_syncs()
         elif (deadline := self.producer.resend_deadline()) is not None and time.monotonic() >= deadline:
             self.producer.resend()
         if self.wake_r.fileno() in ready or self.wake_r in ready:
@@ -731,6 +733,22 @@ class Node(ActorSupervision):
     def _cmd_ping(self, ident: bytes, corr: int, body: dict) -> None:
         self._control_reply(ident, corr, {"node_pid": os.getpid(), "home": str(self.home.root),
                                           "started_at": self.started_at, "stopping": self.stopping})
+
+    def _cmd_sync(self, ident: bytes, corr: int, body: dict) -> None:
+        """Reply once every event this node emitted so far is durable, so a reader that syncs
+        first sees them (read-your-writes for supervisor and lifecycle events)."""
+        self.producer.flush()
+        self.sync_waiters.append((ident, corr, self.producer.batch_seq))
+        self._answer_syncs()
+
+    def _answer_syncs(self) -> None:
+        waiting = []
+        for ident, corr, target in self.sync_waiters:
+            if self.producer.durable_through(target):
+                self._control_reply(ident, corr, {"batch": target})
+            else:
+                waiting.append((ident, corr, target))
+        self.sync_waiters = waiting
 
     def _cmd_tree(self, ident: bytes, corr: int, body: dict) -> None:
         self._control_reply(ident, corr, self.tree_snapshot())
