@@ -14,15 +14,17 @@ same again with one event per frame, for comparison.
 
 Method (where the writer's time goes): the writer's stages run in this process
 on the same events, without sockets: decode the envelopes, validate the items
-(writer._collect), hash them (EventHasher), insert + commit prebuilt rows
-(4096-event transactions, about what one group commit holds under load), and
-the whole ChainStore.append_items; microseconds per event, best of `--repeat`.
+(writer._collect), encode them (EventHasher.encode), SHA-256 them, insert +
+commit prebuilt 4096-event chunk rows (about what one group commit holds under
+load) and, as the baseline, the same events as one row each (the layout before
+chunks), and the whole ChainStore.append_items; microseconds per event, best
+of `--repeat`.
 
 Method (verify): `verify_store` over the database the batched run wrote, in
 one process and with two; next to it the floors measured the same way in this
-process: reading the rows from SQLite and nothing else, and a bare
-`hashlib.sha256(...).digest()` over every event's canonical bytes, prepared
-in memory beforehand. Each figure is the best of `--repeat` runs.
+process: reading the chunk rows from SQLite and nothing else, and a bare
+SHA-256 (CPython's built-in one, which verify uses, and OpenSSL's) over every
+event's encoding, prepared in memory beforehand. Each figure is the best of `--repeat` runs.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ sys.path.insert(0, str(REPO))
 import msgpack  # noqa: E402
 import zmq  # noqa: E402
 
-from theater_otp.chain.event import canonical_bytes  # noqa: E402
 from theater_otp.chain.verify import verify_store  # noqa: E402
 from theater_otp.home import Home  # noqa: E402
 from theater_otp.protocol import Envelope, decode, encode  # noqa: E402
@@ -175,10 +176,15 @@ def bench_writer(root: Path, producers: int, batch: int, data_bytes: int, second
     return total / elapsed, total, home.chain_db
 
 
+ROW_PER_EVENT_SCHEMA = """CREATE TABLE events (actor_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    incarnation INTEGER NOT NULL, parent_hash BLOB, event_type TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    data BLOB NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (actor_id, seq)) WITHOUT ROWID"""
+
+
 def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[tuple[str, float]]:
     from theater_otp.chain import writer
-    from theater_otp.chain.event import EventHasher
-    from theater_otp.chain.store import ChainStore, _insert
+    from theater_otp.chain.event import EventHasher, fast_sha256
+    from theater_otp.chain.store import ChainStore, connect
 
     root.mkdir(parents=True, exist_ok=True)
     frames = [encode(Envelope("events", "bench/0", "chain", k + 1, make_batch(0, batch, data_bytes)))
@@ -190,21 +196,32 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
         writer._collect(env, items, False)
     hasher = EventHasher()
     parent = os.urandom(32)
-    rows = [x for i, (a, inc, et, ts, d, _) in enumerate(items)
-            for x in (a, i, inc, parent if i else None, et, ts, d, parent)]
+    encodings = [hasher.encode(a, i, inc, parent, et, ts, d) for i, (a, inc, et, ts, d, _) in enumerate(items)]
+    chunk_rows = [("bench-actor-0", k, k + 4095, b"".join(b"%4d" % len(e) + e + parent for e in encodings[k:k + 4096]))
+                  for k in range(0, n, 4096)]
+    event_rows = [(a, i, inc, parent if i else None, et, ts, d, parent) for i, (a, inc, et, ts, d, _) in enumerate(items)]
     dbs = itertools.count()
 
     def fresh_store() -> ChainStore:
         return ChainStore(root / f"stage-{next(dbs)}.db")
 
-    def insert_commit():
+    def insert_chunks():
         store = fresh_store()
-        step = 4096 * 8
-        for k in range(0, len(rows), step):
+        for row in chunk_rows:
             store.conn.execute("BEGIN")
-            _insert(store.conn, rows[k:k + step])
+            store.conn.execute("INSERT INTO chunks(actor_id, first_seq, last_seq, records) VALUES (?, ?, ?, ?)", row)
             store.conn.execute("COMMIT")
         store.close()
+
+    def insert_rows():
+        """The baseline: the same events as one row each (the store's layout before chunks)."""
+        conn = connect(root / f"stage-{next(dbs)}.db")
+        conn.execute(ROW_PER_EVENT_SCHEMA)
+        for k in range(0, n, 4096):
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", event_rows[k:k + 4096])
+            conn.execute("COMMIT")
+        conn.close()
 
     def append_items():
         store = fresh_store()
@@ -218,8 +235,11 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
     return [
         ("decode the envelopes", timed(lambda: [decode(f) for f in frames])),
         ("validate (writer._collect)", timed(lambda: [writer._collect(e, [], False) for e in envs])),
-        ("hash (EventHasher)", timed(lambda: [hasher(a, 1, inc, parent, et, ts, d) for a, inc, et, ts, d, _ in items])),
-        ("SQLite insert + commit", timed(insert_commit)),
+        ("encode (EventHasher.encode)", timed(lambda: [hasher.encode(a, 1, inc, parent, et, ts, d)
+                                                         for a, inc, et, ts, d, _ in items])),
+        ("SHA-256 of the encodings", timed(lambda: [fast_sha256(e).digest() for e in encodings])),
+        ("SQLite: 4096-event chunk rows", timed(insert_chunks)),
+        ("baseline: one SQLite row per event", timed(insert_rows)),
         ("ChainStore.append_items (all)", timed(append_items)),
     ]
 
@@ -227,9 +247,6 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
 # ---------------------------------------------------------------------------
 # verify
 # ---------------------------------------------------------------------------
-
-COLUMNS = "actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, hash"
-
 
 def best(fn, repeat: int) -> float:
     times = []
@@ -241,30 +258,34 @@ def best(fn, repeat: int) -> float:
 
 
 def bench_verify(db: Path, repeat: int) -> list[tuple[str, float]]:
+    from theater_otp.chain.event import split_records
+    from theater_otp.chain.store import count_events
+
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    n = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    n = count_events(conn)[0]
 
     def check(jobs: int):
         problems = verify_store(conn, jobs=jobs)
         assert problems == [], problems
 
     def fetch_only():
-        for _ in conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY actor_id, seq"):
+        for _ in conn.execute("SELECT actor_id, first_seq, last_seq, records FROM chunks ORDER BY actor_id, first_seq"):
             pass
 
-    blobs = [canonical_bytes(a, s, i, p, et, ts, d) for a, s, i, p, et, ts, d, _ in
-             conn.execute(f"SELECT {COLUMNS} FROM events")]
+    encodings = [enc for (blob,) in conn.execute("SELECT records FROM chunks") for _, enc, _ in split_records(blob)]
     sha = hashlib.sha256
+    from theater_otp.chain.event import fast_sha256
 
-    def sha_only():
-        for b in blobs:
-            sha(b).digest()
+    def sha_only(fn):
+        for b in encodings:
+            fn(b).digest()
 
     out = [
         ("verify_store, 1 process", n / best(lambda: check(1), repeat)),
         ("verify_store, 2 processes", n / best(lambda: check(2), repeat)),
-        ("floor: read the rows only", n / best(fetch_only, repeat)),
-        ("floor: hashlib.sha256 only", n / best(sha_only, repeat)),
+        ("floor: read the chunks only", n / best(fetch_only, repeat)),
+        ("floor: SHA-256 only (built-in)", n / best(lambda: sha_only(fast_sha256), repeat)),
+        ("floor: SHA-256 only (OpenSSL)", n / best(lambda: sha_only(sha), repeat)),
     ]
     conn.close()
     return out

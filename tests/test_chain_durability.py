@@ -6,7 +6,7 @@ import signal
 import threading
 
 from harness import Tree, cli, write_manifest
-from theater_otp.chain.store import connect
+from theater_otp.chain.store import connect, iter_chain, read_events
 from theater_otp.chain.verify import verify_store
 from theater_otp.client import ControlClient
 from theater_otp.errors import NodeNotRunning
@@ -57,9 +57,8 @@ def test_sigkill_of_the_writer_during_a_burst_loses_no_event_and_stores_none_twi
         tree.close()                                     # down: every producer waits for its acks
     conn = connect(tmp_path / "home" / "chain.db", readonly=True)
     try:
-        n = conn.execute("SELECT COUNT(*) FROM events WHERE actor_id=? AND event_type='message.send'",
-                         (actor_id,)).fetchone()[0]
-        seqs = [r[0] for r in conn.execute("SELECT seq FROM events WHERE actor_id=? ORDER BY seq", (actor_id,))]
+        n = len(read_events(conn, actor_id, "message.send"))
+        seqs = [e.seq for e in iter_chain(conn, actor_id)]
         assert n == sends, f"{n} message.send events recorded for {sends} sends"
         assert seqs == list(range(len(seqs)))
         assert verify_store(conn) == []
@@ -111,7 +110,7 @@ def test_writer_applies_each_batch_once_and_in_order_per_producer(tmp_path):
 
 
 def test_a_torn_tail_is_detected_and_cut_at_writer_startup(tmp_path):
-    """A damaged last record (cut-short data) is cut with a logged line; the chain verifies and grows again."""
+    """A torn last record (the chunk ends mid-record) is cut with a logged line; the chain verifies and grows again."""
     import sqlite3
     write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
     with Tree(tmp_path, TREE) as tree:
@@ -121,22 +120,22 @@ def test_a_torn_tail_is_detected_and_cut_at_writer_startup(tmp_path):
         tree.close()
     db = tmp_path / "home" / "chain.db"
     conn = sqlite3.connect(db)
-    last_seq, data = conn.execute("SELECT seq, data FROM events WHERE actor_id=? ORDER BY seq DESC LIMIT 1",
-                                  (actor_id,)).fetchone()
-    conn.execute("UPDATE events SET data=? WHERE actor_id=? AND seq=?", (bytes(data)[:len(data) // 2],
-                                                                          actor_id, last_seq))
+    rowid, last_seq, records = conn.execute(
+        "SELECT rowid, last_seq, records FROM chunks WHERE actor_id=? ORDER BY first_seq DESC LIMIT 1",
+        (actor_id,)).fetchone()
+    conn.execute("UPDATE chunks SET records=? WHERE rowid=?", (bytes(records)[:-40], rowid))
     conn.commit()
     conn.close()
     assert cli("verify", home=tmp_path / "home").returncode == 1
     with Tree(tmp_path, TREE) as tree:                 # a new node, a new chain-writer: it checks the tails
         log = (tmp_path / "home" / "node.log").read_text()
-        assert f"torn tail in chain {actor_id}: cut 1 event(s) from seq {last_seq} (hash does not match" in log
+        assert f"torn tail in chain {actor_id}: cut 1 event(s) from seq {last_seq} (truncated record" in log
         tree.close()
     out = cli("verify", home=tmp_path / "home")
     assert out.returncode == 0, out.stdout
     assert f"note: 1 event(s) of chain {actor_id} from seq {last_seq} were cut" in out.stderr
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT COUNT(*) FROM cut_events WHERE actor_id=? AND seq=?",
+    assert conn.execute("SELECT events FROM cut_records WHERE actor_id=? AND from_seq=?",
                         (actor_id, last_seq)).fetchone() == (1,)
     conn.close()
 
@@ -165,8 +164,7 @@ def test_a_worker_pauses_when_its_event_buffer_is_full_and_loses_nothing(tmp_pat
         tree.close()
     conn = connect(tmp_path / "home" / "chain.db", readonly=True)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM events WHERE actor_id=? AND event_type='message.send'",
-                            (actor_id,)).fetchone()[0] == 400
+        assert len(read_events(conn, actor_id, "message.send")) == 400
         assert verify_store(conn) == []
     finally:
         conn.close()
@@ -196,8 +194,7 @@ def test_sync_answers_only_once_the_nodes_events_so_far_are_durable(tmp_path):
             c.call("sync")
         conn = connect(tree.home / "chain.db", readonly=True)
         try:
-            kinds = [r[0] for r in conn.execute(
-                "SELECT event_type FROM events WHERE actor_id = 'supervisor:root' ORDER BY seq")]
+            kinds = [e.event_type for e in iter_chain(conn, "supervisor:root")]
         finally:
             conn.close()
         assert "supervisor.child_restarting" in kinds

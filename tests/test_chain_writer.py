@@ -113,7 +113,45 @@ def test_append_items_and_append_batch_write_identical_chains(tmp_path):
     rows = []
     for db in dbs:
         conn = sqlite3.connect(db)
-        rows.append(conn.execute("SELECT * FROM events ORDER BY actor_id, seq").fetchall())
+        rows.append(conn.execute("SELECT actor_id, first_seq, last_seq, records FROM chunks ORDER BY actor_id, first_seq").fetchall())
         assert verify_store(conn) == []
         conn.close()
-    assert rows[0] == rows[1] and len(rows[0]) == 120
+    assert rows[0] == rows[1] and sum(r[2] - r[1] + 1 for r in rows[0]) == 120
+
+
+def test_a_store_with_one_row_per_event_is_converted_to_chunks_verbatim(tmp_path):
+    """A chain.db from before chunks: its events move into chunks as stored, so a good chain still
+    verifies, a tampered one is still caught, and the writer appends after the old head."""
+    import sqlite3
+
+    from theater_otp.chain.event import make_event
+    db = tmp_path / "chain.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE events (actor_id TEXT NOT NULL, seq INTEGER NOT NULL, incarnation INTEGER NOT NULL,
+            parent_hash BLOB, event_type TEXT NOT NULL, timestamp INTEGER NOT NULL, data BLOB NOT NULL,
+            hash BLOB NOT NULL, PRIMARY KEY (actor_id, seq)) WITHOUT ROWID;
+        CREATE TABLE actors (actor_id TEXT PRIMARY KEY, path TEXT, name TEXT,
+            incarnation INTEGER NOT NULL DEFAULT 0, head_seq INTEGER NOT NULL DEFAULT -1, head_hash BLOB);
+    """)
+    for actor, tamper in (("good", False), ("bad", True)):
+        prev = None
+        for seq in range(3):
+            e = make_event(actor, seq, 1, prev, "t", 10 + seq, b"d%d" % seq)
+            data = b"X" if tamper and seq == 1 else e.data
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (actor, seq, 1, prev, "t", e.timestamp, data, e.hash))
+            prev = e.hash
+        conn.execute("INSERT INTO actors VALUES (?, NULL, NULL, 1, 2, ?)", (actor, prev))
+    conn.commit()
+    conn.close()
+    store = ChainStore(db)
+    store.append_batch([("good", 1, "t", 99, b"after", False)])
+    store.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name='events'").fetchone() is None
+        assert [e.data for e in iter_chain(conn, "good")] == [b"d0", b"d1", b"d2", b"after"]
+        assert [(p.actor_id, p.seq, p.what) for p in verify_store(conn)] == [("bad", 1, "hash mismatch")]
+    finally:
+        conn.close()

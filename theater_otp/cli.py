@@ -394,7 +394,7 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """Check chains: seq from 0 without gaps, parent links, and each event's SHA-256. Exit 1 on the first bad event."""
-    from .chain.store import connect
+    from .chain.store import connect, count_events
     from .chain.verify import verify_store
 
     h = Home.at(home)
@@ -410,19 +410,17 @@ def verify(
     try:
         problems = verify_store(conn, actor_id)
         try:
-            cut = conn.execute("SELECT actor_id, MIN(seq), COUNT(*), MAX(why) FROM cut_events" +
+            cut = conn.execute("SELECT actor_id, MIN(from_seq), SUM(events), MAX(why) FROM cut_records" +
                                (" WHERE actor_id = ?" if actor_id else "") + " GROUP BY actor_id",
                                (actor_id,) if actor_id else ()).fetchall()
-        except sqlite3.OperationalError:  # a store from before cut_events existed
+        except sqlite3.OperationalError:  # a store from before cut_records existed
             cut = []
-        counted = conn.execute("SELECT COUNT(*), COUNT(DISTINCT actor_id) FROM events" +
-                               (" WHERE actor_id = ?" if actor_id else ""),
-                               (actor_id,) if actor_id else ()).fetchone()
+        counted = count_events(conn, actor_id)
     finally:
         conn.close()
     for a, seq, n, why in cut:
         print(f"note: {n} event(s) of chain {a} from seq {seq} were cut at a writer start ({why}); "
-              f"they are kept in the cut_events table", file=sys.stderr)
+              f"they are kept in the cut_records table", file=sys.stderr)
     if json_out:
         _print_json({"ok": not problems, "events": counted[0], "chains": counted[1],
                      "cut": [{"actor_id": a, "from_seq": seq, "events": n, "why": why} for a, seq, n, why in cut],

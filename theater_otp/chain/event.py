@@ -12,6 +12,9 @@ Canonical encoding, all integers big-endian:
     u32 len(data)  data                  opaque bytes (msgpack by convention)
 
 hash = SHA-256(encoding). Event 0 has no parent; event n's parent is event n-1's hash.
+
+Stored, each event is one record: u32 len(encoding), encoding, 32-byte hash;
+consecutive events of one actor are concatenated into a chunk (store.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Iterator
 
 import msgpack
 
@@ -92,7 +96,7 @@ TS_LEN = struct.Struct(">QI").pack               # timestamp, len(data)
 
 
 class EventHasher:
-    """`event_hash` for a stream of events (the chain-writer's hot path): same bytes, same digest.
+    """`canonical_bytes` / `event_hash` for a stream of events (the chain-writer's hot path).
 
     The actor-id and event-type parts of the encoding are built once per distinct
     value and cached (`actor_parts`, `type_parts`); each event then costs two
@@ -108,6 +112,10 @@ class EventHasher:
 
     def __call__(self, actor_id: str, seq: int, incarnation: int, parent_hash: bytes | None,
                  event_type: str, timestamp: int, data: bytes) -> bytes:
+        return fast_sha256(self.encode(actor_id, seq, incarnation, parent_hash, event_type, timestamp, data)).digest()
+
+    def encode(self, actor_id: str, seq: int, incarnation: int, parent_hash: bytes | None,
+               event_type: str, timestamp: int, data: bytes) -> bytes:
         prefix = self.actor_parts.get(actor_id) or self.actor_part(actor_id)
         etp = self.type_parts.get(event_type) or self.type_part(event_type)
         if parent_hash is None:
@@ -116,7 +124,7 @@ class EventHasher:
             middle = SEQ_INC_PARENT(seq, incarnation, 1, parent_hash)
         else:
             raise ValueError("parent hash must be 32 bytes")
-        return fast_sha256(b"".join((prefix, middle, etp, TS_LEN(timestamp, len(data)), data))).digest()
+        return b"".join((prefix, middle, etp, TS_LEN(timestamp, len(data)), data))
 
     def actor_part(self, actor_id: str) -> bytes:
         return self._cache(self.actor_parts, actor_id, MAGIC)
@@ -138,6 +146,75 @@ def make_event(actor_id: str, seq: int, incarnation: int, parent_hash: bytes | N
                event_type: str, timestamp: int, data: bytes) -> ChainEvent:
     h = event_hash(actor_id, seq, incarnation, parent_hash, event_type, timestamp, data)
     return ChainEvent(actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, h)
+
+
+# ---------------------------------------------------------------------------
+# stored records: u32 len(encoding) || encoding || hash
+# ---------------------------------------------------------------------------
+
+RECORD_LEN = struct.Struct(">I")
+HASH_SIZE = 32
+
+
+class MalformedRecord(ValueError):
+    """Bytes that are not a record or not a canonical encoding; the message says what is wrong."""
+
+
+def record_bytes(encoding: bytes, h: bytes) -> bytes:
+    return RECORD_LEN.pack(len(encoding)) + encoding + h
+
+
+def split_records(blob: bytes) -> Iterator[tuple[int, bytes, bytes]]:
+    """(offset, encoding, hash) for each record of a chunk; MalformedRecord at a truncated one."""
+    end = len(blob)
+    o = 0
+    unpack = RECORD_LEN.unpack_from
+    while o < end:
+        if o + 4 > end:
+            raise MalformedRecord(f"truncated record: {end - o} byte(s) where a 4-byte length belongs")
+        (n,) = unpack(blob, o)
+        if o + 4 + n + HASH_SIZE > end:
+            raise MalformedRecord(f"truncated record: it says {n} + 32 bytes, {end - o - 4} remain")
+        yield o, blob[o + 4:o + 4 + n], blob[o + 4 + n:o + 4 + n + HASH_SIZE]
+        o += 4 + n + HASH_SIZE
+
+
+def parse_encoding(enc: bytes) -> tuple[str, int, int, bytes | None, str, int, bytes]:
+    """The fields of a canonical encoding (the inverse of `canonical_bytes`), strictly:
+    every length must fit and nothing may follow `data`."""
+    try:
+        if enc[:12] != MAGIC:
+            raise MalformedRecord("no TOTP-EVENT-1 magic")
+        (alen,) = struct.unpack_from(">H", enc, 12)
+        o = 14 + alen
+        actor_id = enc[14:o].decode("utf-8")
+        seq, incarnation, has_parent = struct.unpack_from(">QIB", enc, o)
+        o += 13
+        if has_parent == 1:
+            parent: bytes | None = enc[o:o + 32]
+            o += 32
+        elif has_parent == 0:
+            parent = None
+        else:
+            raise MalformedRecord(f"has_parent byte is {has_parent}, not 0 or 1")
+        (tlen,) = struct.unpack_from(">H", enc, o)
+        event_type = enc[o + 2:o + 2 + tlen].decode("utf-8")
+        o += 2 + tlen
+        timestamp, dlen = struct.unpack_from(">QI", enc, o)
+        o += 12
+    except struct.error:
+        raise MalformedRecord("encoding ends inside a field") from None
+    except UnicodeDecodeError:
+        raise MalformedRecord("actor id or event type is not UTF-8") from None
+    if o + dlen != len(enc):
+        raise MalformedRecord(f"data length {dlen} does not fill the encoding ({len(enc) - o} bytes left)")
+    if parent is not None and len(parent) != 32:
+        raise MalformedRecord("encoding ends inside the parent hash")
+    return actor_id, seq, incarnation, parent, event_type, timestamp, bytes(enc[o:])
+
+
+def decode_record(enc: bytes, h: bytes) -> ChainEvent:
+    return ChainEvent(*parse_encoding(enc), bytes(h))
 
 
 def _jsonable(value: object) -> object:

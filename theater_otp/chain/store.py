@@ -1,30 +1,37 @@
 """SQLite storage for chains (WAL mode). The writer process is the only writer;
 any process may read (the CLI reads directly, even when the node is down).
 
-Invariant: for every actor, rows have seq 0..n-1 with no gap and each row's
-parent_hash is the previous row's hash; `actors.head_*` mirrors the last row.
+Events are stored as chunks: one row holds a run of consecutive events of one
+actor (`first_seq`..`last_seq`) as concatenated records, each
+`u32 len(encoding) || canonical encoding || 32-byte hash` (docs/chain-format.md).
+One row per actor per group commit, not per event, is what lets the writer
+pass 100k durable events/s: SQLite's cost is per row, and the record is the
+very bytes SHA-256 covers, so storing needs no second encoding and verifying
+needs no re-encoding.
+
+Invariant: for every actor, its chunks ordered by first_seq hold seq 0..n-1
+with no gap, each event's parent is the previous event's hash, and
+`actors.head_*` names the last event.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .event import ChainEvent, EventHasher, make_event  # noqa: F401  (make_event: kept for importers)
+from .event import (RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record, fast_sha256,
+                    make_event, record_bytes, split_records)  # noqa: F401  (make_event: kept for importers)
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS chunks (
     actor_id    TEXT    NOT NULL,
-    seq         INTEGER NOT NULL,
-    incarnation INTEGER NOT NULL,
-    parent_hash BLOB,
-    event_type  TEXT    NOT NULL,
-    timestamp   INTEGER NOT NULL,
-    data        BLOB    NOT NULL,
-    hash        BLOB    NOT NULL,
-    PRIMARY KEY (actor_id, seq)
-) WITHOUT ROWID;
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    records     BLOB    NOT NULL,
+    UNIQUE (actor_id, first_seq)
+);
 CREATE TABLE IF NOT EXISTS actors (
     actor_id    TEXT PRIMARY KEY,
     path        TEXT,
@@ -34,15 +41,11 @@ CREATE TABLE IF NOT EXISTS actors (
     head_hash   BLOB
 );
 CREATE INDEX IF NOT EXISTS actors_by_path ON actors(path);
-CREATE TABLE IF NOT EXISTS cut_events (
+CREATE TABLE IF NOT EXISTS cut_records (
     actor_id    TEXT    NOT NULL,
-    seq         INTEGER NOT NULL,
-    incarnation INTEGER NOT NULL,
-    parent_hash BLOB,
-    event_type  TEXT    NOT NULL,
-    timestamp   INTEGER NOT NULL,
-    data        BLOB    NOT NULL,
-    hash        BLOB    NOT NULL,
+    from_seq    INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    records     BLOB    NOT NULL,
     cut_at      INTEGER NOT NULL,
     why         TEXT    NOT NULL
 );
@@ -51,6 +54,9 @@ CREATE TABLE IF NOT EXISTS producers (
     batch_seq   INTEGER NOT NULL
 );
 """
+
+#: Most events one chunk row holds; a longer run in one commit becomes several rows.
+MAX_CHUNK_EVENTS = 4096
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -69,6 +75,7 @@ class ChainStore:
 
     def __init__(self, path: Path):
         self.conn = connect(path)
+        _migrate_event_rows(self.conn)
         self.heads: dict[str, tuple[int, bytes | None, int]] = {}  # actor -> (seq, hash, incarnation)
         self._hasher = EventHasher()
         for actor_id, seq, h, inc in self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors"):
@@ -116,10 +123,12 @@ class ChainStore:
     def _append(self, items: Iterable[tuple[str, int, str, int, bytes, bool]],
                 events: list[ChainEvent] | None, marks: dict[str, int] | None = None) -> tuple[int, int]:
         heads = self.heads
-        hasher = self._hasher
-        flat: list = []          # the rows' columns, one after the other (see _insert)
-        rejected = 0
-        touched: set[str] = set()
+        encode = self._hasher.encode
+        sha = fast_sha256
+        length = RECORD_LEN.pack
+        runs: dict[str, list] = {}   # actor -> [first seq, events in it, record parts]
+        full: list[tuple] = []       # chunk rows closed at MAX_CHUNK_EVENTS
+        rejected = stored = 0
         try:
             for actor_id, incarnation, event_type, timestamp, data, trusted in items:
                 head = heads.get(actor_id)
@@ -128,22 +137,30 @@ class ChainStore:
                     rejected += 1
                     continue
                 seq += 1
-                h = hasher(actor_id, seq, incarnation, parent, event_type, timestamp, data)
+                enc = encode(actor_id, seq, incarnation, parent, event_type, timestamp, data)
+                h = sha(enc).digest()
                 heads[actor_id] = (seq, h, incarnation if incarnation > current else current)
-                flat += (actor_id, seq, incarnation, parent, event_type, timestamp, data, h)
-                touched.add(actor_id)
+                run = runs.get(actor_id)
+                if run is None or run[1] == MAX_CHUNK_EVENTS:
+                    if run is not None:
+                        full.append((actor_id, run[0], seq - 1, b"".join(run[2])))
+                    run = runs[actor_id] = [seq, 0, []]
+                run[1] += 1
+                run[2] += (length(len(enc)), enc, h)
+                stored += 1
                 if events is not None:
                     events.append(ChainEvent(actor_id, seq, incarnation, parent, event_type, timestamp, data, h))
         except BaseException:
             self._reload_heads()  # the heads of the items before the bad one moved: undo
             raise
-        if not flat and not marks:
+        if not stored and not marks:
             return 0, rejected
+        full += [(a, r[0], r[0] + r[1] - 1, b"".join(r[2])) for a, r in runs.items()]
         c = self.conn
         c.execute("BEGIN")
         try:
-            if flat:
-                _insert(c, flat)
+            if full:
+                c.executemany("INSERT INTO chunks(actor_id, first_seq, last_seq, records) VALUES (?, ?, ?, ?)", full)
             if marks:
                 c.executemany("INSERT INTO producers(producer, batch_seq) VALUES (?, ?) "
                               "ON CONFLICT(producer) DO UPDATE SET batch_seq=excluded.batch_seq", marks.items())
@@ -151,7 +168,7 @@ class ChainStore:
                 "INSERT INTO actors(actor_id, incarnation, head_seq, head_hash) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(actor_id) DO UPDATE SET incarnation=excluded.incarnation, "
                 "head_seq=excluded.head_seq, head_hash=excluded.head_hash",
-                [(a, heads[a][2], heads[a][0], heads[a][1]) for a in touched])
+                [(a, heads[a][2], heads[a][0], heads[a][1]) for a in runs])
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -160,53 +177,47 @@ class ChainStore:
             raise
         if marks:
             self.applied.update(marks)
-        return len(flat) // _COLUMNS, rejected
+        return stored, rejected
 
     def cut_torn_tails(self, window: int = 64) -> list[tuple[str, int, int, str]]:
         """Check the newest `window` events of every chain; cut each chain at its first bad one.
 
         SQLite's WAL already discards a torn, uncommitted write at open; this catches
-        what it cannot see (a damaged row in the tail). An event whose seq, parent link
-        or hash is wrong is removed with everything after it, and the head moves back.
-        The cut rows are kept in `cut_events` (with when and why), never thrown away:
-        a damaged tail is evidence. Returns (actor, first cut seq, events cut, why) per
+        what it cannot see (a damaged record in the tail). The first event whose
+        record is truncated or malformed, or whose seq, parent link or hash is wrong,
+        is cut with everything after it, and the head moves back. The cut bytes are
+        kept verbatim in `cut_records` (with when and why), never thrown away: a
+        damaged tail is evidence. Returns (actor, first cut seq, events cut, why) per
         cut chain, for the log.
         """
-        import time
-        from .event import event_hash
-
         cuts = []
         for actor_id, (head_seq, _h, _inc) in list(self.heads.items()):
             lo = max(0, head_seq - window + 1)
-            rows = list(self.conn.execute(
-                "SELECT seq, incarnation, parent_hash, event_type, timestamp, data, hash FROM events "
-                "WHERE actor_id=? AND seq>=? ORDER BY seq", (actor_id, max(0, lo - 1))))
-            prev_hash = None
-            expect = rows[0][0] if rows else lo
-            bad_at, why = None, ""
-            for seq, inc, parent, etype, ts, data, h in rows:
-                if seq != expect:
-                    bad_at, why = expect, f"missing event {expect}"
-                    break
-                if seq >= lo and (seq > 0 or parent is not None) and parent != prev_hash:
-                    bad_at, why = seq, "parent hash does not match the previous event"
-                    break
-                if seq >= lo and event_hash(actor_id, seq, inc, parent, etype, ts, bytes(data)) != bytes(h):
-                    bad_at, why = seq, "hash does not match the event"
-                    break
-                prev_hash, expect = bytes(h), seq + 1
-            if bad_at is None and expect != head_seq + 1 and rows:
-                bad_at, why = expect, f"head says seq {head_seq} but the last event is {expect - 1}"
-            if bad_at is None:
+            chunks = list(self.conn.execute(
+                "SELECT rowid, first_seq, records FROM chunks WHERE actor_id=?1 AND first_seq >= "
+                "coalesce((SELECT max(first_seq) FROM chunks WHERE actor_id=?1 AND first_seq <= ?2), 0) "
+                "ORDER BY first_seq", (actor_id, max(0, lo - 1))))
+            if not chunks:
                 continue
+            found = _tail_fault(actor_id, chunks, chunks[0][1], lo, head_seq)
+            if found is None:
+                continue
+            bad_at, why, at_chunk, at_offset, last = found
+            cut_blob = b"".join([bytes(chunks[at_chunk][2])[at_offset:]] +
+                                [bytes(r[2]) for r in chunks[at_chunk + 1:]])
+            n = _count_records(cut_blob)
             c = self.conn
             c.execute("BEGIN")
-            c.execute("INSERT INTO cut_events SELECT *, ?, ? FROM events WHERE actor_id=? AND seq>=?",
-                      (time.time_ns(), why, actor_id, bad_at))
-            n = c.execute("DELETE FROM events WHERE actor_id=? AND seq>=?", (actor_id, bad_at)).rowcount
-            last = c.execute("SELECT seq, hash FROM events WHERE actor_id=? ORDER BY seq DESC LIMIT 1",
-                             (actor_id,)).fetchone()
-            new_seq, new_hash = (last[0], bytes(last[1])) if last else (-1, None)
+            if cut_blob:
+                c.execute("INSERT INTO cut_records VALUES (?, ?, ?, ?, ?, ?)",
+                          (actor_id, bad_at, n, cut_blob, time.time_ns(), why))
+            for i, (rowid, first, blob) in enumerate(chunks[at_chunk:]):
+                if i == 0 and at_offset > 0:
+                    c.execute("UPDATE chunks SET records=?, last_seq=? WHERE rowid=?",
+                              (bytes(blob)[:at_offset], bad_at - 1, rowid))
+                else:
+                    c.execute("DELETE FROM chunks WHERE rowid=?", (rowid,))
+            new_seq, new_hash = last
             c.execute("UPDATE actors SET head_seq=?, head_hash=? WHERE actor_id=?", (new_seq, new_hash, actor_id))
             c.execute("COMMIT")
             self.heads[actor_id] = (new_seq, new_hash, self.heads[actor_id][2])
@@ -218,48 +229,147 @@ class ChainStore:
                       self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors")}
 
 
-_COLUMNS = 8
-#: Rows per INSERT statement: binding many rows per statement saves SQLite's per-statement
-#: work (reset, VM start) on every row; 16 was the best of 1..1024 measured (bench/chain.py).
-_ROWS_PER_INSERT = 16
-_INSERT_ONE = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_MANY = "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * _ROWS_PER_INSERT)
+def _tail_fault(actor_id: str, chunks: list[tuple], expect: int, lo: int, head_seq: int):
+    """The first bad event at or after `lo` in these chunks (in order, the first starting at
+    seq `expect`): (seq, why, chunk index, byte offset, (seq, hash) of the last good event),
+    or None when all is well and the last event is the head."""
+    prev: tuple[int, bytes | None] = (-1, None)
+    at = (len(chunks) - 1, len(chunks[-1][2]))
+    for i, (_rowid, _first, blob) in enumerate(chunks):
+        blob = bytes(blob)
+        try:
+            for o, enc, h in split_records(blob):
+                at = (i, o)
+                try:
+                    ev = decode_record(enc, h)
+                except MalformedRecord as exc:
+                    return expect, str(exc), i, o, prev
+                if ev.actor_id != actor_id or ev.seq != expect:
+                    return expect, f"expected event {expect} of this actor, found {ev.seq} of {ev.actor_id}", i, o, prev
+                if expect >= lo:
+                    if ev.parent_hash != prev[1] and (expect > 0 or ev.parent_hash is not None):
+                        return expect, "parent hash does not match the previous event", i, o, prev
+                    if fast_sha256(enc).digest() != ev.hash:
+                        return expect, "hash does not match the event", i, o, prev
+                prev = (expect, ev.hash)
+                expect += 1
+        except MalformedRecord as exc:
+            offset = _good_prefix(blob)
+            return expect, str(exc), i, offset, prev
+        at = (i + 1, 0)
+    if prev[0] != head_seq:
+        i, o = at if at[0] < len(chunks) else (len(chunks) - 1, len(chunks[-1][2]))
+        return expect, f"head says seq {head_seq} but the last event is {prev[0]}", i, o, prev
+    return None
 
 
-def _insert(c: sqlite3.Connection, flat: list) -> None:
-    """Insert rows given as one flat list of column values (8 per row), in order."""
-    step = _COLUMNS * _ROWS_PER_INSERT
-    full = len(flat) - len(flat) % step
-    if full:
-        c.executemany(_INSERT_MANY, [flat[i:i + step] for i in range(0, full, step)])
-    if full < len(flat):
-        c.executemany(_INSERT_ONE, [flat[i:i + _COLUMNS] for i in range(full, len(flat), _COLUMNS)])
+def _good_prefix(blob: bytes) -> int:
+    """Length of the whole records at the start of `blob`."""
+    end = 0
+    try:
+        for o, enc, h in split_records(blob):
+            end = o + 4 + len(enc) + len(h)
+    except MalformedRecord:
+        pass
+    return end
 
 
-def _row(r: tuple) -> ChainEvent:
-    return ChainEvent(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+def _count_records(blob: bytes) -> int:
+    """Records in `blob`, a truncated one at the end counting as one."""
+    n = 0
+    try:
+        for _ in split_records(blob):
+            n += 1
+    except MalformedRecord:
+        n += 1
+    return n
+
+
+def _migrate_event_rows(conn: sqlite3.Connection) -> None:
+    """Move a store written before chunks (one `events` row per event) into chunks, verbatim:
+    each record holds the encoding of the stored fields and the stored hash, so whatever
+    verified (or did not) before still does (or does not)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'").fetchone():
+        return
+    from .event import canonical_bytes
+
+    conn.execute("BEGIN")
+    rows = []
+    current, first, parts = None, 0, []
+
+    def close_run():
+        if parts:
+            rows.append((current, first, first + len(parts) // 3 - 1, b"".join(parts)))
+
+    for actor_id, seq, inc, parent, et, ts, data, h in conn.execute(
+            "SELECT actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, hash "
+            "FROM events ORDER BY actor_id, seq"):
+        try:
+            enc = canonical_bytes(actor_id, seq, inc, parent, et, ts, bytes(data))
+        except Exception:  # noqa: BLE001 - any field the layout cannot hold
+            enc = b""  # unencodable fields: an empty encoding, which verify reports
+        if actor_id != current or len(parts) // 3 == MAX_CHUNK_EVENTS or seq != first + len(parts) // 3:
+            close_run()
+            current, first, parts = actor_id, seq, []
+        parts += (RECORD_LEN.pack(len(enc)), enc, bytes(h))
+    close_run()
+    conn.executemany("INSERT INTO chunks(actor_id, first_seq, last_seq, records) VALUES (?, ?, ?, ?)", rows)
+    conn.execute("DROP TABLE events")
+    conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------
+
+_FROM_SEQ = ("SELECT first_seq, records FROM chunks WHERE actor_id=?1 AND first_seq >= "
+             "coalesce((SELECT max(first_seq) FROM chunks WHERE actor_id=?1 AND first_seq <= ?2), 0) "
+             "ORDER BY first_seq")
+
+
+def _events_in(blob: bytes) -> Iterator[ChainEvent]:
+    for _o, enc, h in split_records(bytes(blob)):
+        yield decode_record(enc, h)
 
 
 def read_events(conn: sqlite3.Connection, actor_id: str, event_type: str | None = None,
                 since_seq: int = 0, limit: int | None = None, last: bool = False) -> list[ChainEvent]:
-    """Events of one actor in seq order; `last` keeps the newest `limit` ones."""
-    sql = "SELECT actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, hash FROM events WHERE actor_id=? AND seq>=?"
-    args: list = [actor_id, since_seq]
-    if event_type:
-        sql += " AND (event_type=? OR substr(event_type, 1, ?)=?)"  # exact, or a dotted prefix
-        args += [event_type, len(event_type) + 1, event_type + "."]
-    sql += " ORDER BY seq DESC" if last else " ORDER BY seq"
-    if limit:
-        sql += " LIMIT ?"
-        args.append(limit)
-    rows = [_row(r) for r in conn.execute(sql, args)]
-    return rows[::-1] if last else rows
+    """Events of one actor in seq order; `event_type` matches exactly or as a dotted prefix
+    (`message` matches `message.send`); `last` keeps the newest `limit` ones."""
+    def wanted(e: ChainEvent) -> bool:
+        return e.seq >= since_seq and (not event_type or e.event_type == event_type
+                                       or e.event_type.startswith(event_type + "."))
+
+    if last and limit:
+        out: list[ChainEvent] = []
+        for first, blob in conn.execute(
+                "SELECT first_seq, records FROM chunks WHERE actor_id=? AND last_seq >= ? ORDER BY first_seq DESC",
+                (actor_id, since_seq)):
+            out[:0] = [e for e in _events_in(blob) if wanted(e)]
+            if len(out) >= limit:
+                break
+        return out[-limit:]
+    out = []
+    for first, blob in conn.execute(_FROM_SEQ, (actor_id, since_seq)):
+        for e in _events_in(blob):
+            if wanted(e):
+                out.append(e)
+                if limit and len(out) >= limit:
+                    return out
+    return out
 
 
 def iter_chain(conn: sqlite3.Connection, actor_id: str) -> Iterator[ChainEvent]:
-    yield from (_row(r) for r in conn.execute(
-        "SELECT actor_id, seq, incarnation, parent_hash, event_type, timestamp, data, hash "
-        "FROM events WHERE actor_id=? ORDER BY seq", (actor_id,)))
+    for _first, blob in conn.execute(
+            "SELECT first_seq, records FROM chunks WHERE actor_id=? ORDER BY first_seq", (actor_id,)):
+        yield from _events_in(blob)
+
+
+def count_events(conn: sqlite3.Connection, actor_id: str | None = None) -> tuple[int, int]:
+    """(events, chains) stored, per the chunk index."""
+    sql = "SELECT coalesce(sum(last_seq - first_seq + 1), 0), count(DISTINCT actor_id) FROM chunks"
+    return tuple(conn.execute(sql + (" WHERE actor_id=?" if actor_id else ""),
+                              (actor_id,) if actor_id else ()).fetchone())
 
 
 def find_actor(conn: sqlite3.Connection, ref: str) -> list[tuple[str, str | None, str | None]]:

@@ -1,10 +1,12 @@
 """Chain verification: recompute every hash and check the links (docs/chain-format.md).
 
-What is verified, per actor:
+What is verified, per actor, over its chunks in first_seq order:
+  * the records parse: no truncated record, every encoding well-formed and of
+    this actor;
   * sequence numbers run 0, 1, 2, ... with no gap (a dropped event is reported
-    at the first missing seq);
-  * event 0 has no parent; event n's parent_hash is event n-1's hash;
-  * each event's hash is SHA-256 of its canonical encoding (theater_otp.chain.event);
+    at the first missing seq), and each chunk's first_seq/last_seq index agrees;
+  * event 0 has no parent; event n's parent hash is event n-1's hash;
+  * each event's stored hash is SHA-256 of its stored encoding;
   * verify_store only: the `actors` row's head (head_seq, head_hash) names the
     last event, so a chain cut short at its tail is caught too.
 Incarnation numbers are covered by the hash but not ordered: the node records
@@ -13,17 +15,15 @@ next incarnation's first events (ChainStore.append_batch, "trusted" items).
 
 The first problem of each actor is reported; later events are not looked at.
 
-Speed: the hot loop works on raw sqlite rows, packs each event's fixed fields
-with one precompiled struct and hashes `b"".join(...)` once; anything unusual
-(first event, a mismatch, a field of the wrong type) drops to `_diagnose`, the
-slow reference check that says exactly what is wrong. With `jobs` > 1 the
-events are split into seq ranges verified by that many worker processes.
+Speed: a record is the very bytes the hash covers, so the hot loop only reads a
+few fixed-offset fields and hashes a slice; anything unusual drops to
+`_diagnose`, the slow reference check that says exactly what is wrong. With
+`jobs` > 1 the chunks are split into ranges verified by that many processes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -33,18 +33,17 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from .event import MAGIC, SEQ_INC_PARENT, TS_LEN, ChainEvent, fast_sha256
+from .event import (HASH_SIZE, MAGIC, ChainEvent, MalformedRecord, canonical_bytes, fast_sha256,
+                    parse_encoding, record_bytes)
 
 #: Below this many events (estimated from the actors table) verify_store stays in-process.
 PARALLEL_MIN_EVENTS = 200_000
 
-_U16 = struct.Struct(">H").pack
-_FIXED = SEQ_INC_PARENT   # seq, incarnation, has_parent=1, parent hash (32 bytes: checked first)
-_TAIL = TS_LEN            # timestamp, len(data)
-_COLUMNS = "seq, incarnation, parent_hash, CAST(event_type AS BLOB), timestamp, data, hash"
-_FAST_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,91 +69,109 @@ def _short(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# the core: one actor's rows, in seq order
+# the core: one actor's chunks, in first_seq order
 # ---------------------------------------------------------------------------
-# A row is (seq, incarnation, parent_hash, event_type as UTF-8 bytes, timestamp, data, hash).
 
-def _scan(actor_id: str, rows: Iterator[tuple], expect: int = 0,
-          prev: bytes | None = None) -> tuple[Problem | None, int, bytes | None]:
-    """Check rows that should carry seq `expect`, `expect+1`, ...; `prev` is the hash before them.
+class _Scan:
+    """Walks one actor's records chunk by chunk; `expect` and `prev` carry over between chunks."""
 
-    Returns (first problem or None, the seq after the last good row, the last good hash).
-    """
-    aid = actor_id.encode("utf-8")
-    prefix = MAGIC + _U16(len(aid)) + aid
-    sha = fast_sha256
-    join = b"".join
-    fixed, tail, u16 = _FIXED, _TAIL, _U16
-    types: dict[bytes, bytes] = {}
-    row = None
-    while True:
-        if prev is None:
-            # first event (no parent) or unknown predecessor: the careful path
-            row = next(rows, None)
-            if row is None:
-                return None, expect, prev
-        else:
-            try:
-                for row in rows:
-                    seq, inc, parent, et, ts, data, h = row
-                    if seq != expect or parent != prev:
-                        break
-                    etp = types.get(et)
-                    if etp is None:
-                        etp = types[et] = u16(len(et)) + et
-                    if sha(join((prefix, fixed(seq, inc, 1, parent), etp, tail(ts, len(data)), data))).digest() != h:
-                        break
-                    prev = h
-                    expect += 1
-                else:
-                    return None, expect, prev
-            except _FAST_ERRORS:
-                pass
-        problem = _diagnose(actor_id, expect, prev, row)
-        if problem is not None:
-            return problem, expect, prev
-        prev = row[6]
-        expect += 1
+    def __init__(self, actor_id: str, expect: int = 0, prev: bytes | None = None):
+        self.actor_id = actor_id
+        aid = actor_id.encode("utf-8")
+        self.prefix = MAGIC + _U16.pack(len(aid)) + aid
+        self.expect = expect
+        self.prev = prev
 
+    def chunk(self, first: object, last: object, blob: object) -> Problem | None:
+        if first != self.expect:
+            if type(first) is int and first > self.expect:
+                return self._problem("missing event", f"seq {self.expect}", f"a chunk starting at seq {first}")
+            return self._problem("chunk index mismatch", f"a chunk starting at seq {self.expect}",
+                                 f"one starting at {first!r}")
+        if not isinstance(blob, bytes):
+            return self._problem("malformed chunk", "a blob of records", _describe(blob))
+        problem = self.records(blob)
+        if problem is None and last != self.expect - 1:
+            return self._problem("chunk index mismatch", f"the chunk to end at seq {last!r}",
+                                 f"its records end at seq {self.expect - 1}")
+        return problem
 
-def _diagnose(actor_id: str, expect: int, prev: bytes | None, row: tuple) -> Problem | None:
-    """The reference check of one row, field by field; None when the row is good."""
-    seq, inc, parent, et, ts, data, h = row
+    def records(self, blob: bytes) -> Problem | None:
+        o, end = 0, len(blob)
+        while o < end:
+            o = self._fast(blob, o)
+            if o >= end:
+                return None
+            problem, o = self._diagnose(blob, o)
+            if problem is not None:
+                return problem
+        return None
 
-    def problem(what: str, expected: str, found: str) -> Problem:
-        return Problem(actor_id, expect, what, expected, found)
+    def _fast(self, blob: bytes, o: int) -> int:
+        """The hot loop from offset `o`: a good record costs two slices, a few unpacks and one
+        SHA-256. Returns the offset of the first record it could not pass (or the end)."""
+        prefix, pl = self.prefix, len(self.prefix)
+        u32, u16, u64 = _U32.unpack_from, _U16.unpack_from, _U64.unpack_from
+        sha = fast_sha256
+        end = len(blob)
+        expect, prev = self.expect, self.prev
+        try:
+            while o < end:
+                (n,) = u32(blob, o)
+                s = o + 4
+                e = s + n
+                p = s + pl + 12  # has_parent
+                if (prev is None or e + HASH_SIZE > end or not blob.startswith(prefix, s)
+                        or u64(blob, s + pl)[0] != expect or blob[p] != 1
+                        or blob[p + 1:p + 33] != prev):
+                    break
+                t = p + 33
+                d = t + 2 + u16(blob, t)[0] + 8
+                if d + 4 + u32(blob, d)[0] != e:
+                    break
+                h = blob[e:e + HASH_SIZE]
+                if sha(blob[s:e]).digest() != h:
+                    break
+                prev = h
+                expect += 1
+                o = e + HASH_SIZE
+        except (struct.error, IndexError):
+            pass
+        self.expect, self.prev = expect, prev
+        return o
 
-    if type(seq) is not int or seq != expect:
-        if type(seq) is int and seq > expect:
-            return problem("missing event", f"seq {expect}", f"seq {seq}")
-        return problem("unexpected sequence number", str(expect), repr(seq))
-    if parent != prev:
-        if parent is not None and not isinstance(parent, bytes):
-            return problem("malformed parent hash", "a 32-byte blob", _describe(parent))
-        return problem("parent mismatch", _hex(prev), _hex(parent))
-    if type(inc) is not int or not 0 <= inc < 1 << 32:
-        return problem("malformed incarnation", "an integer in 0..2^32-1", _describe(inc))
-    if not isinstance(et, bytes) or len(et) >= 1 << 16:
-        return problem("malformed event type", "text of at most 65535 bytes", _describe(et))
-    if type(ts) is not int or not 0 <= ts < 1 << 64:
-        return problem("malformed timestamp", "an integer in 0..2^64-1", _describe(ts))
-    if not isinstance(data, bytes):
-        return problem("malformed data", "a blob", _describe(data))
-    if not isinstance(h, bytes) or len(h) != 32:
-        return problem("truncated hash" if isinstance(h, bytes) and len(h) < 32 else "malformed hash",
-                       "a 32-byte blob", _describe(h))
-    aid = actor_id.encode("utf-8")
-    encoding = b"".join((
-        MAGIC, _U16(len(aid)), aid,
-        struct.pack(">QI", seq, inc),
-        b"\x01" + parent if parent is not None else b"\x00",
-        _U16(len(et)), et,
-        _TAIL(ts, len(data)), data,
-    ))
-    computed = hashlib.sha256(encoding).digest()
-    if computed != h:
-        return problem("hash mismatch", computed.hex(), h.hex())
-    return None
+    def _diagnose(self, blob: bytes, o: int) -> tuple[Problem | None, int]:
+        """The reference check of the record at `o`: (problem or None, offset of the next record)."""
+        end = len(blob)
+        if o + 4 > end:
+            return self._problem("truncated record", "a 4-byte record length", f"{end - o} byte(s)"), end
+        (n,) = _U32.unpack_from(blob, o)
+        if o + 4 + n + HASH_SIZE > end:
+            return self._problem("truncated record", f"{n} + 32 bytes of record", f"{end - o - 4} byte(s)"), end
+        enc = blob[o + 4:o + 4 + n]
+        h = blob[o + 4 + n:o + 4 + n + HASH_SIZE]
+        nxt = o + 4 + n + HASH_SIZE
+        try:
+            actor_id, seq, _inc, parent, _et, _ts, _data = parse_encoding(enc)
+        except MalformedRecord as exc:
+            return self._problem("malformed record", "a canonical encoding", str(exc)), nxt
+        if actor_id != self.actor_id:
+            return self._problem("event of another actor", self.actor_id, actor_id), nxt
+        if seq != self.expect:
+            if seq > self.expect:
+                return self._problem("missing event", f"seq {self.expect}", f"seq {seq}"), nxt
+            return self._problem("unexpected sequence number", str(self.expect), str(seq)), nxt
+        if parent != self.prev:
+            return self._problem("parent mismatch", _hex(self.prev), _hex(parent)), nxt
+        computed = hashlib.sha256(enc).digest()
+        if computed != h:
+            return self._problem("hash mismatch", computed.hex(), h.hex()), nxt
+        self.prev = h
+        self.expect += 1
+        return None, nxt
+
+    def _problem(self, what: str, expected: str, found: str) -> Problem:
+        return Problem(self.actor_id, self.expect, what, expected, found)
 
 
 def _hex(value: object) -> str:
@@ -182,35 +199,27 @@ def verify_chain(events: Iterable[ChainEvent]) -> Problem | None:
 
     Every event must belong to the first event's actor. No head check (see verify_store).
     """
-    it = iter(events)
-    first = next(it, None)
-    if first is None:
+    events = list(events)
+    if not events:
         return None
-    actor_id = first.actor_id
-    stray: list[ChainEvent] = []
-
-    def rows() -> Iterator[tuple]:
-        for e in itertools.chain((first,), it):
-            if e.actor_id != actor_id:
-                stray.append(e)
-                return
-            et = e.event_type
-            yield (e.seq, e.incarnation, e.parent_hash, et.encode("utf-8") if isinstance(et, str) else et,
-                   e.timestamp, e.data, e.hash)
-
-    problem, expect, _ = _scan(actor_id, rows())
-    if problem is None and stray:
-        problem = Problem(actor_id, expect, "event of another actor", actor_id, stray[0].actor_id)
-    return problem
+    scan = _Scan(events[0].actor_id)
+    parts = []
+    for e in events:
+        try:
+            enc = canonical_bytes(e.actor_id, e.seq, e.incarnation, e.parent_hash, e.event_type, e.timestamp, e.data)
+        except (ValueError, TypeError, OverflowError, struct.error, AttributeError):
+            enc = b""  # fields the layout cannot hold: an empty record, reported as malformed
+        parts.append(record_bytes(enc, e.hash if isinstance(e.hash, bytes) else b""))
+    return scan.records(b"".join(parts))
 
 
 def verify_store(conn: sqlite3.Connection, actor_id: str | None = None,
                  jobs: int | None = None) -> list[Problem]:
     """Verify the chains in a chain.db connection: one actor, or every actor when None.
 
-    Actors come from the `actors` table plus any actor that has rows in `events`;
-    an actor with neither has nothing to verify. Returns the first problem of each
-    bad actor, sorted by actor id (empty: everything verifies). All reads happen in
+    Actors come from the `actors` table plus any actor that has chunks; an actor
+    with neither has nothing to verify. Returns the first problem of each bad
+    actor, sorted by actor id (empty: everything verifies). All reads happen in
     one read transaction, so a writer appending meanwhile does not disturb the check.
 
     `jobs`: processes to use; None picks 1 for small stores (or in-memory ones)
@@ -222,16 +231,16 @@ def verify_store(conn: sqlite3.Connection, actor_id: str | None = None,
     try:
         heads = {a: s for a, s in conn.execute("SELECT actor_id, head_seq FROM actors")}
         if actor_id is None:
-            ids = sorted(set(heads) | set(_event_actors(conn)))
+            ids = sorted(set(heads) | set(_chunk_actors(conn)))
         else:
             ids = [actor_id]
         sizes = [(a, _size(heads.get(a))) for a in ids]
         path = _db_path(conn)
         n = _choose_jobs(jobs, sum(s for _, s in sizes), path)
         if n <= 1:
-            found = _run_chunks(conn, [(a, None, None) for a in ids])
+            found = _run_ranges(conn, [(a, None, None) for a in ids])
         else:
-            found = _run_parallel(path, _partition(sizes, n))
+            found = _run_parallel(path, _partition(conn, ids, n))
     finally:
         if own_txn:
             conn.execute("ROLLBACK")
@@ -247,13 +256,13 @@ def _size(head_seq: object) -> int:
     return head_seq + 1 if type(head_seq) is int and head_seq >= 0 else 0
 
 
-def _event_actors(conn: sqlite3.Connection) -> list[str]:
-    """Distinct actor ids in `events`, one index seek each (no full scan)."""
+def _chunk_actors(conn: sqlite3.Connection) -> list[str]:
+    """Distinct actor ids in `chunks`, one index seek each (no full scan)."""
     out = []
-    row = conn.execute("SELECT min(actor_id) FROM events").fetchone()
+    row = conn.execute("SELECT min(actor_id) FROM chunks").fetchone()
     while row is not None and row[0] is not None:
         out.append(row[0])
-        row = conn.execute("SELECT min(actor_id) FROM events WHERE actor_id > ?", (row[0],)).fetchone()
+        row = conn.execute("SELECT min(actor_id) FROM chunks WHERE actor_id > ?", (row[0],)).fetchone()
     return out
 
 
@@ -275,44 +284,46 @@ def _choose_jobs(jobs: int | None, total: int, path: str | None) -> int:
     return min(cpus, 8, max(1, total // (PARALLEL_MIN_EVENTS // 2)))
 
 
-# A chunk is (actor_id, lo, hi): the rows with lo <= seq < hi. lo None = from the very
-# first row (so a negative or otherwise odd seq is seen); hi None = to the end of the
-# chain, and that chunk also checks the actor's head record.
-Chunk = tuple[str, "int | None", "int | None"]
+# A range is (actor_id, lo, hi): the chunks with lo <= first_seq < hi. lo None = from the
+# very first chunk (so a negative or otherwise odd first_seq is seen); hi None = to the end
+# of the chain, and that range also checks the actor's head record.
+Range = tuple[str, "int | None", "int | None"]
 
 
-def _run_chunks(conn: sqlite3.Connection, chunks: list[Chunk]) -> list[Problem]:
+def _run_ranges(conn: sqlite3.Connection, ranges: list[Range]) -> list[Problem]:
     problems = []
-    for actor_id, lo, hi in chunks:
-        p = _check_chunk(conn, actor_id, lo, hi)
+    for actor_id, lo, hi in ranges:
+        p = _check_range(conn, actor_id, lo, hi)
         if p is not None:
             problems.append(p)
     return problems
 
 
-def _check_chunk(conn: sqlite3.Connection, actor_id: str, lo: int | None, hi: int | None) -> Problem | None:
-    sql = f"SELECT {_COLUMNS} FROM events WHERE actor_id=?"
+def _check_range(conn: sqlite3.Connection, actor_id: str, lo: int | None, hi: int | None) -> Problem | None:
+    sql = "SELECT first_seq, last_seq, records FROM chunks WHERE actor_id=?"
     args: list = [actor_id]
-    prev = None
+    scan = _Scan(actor_id)
     if lo is not None:
-        sql += " AND seq>=?"
+        sql += " AND first_seq>=?"
         args.append(lo)
-        row = conn.execute("SELECT hash FROM events WHERE actor_id=? AND seq=?", (actor_id, lo - 1)).fetchone()
-        prev = row[0] if row else None  # missing: the chunk before reports it, at a lower seq
+        row = conn.execute("SELECT records FROM chunks WHERE actor_id=? AND first_seq<? ORDER BY first_seq DESC "
+                           "LIMIT 1", (actor_id, lo)).fetchone()
+        # the last 32 bytes of a chunk are its last event's hash; if that chunk is damaged,
+        # the range before this one reports it, at a lower seq
+        scan.expect, scan.prev = lo, bytes(row[0][-HASH_SIZE:]) if row else None
     if hi is not None:
-        sql += " AND seq<?"
+        sql += " AND first_seq<?"
         args.append(hi)
-    sql += " ORDER BY seq"
-    problem, expect, last = _scan(actor_id, iter(conn.execute(sql, args)), lo or 0, prev)
-    if problem is not None:
-        return problem
+    sql += " ORDER BY first_seq"
+    for first, last, blob in conn.execute(sql, args):
+        problem = scan.chunk(first, last, blob)
+        if problem is not None:
+            return problem
     if hi is not None:
-        if expect < hi:  # rows ran out inside the range
-            nxt = conn.execute("SELECT min(seq) FROM events WHERE actor_id=? AND seq>=?", (actor_id, expect)).fetchone()[0]
-            return Problem(actor_id, expect, "missing event", f"seq {expect}",
-                           f"seq {nxt}" if nxt is not None else "end of chain")
+        if scan.expect < hi:  # chunks ran out inside the range
+            return scan._problem("missing event", f"seq {scan.expect}", f"a chunk starting at seq {hi}")
         return None
-    return _check_head(conn, actor_id, expect - 1, last)
+    return _check_head(conn, actor_id, scan.expect - 1, scan.prev)
 
 
 def _check_head(conn: sqlite3.Connection, actor_id: str, last_seq: int, last_hash: bytes | None) -> Problem | None:
@@ -338,38 +349,40 @@ def _check_head(conn: sqlite3.Connection, actor_id: str, last_seq: int, last_has
 # parallel verification
 # ---------------------------------------------------------------------------
 
-def _partition(sizes: list[tuple[str, int]], jobs: int) -> list[list[Chunk]]:
-    """Cut the actors' seq ranges into `jobs` tasks of about the same number of events."""
-    total = sum(s for _, s in sizes)
+def _partition(conn: sqlite3.Connection, ids: list[str], jobs: int) -> list[list[Range]]:
+    """Cut the actors' chunks into `jobs` tasks of about the same number of events
+    (ranges start at chunk boundaries, from the chunk index)."""
+    index = {a: [] for a in ids}
+    for a, first, last in conn.execute("SELECT actor_id, first_seq, last_seq FROM chunks ORDER BY actor_id, first_seq"):
+        if a in index and type(first) is int and type(last) is int:
+            index[a].append((first, max(0, last - first + 1)))
+    total = sum(n for chunks in index.values() for _, n in chunks)
     target = max(1, math.ceil(total / jobs))
-    tasks: list[list[Chunk]] = [[] for _ in range(jobs)]
+    tasks: list[list[Range]] = [[] for _ in range(jobs)]
     t, fill = 0, 0
-    for actor_id, size in sizes:
-        lo = 0
-        while True:
+    for actor_id in ids:
+        lo: int | None = None
+        for first, n in index[actor_id]:
             if fill >= target and t < jobs - 1:
+                if lo is not None or first > 0:
+                    tasks[t].append((actor_id, lo, first))
+                    lo = first
                 t, fill = t + 1, 0
-            room = target - fill
-            if t == jobs - 1 or size - lo <= room:
-                tasks[t].append((actor_id, lo or None, None))
-                fill += size - lo
-                break
-            tasks[t].append((actor_id, lo or None, lo + room))
-            lo += room
-            fill += room
+            fill += n
+        tasks[t].append((actor_id, lo, None))
     return [task for task in tasks if task]
 
 
-def _run_task(uri: str, chunks: list[Chunk]) -> list[Problem]:
+def _run_task(uri: str, ranges: list[Range]) -> list[Problem]:
     conn = sqlite3.connect(uri, uri=True, timeout=10)
     try:
         conn.execute("BEGIN")
-        return _run_chunks(conn, chunks)
+        return _run_ranges(conn, ranges)
     finally:
         conn.close()
 
 
-def _run_parallel(path: str, tasks: list[list[Chunk]]) -> list[Problem]:
+def _run_parallel(path: str, tasks: list[list[Range]]) -> list[Problem]:
     """Run each task in a fresh `python -m theater_otp.chain.verify --worker` process.
 
     Fresh interpreters, not multiprocessing: a forked child would inherit the
@@ -385,7 +398,7 @@ def _run_parallel(path: str, tasks: list[list[Chunk]]) -> list[Problem]:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in tasks]
     try:
         for proc, task in zip(procs, tasks):
-            proc.stdin.write(json.dumps({"uri": uri, "chunks": task}).encode())
+            proc.stdin.write(json.dumps({"uri": uri, "ranges": task}).encode())
             proc.stdin.close()
         problems = []
         for proc in procs:
@@ -404,7 +417,7 @@ def _run_parallel(path: str, tasks: list[list[Chunk]]) -> list[Problem]:
 
 def _worker() -> None:
     task = json.load(sys.stdin)
-    problems = _run_task(task["uri"], [tuple(c) for c in task["chunks"]])
+    problems = _run_task(task["uri"], [tuple(r) for r in task["ranges"]])
     json.dump([[p.actor_id, p.seq, p.what, p.expected, p.found] for p in problems], sys.stdout)
 
 
