@@ -14,14 +14,16 @@ same again with one event per frame, for comparison.
 
 Method (where the writer's time goes): the writer's stages run in this process
 on the same events, without sockets: decode the envelopes, validate the items
-(writer._collect), encode them (EventHasher.encode), SHA-256 them, insert +
+(writer._collect), build their records (encoding + SHA-256; the C loop and
+the pure-Python one side by side, theater_otp/chain/native.py), insert +
 commit prebuilt 4096-event chunk rows (about what one group commit holds under
 load) and, as the baseline, the same events as one row each (the layout before
 chunks), and the whole ChainStore.append_items; microseconds per event, best
 of `--repeat`.
 
 Method (verify): `verify_store` over the database the batched run wrote, in
-one process and with two; next to it the floors measured the same way in this
+one process and with two (the C scan), the pure-Python scan in one process as
+the baseline; next to it the floors measured the same way in this
 process: reading the chunk rows from SQLite and nothing else, and a bare
 SHA-256 (CPython's built-in one, which verify uses, and OpenSSL's) over every
 event's encoding, prepared in memory beforehand. Each figure is the best of `--repeat` runs.
@@ -183,7 +185,8 @@ ROW_PER_EVENT_SCHEMA = """CREATE TABLE events (actor_id TEXT NOT NULL, seq INTEG
 
 def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[tuple[str, float]]:
     from theater_otp.chain import writer
-    from theater_otp.chain.event import EventHasher, fast_sha256
+    from theater_otp.chain import native
+    from theater_otp.chain.event import EventHasher
     from theater_otp.chain.store import ChainStore, connect
 
     root.mkdir(parents=True, exist_ok=True)
@@ -197,6 +200,8 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
     hasher = EventHasher()
     parent = os.urandom(32)
     encodings = [hasher.encode(a, i, inc, parent, et, ts, d) for i, (a, inc, et, ts, d, _) in enumerate(items)]
+    ap, tp = hasher.actor_part(items[0][0]), hasher.type_part(items[0][2])
+    fields = [(inc, ts, d) for _a, inc, _et, ts, d, _ in items]
     chunk_rows = [("bench-actor-0", k, k + 4095, b"".join(b"%4d" % len(e) + e + parent for e in encodings[k:k + 4096]))
                   for k in range(0, n, 4096)]
     event_rows = [(a, i, inc, parent if i else None, et, ts, d, parent) for i, (a, inc, et, ts, d, _) in enumerate(items)]
@@ -235,9 +240,11 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
     return [
         ("decode the envelopes", timed(lambda: [decode(f) for f in frames])),
         ("validate (writer._collect)", timed(lambda: [writer._collect(e, [], False) for e in envs])),
-        ("encode (EventHasher.encode)", timed(lambda: [hasher.encode(a, 1, inc, parent, et, ts, d)
-                                                         for a, inc, et, ts, d, _ in items])),
-        ("SHA-256 of the encodings", timed(lambda: [fast_sha256(e).digest() for e in encodings])),
+        ("record: encode + SHA-256, Python", timed(lambda: [native.py_record(ap, 1, inc, parent, tp, ts, d)
+                                                             for inc, ts, d in fields])),
+        (f"record: encode + SHA-256, {'C' if native.c_record else 'C (not built)'}",
+         timed(lambda: [(native.c_record or native.py_record)(ap, 1, inc, parent, tp, ts, d)
+                        for inc, ts, d in fields])),
         ("SQLite: 4096-event chunk rows", timed(insert_chunks)),
         ("baseline: one SQLite row per event", timed(insert_rows)),
         ("ChainStore.append_items (all)", timed(append_items)),
@@ -258,14 +265,24 @@ def best(fn, repeat: int) -> float:
 
 
 def bench_verify(db: Path, repeat: int) -> list[tuple[str, float]]:
-    from theater_otp.chain.event import split_records
+    from theater_otp.chain.event import fast_sha256, split_records
     from theater_otp.chain.store import count_events
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     n = count_events(conn)[0]
 
-    def check(jobs: int):
-        problems = verify_store(conn, jobs=jobs)
+    from theater_otp.chain import native
+
+    def check(jobs: int, scan=None):
+        chosen = native.scan
+        native.scan = scan or chosen
+        if scan is native.py_scan:
+            os.environ["THEATER_OTP_PURE_PYTHON"] = "1"  # for verify's worker processes
+        try:
+            problems = verify_store(conn, jobs=jobs)
+        finally:
+            native.scan = chosen
+            os.environ.pop("THEATER_OTP_PURE_PYTHON", None)
         assert problems == [], problems
 
     def fetch_only():
@@ -274,15 +291,16 @@ def bench_verify(db: Path, repeat: int) -> list[tuple[str, float]]:
 
     encodings = [enc for (blob,) in conn.execute("SELECT records FROM chunks") for _, enc, _ in split_records(blob)]
     sha = hashlib.sha256
-    from theater_otp.chain.event import fast_sha256
 
     def sha_only(fn):
         for b in encodings:
             fn(b).digest()
 
     out = [
-        ("verify_store, 1 process", n / best(lambda: check(1), repeat)),
-        ("verify_store, 2 processes", n / best(lambda: check(2), repeat)),
+        (f"verify_store, 1 process ({native.IMPLEMENTATION})", n / best(lambda: check(1), repeat)),
+        (f"verify_store, 2 threads ({native.IMPLEMENTATION})", n / best(lambda: check(2), repeat)),
+        ("baseline: 1 process, Python scan", n / best(lambda: check(1, native.py_scan), repeat)),
+        ("baseline: 2 processes, Python scan", n / best(lambda: check(2, native.py_scan), repeat)),
         ("floor: read the chunks only", n / best(fetch_only, repeat)),
         ("floor: SHA-256 only (built-in)", n / best(lambda: sha_only(fast_sha256), repeat)),
         ("floor: SHA-256 only (OpenSSL)", n / best(lambda: sha_only(sha), repeat)),
@@ -327,10 +345,10 @@ def main() -> None:
             print(f"  {label:<34} {r:>12,.0f} events/s   ({count:,} events)")
         print(f"\nwriter cost per event, by stage (in-process, {args.batch}-event frames, best of {args.repeat}):")
         for label, us in bench_stages(Path(tmp) / "stages", args.batch, args.data_bytes, args.repeat):
-            print(f"  {label:<34} {us:>9.2f} us/event")
+            print(f"  {label:<46} {us:>9.2f} us/event")
         print(f"\nverify over the {n:,} events of the batched run (best of {args.repeat}):")
         for label, r in bench_verify(db, args.repeat):
-            print(f"  {label:<34} {r:>12,.0f} events/s")
+            print(f"  {label:<46} {r:>12,.0f} events/s")
 
 
 if __name__ == "__main__":

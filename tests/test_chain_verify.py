@@ -14,6 +14,7 @@ import pytest
 
 from harness import REPO, Tree, cli, write_manifest
 from theater_otp.chain import event as event_module
+from theater_otp.chain import native
 from theater_otp.chain.event import MalformedRecord, canonical_bytes, make_event
 from theater_otp.chain.store import ChainStore, iter_chain
 from theater_otp.chain.verify import Problem, _partition, verify_chain, verify_store
@@ -398,9 +399,20 @@ def test_untampered_chains_verify_clean(tmp_path):
     assert independent_verify(db) == []
 
 
+@pytest.fixture(params=["C", "Python"])
+def scan_impl(request, monkeypatch):
+    """Run a test with the C scan (threads for jobs > 1) and with the Python one (processes)."""
+    if request.param == "Python":
+        monkeypatch.setattr(native, "scan", native.py_scan)
+        monkeypatch.setenv("THEATER_OTP_PURE_PYTHON", "1")  # verify's worker processes
+    else:
+        monkeypatch.setattr(native, "scan", native.c_scan)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_each_tampering_kind_is_reported_at_the_first_bad_seq(tmp_path, kind, jobs):
+def test_each_tampering_kind_is_reported_at_the_first_bad_seq(tmp_path, kind, jobs, scan_impl):
     tamper, bad_seq, what = KINDS[kind]
     db = tampered(tmp_path, tamper)
     conn = sqlite3.connect(db)
@@ -422,7 +434,7 @@ def test_each_tampering_kind_is_reported_at_the_first_bad_seq(tmp_path, kind, jo
 
 @pytest.mark.parametrize("seq", [0, 1, 29, 30, 31, 48])
 @pytest.mark.parametrize("tamper", [edit_data_byte, drop, swap], ids=lambda f: f.__name__)
-def test_tampering_anywhere_is_found_in_process_and_across_processes(tmp_path, tamper, seq):
+def test_tampering_anywhere_is_found_in_process_and_across_processes(tmp_path, tamper, seq, scan_impl):
     """jobs=2 cuts ACTOR's 50 events at seq 30: the cut must not hide or move a problem."""
     db = tampered(tmp_path, tamper, seq)
     conn = sqlite3.connect(db)

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from . import native
 from .event import (RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record, fast_sha256,
-                    make_event, record_bytes, split_records)  # noqa: F401  (make_event: kept for importers)
+                    make_event, split_records)  # noqa: F401  (make_event: kept for importers)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -64,8 +65,13 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     else:
         conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        # Chunks are large blobs: 16 KiB pages (only takes on a new file) and a checkpoint every
+        # ~64 MiB of WAL instead of 4 MiB write them with about half the I/O (bench/chain.py).
+        conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA wal_autocheckpoint=4000")
+        conn.execute(f"PRAGMA journal_size_limit={64 << 20}")
         conn.executescript(SCHEMA)
     return conn
 
@@ -123,10 +129,10 @@ class ChainStore:
     def _append(self, items: Iterable[tuple[str, int, str, int, bytes, bool]],
                 events: list[ChainEvent] | None, marks: dict[str, int] | None = None) -> tuple[int, int]:
         heads = self.heads
-        encode = self._hasher.encode
-        sha = fast_sha256
-        length = RECORD_LEN.pack
-        runs: dict[str, list] = {}   # actor -> [first seq, events in it, record parts]
+        hasher = self._hasher
+        actor_parts, type_parts = hasher.actor_parts, hasher.type_parts
+        record = native.record
+        runs: dict[str, list] = {}   # actor -> [first seq, events in it, records]
         full: list[tuple] = []       # chunk rows closed at MAX_CHUNK_EVENTS
         rejected = stored = 0
         try:
@@ -137,8 +143,8 @@ class ChainStore:
                     rejected += 1
                     continue
                 seq += 1
-                enc = encode(actor_id, seq, incarnation, parent, event_type, timestamp, data)
-                h = sha(enc).digest()
+                rec, h = record(actor_parts.get(actor_id) or hasher.actor_part(actor_id), seq, incarnation, parent,
+                                type_parts.get(event_type) or hasher.type_part(event_type), timestamp, data)
                 heads[actor_id] = (seq, h, incarnation if incarnation > current else current)
                 run = runs.get(actor_id)
                 if run is None or run[1] == MAX_CHUNK_EVENTS:
@@ -146,7 +152,7 @@ class ChainStore:
                         full.append((actor_id, run[0], seq - 1, b"".join(run[2])))
                     run = runs[actor_id] = [seq, 0, []]
                 run[1] += 1
-                run[2] += (length(len(enc)), enc, h)
+                run[2].append(rec)
                 stored += 1
                 if events is not None:
                     events.append(ChainEvent(actor_id, seq, incarnation, parent, event_type, timestamp, data, h))

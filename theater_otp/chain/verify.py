@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .event import (HASH_SIZE, MAGIC, ChainEvent, MalformedRecord, canonical_bytes, fast_sha256,
-                    parse_encoding, record_bytes)
+from . import native
+from .event import (HASH_SIZE, MAGIC, ChainEvent, MalformedRecord, canonical_bytes, parse_encoding, record_bytes)
 
 #: Below this many events (estimated from the actors table) verify_store stays in-process.
 PARALLEL_MIN_EVENTS = 200_000
@@ -108,36 +108,9 @@ class _Scan:
         return None
 
     def _fast(self, blob: bytes, o: int) -> int:
-        """The hot loop from offset `o`: a good record costs two slices, a few unpacks and one
-        SHA-256. Returns the offset of the first record it could not pass (or the end)."""
-        prefix, pl = self.prefix, len(self.prefix)
-        u32, u16, u64 = _U32.unpack_from, _U16.unpack_from, _U64.unpack_from
-        sha = fast_sha256
-        end = len(blob)
-        expect, prev = self.expect, self.prev
-        try:
-            while o < end:
-                (n,) = u32(blob, o)
-                s = o + 4
-                e = s + n
-                p = s + pl + 12  # has_parent
-                if (prev is None or e + HASH_SIZE > end or not blob.startswith(prefix, s)
-                        or u64(blob, s + pl)[0] != expect or blob[p] != 1
-                        or blob[p + 1:p + 33] != prev):
-                    break
-                t = p + 33
-                d = t + 2 + u16(blob, t)[0] + 8
-                if d + 4 + u32(blob, d)[0] != e:
-                    break
-                h = blob[e:e + HASH_SIZE]
-                if sha(blob[s:e]).digest() != h:
-                    break
-                prev = h
-                expect += 1
-                o = e + HASH_SIZE
-        except (struct.error, IndexError):
-            pass
-        self.expect, self.prev = expect, prev
+        """Pass the good records from offset `o` (native.scan: C or Python); return the offset
+        of the first record it could not pass (or the end)."""
+        o, self.expect, self.prev = native.scan(blob, o, self.prefix, self.expect, self.prev)
         return o
 
     def _diagnose(self, blob: bytes, o: int) -> tuple[Problem | None, int]:
@@ -240,7 +213,8 @@ def verify_store(conn: sqlite3.Connection, actor_id: str | None = None,
         if n <= 1:
             found = _run_ranges(conn, [(a, None, None) for a in ids])
         else:
-            found = _run_parallel(path, _partition(conn, ids, n))
+            tasks = _partition(conn, ids, n)
+            found = _run_threads(path, tasks) if native.scan is native.c_scan else _run_parallel(path, tasks)
     finally:
         if own_txn:
             conn.execute("ROLLBACK")
@@ -380,6 +354,17 @@ def _run_task(uri: str, ranges: list[Range]) -> list[Problem]:
         return _run_ranges(conn, ranges)
     finally:
         conn.close()
+
+
+def _run_threads(path: str, tasks: list[list[Range]]) -> list[Problem]:
+    """Run each task on a thread with its own read-only connection: the C scan and SQLite
+    both release the GIL while they work, so threads use every core without the start-up
+    cost of worker processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = Path(path).as_uri() + "?mode=ro"
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        return [p for found in pool.map(lambda task: _run_task(uri, task), tasks) for p in found]
 
 
 def _run_parallel(path: str, tasks: list[list[Range]]) -> list[Problem]:

@@ -1,0 +1,84 @@
+"""The chain's two hot loops, in C when the `_native` extension is built, else in Python.
+
+`record` builds one stored record (u32 len, canonical encoding, SHA-256) and
+`scan` passes the good records of a chunk; both versions give the same bytes
+and stop at the same record (tests/test_chain_native.py runs them side by
+side). The C one (theater_otp/chain/_native.c, OpenSSL's SHA-256) is several
+times faster; setup.py builds it when it can, and `THEATER_OTP_PURE_PYTHON=1`
+forces the Python one.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from .event import RECORD_LEN, SEQ_INC_PARENT, SEQ_INC_ROOT, TS_LEN, fast_sha256
+
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+_U64 = struct.Struct(">Q").unpack_from
+_LEN = RECORD_LEN.pack
+
+
+def py_record(actor_part: bytes, seq: int, incarnation: int, parent: bytes | None, type_part: bytes,
+              timestamp: int, data: bytes) -> tuple[bytes, bytes]:
+    """(record, hash) of one event; `actor_part` = MAGIC + u16 len + actor id, `type_part` =
+    u16 len + event type (EventHasher's cached prefixes)."""
+    if parent is None:
+        middle = SEQ_INC_ROOT(seq, incarnation, 0)
+    elif len(parent) == 32:  # "32s" would silently pad or cut anything else
+        middle = SEQ_INC_PARENT(seq, incarnation, 1, parent)
+    else:
+        raise ValueError("parent hash must be 32 bytes")
+    enc = b"".join((actor_part, middle, type_part, TS_LEN(timestamp, len(data)), data))
+    h = fast_sha256(enc).digest()
+    return _LEN(len(enc)) + enc + h, h
+
+
+def py_scan(blob: bytes, offset: int, prefix: bytes, expect: int,
+            prev: bytes | None) -> tuple[int, int, bytes | None]:
+    """Pass the records of `blob` from `offset` while each is whole, starts with `prefix`, has
+    seq `expect` (+1 each), parent `prev`, lengths that add up and a matching hash; return
+    where it stopped, the seq expected there and the last good hash. `prev` None (a chain's
+    first event) stops at once: the careful path in verify.py takes such records."""
+    if type(prev) is not bytes or len(prev) != 32:
+        return offset, expect, prev
+    pl = len(prefix)
+    fixed = pl + 45  # prefix, seq, incarnation, has_parent, parent
+    end = len(blob)
+    o = offset
+    sha, u16, u32, u64 = fast_sha256, _U16, _U32, _U64
+    while end - o >= 4:
+        (n,) = u32(blob, o)
+        s = o + 4
+        e = s + n
+        if e + 32 > end or n < fixed + 2:
+            break
+        if (not blob.startswith(prefix, s) or u64(blob, s + pl)[0] != expect or blob[s + pl + 12] != 1
+                or not blob.startswith(prev, s + pl + 13)):
+            break
+        (tl,) = u16(blob, s + fixed)
+        if n - fixed - 2 - tl < 12:
+            break
+        d = fixed + 2 + tl + 8
+        if u32(blob, s + d)[0] != n - d - 4:
+            break
+        h = sha(blob[s:e]).digest()
+        if not blob.startswith(h, e):
+            break
+        prev = h
+        expect += 1
+        o = e + 32
+    return o, expect, prev
+
+
+try:
+    from ._native import record as c_record, scan as c_scan
+except ImportError:  # not built (no compiler or OpenSSL headers at install time)
+    c_record = c_scan = None
+
+if c_record is not None and os.environ.get("THEATER_OTP_PURE_PYTHON") != "1":
+    record, scan, IMPLEMENTATION = c_record, c_scan, "C (OpenSSL SHA-256)"
+else:
+    record, scan, IMPLEMENTATION = py_record, py_scan, "Python"
