@@ -127,6 +127,9 @@ def test_a_torn_tail_is_detected_and_cut_at_writer_startup(tmp_path):
     conn.commit()
     conn.close()
     assert cli("verify", home=tmp_path / "home").returncode == 1
+    damaged = cli("events", actor_id, home=tmp_path / "home")
+    assert damaged.returncode == 1 and "damaged record (truncated record" in damaged.stderr, damaged.stderr
+    assert "Traceback" not in damaged.stderr
     with Tree(tmp_path, TREE) as tree:                 # a new node, a new chain-writer: it checks the tails
         log = (tmp_path / "home" / "node.log").read_text()
         assert f"torn tail in chain {actor_id}: cut 1 event(s) from seq {last_seq} (truncated record" in log

@@ -595,8 +595,12 @@ def main() -> None:
     except TheaterError as exc:  # a domain error escaped a command: still one line
         _err(str(exc))
         sys.exit(exc.exit_code)
+    except MalformedRecord as exc:  # a damaged chunk in the store: say so, point at verify
+        _err(f"the event store holds a damaged record ({exc}); `theater-otp verify` says where")
+        sys.exit(1)
 
 
+from .chain.event import MalformedRecord  # noqa: E402
 from .cli_dev import build, create, validate  # noqa: E402  (after `app`: they need nothing from here)
 
 app.command()(create)
