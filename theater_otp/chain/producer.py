@@ -88,7 +88,8 @@ class ChainProducer:
 
     @property
     def full(self) -> bool:
-        return self.unacked_events >= self.max_unacked
+        """Too many events wait (sent and unacknowledged, or not sent yet)."""
+        return self.unacked_events + len(self.pending) >= self.max_unacked
 
     def resend_deadline(self) -> float | None:
         """When to resend if nothing is acknowledged (None when nothing waits)."""
