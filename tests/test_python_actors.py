@@ -435,8 +435,8 @@ def test_python_demo_team_survives_a_worker_kill(tmp_path):
 
 
 def test_replay_of_a_python_actor_reading_clock_and_random_matches_bit_for_bit(tree):
-    """Issue 4: WASI wall-clock and random reads are served and recorded by the host, so a replay of a
-    componentize-py actor (both incarnations) reproduces every event hash exactly."""
+    """Issue 4: WASI wall-clock, monotonic-clock and random reads are served and recorded by the host,
+    so a replay of a componentize-py actor (both incarnations) reproduces every event hash exactly."""
     rolls = [json.loads(cli("request", NAME, "roll", home=tree.home).stdout) for _ in range(3)]
     assert all(1 <= r["dice"] <= 6 for r in rolls)
     tree.kill(f"root/{NAME}")
@@ -447,6 +447,8 @@ def test_replay_of_a_python_actor_reading_clock_and_random_matches_bit_for_bit(t
     tree.close()
     types = [e.event_type for e in tree.events(actor_id)]
     assert types.count("host.wasi:clocks/wall-clock.now") >= 4
+    assert types.count("host.wasi:clocks/monotonic-clock.now") >= 4
+    assert all(isinstance(r["uptime"], float) for r in rolls)
     assert "host.wasi:random/random.get-random-bytes" in types
     out = cli("replay", NAME, "--json", home=tree.home, timeout=300)
     result = json.loads(out.stdout)

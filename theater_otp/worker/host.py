@@ -53,6 +53,7 @@ class HostServices(Protocol):
     def renew_budget(self) -> None: ...
     def supervise(self, op: str, args: dict) -> dict: ...
     def wall_clock(self) -> wc.Record: ...
+    def monotonic_clock(self) -> int: ...
     def cancel_request(self, request_id: str) -> str | None: ...
     def own_events(self) -> list[dict]: ...
     def random_bytes(self, n: int) -> bytes: ...
@@ -175,7 +176,13 @@ class Actor:
                 # Shadowing replaces a whole instance, so each one here is defined in full.
                 # wasi:clocks/monotonic-clock stays WASI's own: its subscribe-* functions return
                 # wasi:io pollables, which only the WASI implementation can make.
-                if iface == "wasi:clocks/wall-clock":
+                if iface == "wasi:clocks/monotonic-clock":
+                    with root.add_instance(name) as i:
+                        i.add_func("now", self._host("wasi:clocks/monotonic-clock", "now", s.monotonic_clock))
+                        i.add_func("resolution", self._host("wasi:clocks/monotonic-clock", "resolution", lambda: 1))
+                        for func in ("subscribe-instant", "subscribe-duration"):
+                            i.add_func(func, self._host("wasi:clocks/monotonic-clock", func, _no_clock_waits(func)))
+                elif iface == "wasi:clocks/wall-clock":
                     with root.add_instance(name) as i:
                         i.add_func("now", self._host("wasi:clocks/wall-clock", "now", s.wall_clock))
                         i.add_func("resolution", self._host("wasi:clocks/wall-clock", "resolution",
@@ -224,7 +231,7 @@ class Actor:
         def call(_store, *args):
             try:
                 result = impl(*args)
-            except HostAbort:
+            except (HostAbort, ActorCrash):  # abandon the export call (ActorCrash: as a crash)
                 raise
             except Exception as exc:  # host boundary: never unwind through wasm
                 log.exception("host function %s.%s failed", iface, func)
@@ -380,3 +387,12 @@ def _trap_text(exc: Exception) -> str:
         if "wasm trap:" in line:
             return line.split("wasm trap:", 1)[1].strip()
     return _first_line(exc)
+
+
+def _no_clock_waits(func: str) -> Callable[..., Any]:
+    """wasi:clocks/monotonic-clock.subscribe-*: a pollable only WASI's own clock can make; an
+    actor waits with the timing handler instead, so such a call (Python's time.sleep) is a crash."""
+    def refuse(*_args: Any) -> Any:
+        raise ActorCrash(f"wasi:clocks/monotonic-clock.{func} is not available to actors "
+                         f"(waiting on a clock blocks the actor's mailbox); use the timing handler")
+    return refuse

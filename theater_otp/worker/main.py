@@ -254,6 +254,9 @@ class Worker:
         from .host import _datetime
         return _datetime(*divmod(time.time_ns(), 1_000_000_000))
 
+    def monotonic_clock(self) -> int:
+        return time.monotonic_ns()
+
     def random_bytes(self, n: int) -> bytes:
         if n > 1024 * 1024:
             raise ValueError(f"random request of {n} bytes is over the 1 MiB limit")

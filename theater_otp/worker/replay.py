@@ -133,6 +133,9 @@ class _Recorded:
         value = self._next("host.wasi:clocks/wall-clock.now")
         return _datetime(value["seconds"], value["nanoseconds"])
 
+    def monotonic_clock(self):
+        return self._next("host.wasi:clocks/monotonic-clock.now")
+
     def random_bytes(self, n):
         return self._next("host.wasi:random/random.get-random-bytes")
 
