@@ -155,3 +155,37 @@ def test_a_store_with_one_row_per_event_is_converted_to_chunks_verbatim(tmp_path
         assert [(p.actor_id, p.seq, p.what) for p in verify_store(conn)] == [("bad", 1, "hash mismatch")]
     finally:
         conn.close()
+
+
+def test_cut_torn_tails_cuts_inside_a_chunk_at_the_first_bad_event_and_keeps_the_bytes(tmp_path):
+    """A damaged event in the newest chunk: that event and the rest go to cut_records, the chunk
+    keeps its good prefix, the head moves back, and the chain verifies and grows from there."""
+    import sqlite3
+
+    db = tmp_path / "chain.db"
+    store = ChainStore(db)
+    for k in range(3):  # three chunks of 10
+        store.append_batch([("a", 1, "t", 100 * k + i, b"event %d" % (10 * k + i), False) for i in range(10)])
+    store.close()
+    conn = sqlite3.connect(db)
+    rowid, blob = conn.execute("SELECT rowid, records FROM chunks WHERE first_seq = 20").fetchone()
+    at = blob.index(b"event 24")
+    conn.execute("UPDATE chunks SET records=? WHERE rowid=?", (blob[:at] + b"E" + blob[at + 1:], rowid))
+    conn.commit()
+    conn.close()
+    store = ChainStore(db)
+    try:
+        (cut,) = store.cut_torn_tails()
+        assert cut[:3] == ("a", 24, 6) and cut[3].startswith("hash mismatch")
+        assert store.cut_torn_tails() == []
+        store.append_batch([("a", 1, "t", 999, b"after the cut", False)])
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert [e.data for e in iter_chain(conn, "a")][22:] == [b"event 22", b"event 23", b"after the cut"]
+        assert verify_store(conn) == []
+        (kept,) = conn.execute("SELECT from_seq, events, records FROM cut_records").fetchall()
+        assert kept[:2] == (24, 6) and b"Event 24" in kept[2] and b"event 29" in kept[2]
+    finally:
+        conn.close()

@@ -95,6 +95,19 @@ SEQ_INC_ROOT = struct.Struct(">QIB").pack        # seq, incarnation, has_parent=
 TS_LEN = struct.Struct(">QI").pack               # timestamp, len(data)
 
 
+def encode_from_parts(actor_part: bytes, seq: int, incarnation: int, parent_hash: bytes | None,
+                      type_part: bytes, timestamp: int, data: bytes) -> bytes:
+    """The canonical encoding from its prebuilt variable parts: `actor_part` = MAGIC + u16 len +
+    actor id, `type_part` = u16 len + event type (what EventHasher caches)."""
+    if parent_hash is None:
+        middle = SEQ_INC_ROOT(seq, incarnation, 0)
+    elif len(parent_hash) == 32:  # "32s" would silently pad or cut anything else
+        middle = SEQ_INC_PARENT(seq, incarnation, 1, parent_hash)
+    else:
+        raise ValueError("parent hash must be 32 bytes")
+    return b"".join((actor_part, middle, type_part, TS_LEN(timestamp, len(data)), data))
+
+
 class EventHasher:
     """`canonical_bytes` / `event_hash` for a stream of events (the chain-writer's hot path).
 
@@ -116,15 +129,9 @@ class EventHasher:
 
     def encode(self, actor_id: str, seq: int, incarnation: int, parent_hash: bytes | None,
                event_type: str, timestamp: int, data: bytes) -> bytes:
-        prefix = self.actor_parts.get(actor_id) or self.actor_part(actor_id)
-        etp = self.type_parts.get(event_type) or self.type_part(event_type)
-        if parent_hash is None:
-            middle = SEQ_INC_ROOT(seq, incarnation, 0)
-        elif len(parent_hash) == 32:  # "32s" would silently pad or cut anything else
-            middle = SEQ_INC_PARENT(seq, incarnation, 1, parent_hash)
-        else:
-            raise ValueError("parent hash must be 32 bytes")
-        return b"".join((prefix, middle, etp, TS_LEN(timestamp, len(data)), data))
+        return encode_from_parts(self.actor_parts.get(actor_id) or self.actor_part(actor_id), seq, incarnation,
+                                 parent_hash, self.type_parts.get(event_type) or self.type_part(event_type),
+                                 timestamp, data)
 
     def actor_part(self, actor_id: str) -> bytes:
         return self._cache(self.actor_parts, actor_id, MAGIC)

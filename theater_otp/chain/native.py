@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 
-from .event import RECORD_LEN, SEQ_INC_PARENT, SEQ_INC_ROOT, TS_LEN, fast_sha256
+from .event import RECORD_LEN, encode_from_parts, fast_sha256
 
 _U16 = struct.Struct(">H").unpack_from
 _U32 = struct.Struct(">I").unpack_from
@@ -25,13 +25,7 @@ def py_record(actor_part: bytes, seq: int, incarnation: int, parent: bytes | Non
               timestamp: int, data: bytes) -> tuple[bytes, bytes]:
     """(record, hash) of one event; `actor_part` = MAGIC + u16 len + actor id, `type_part` =
     u16 len + event type (EventHasher's cached prefixes)."""
-    if parent is None:
-        middle = SEQ_INC_ROOT(seq, incarnation, 0)
-    elif len(parent) == 32:  # "32s" would silently pad or cut anything else
-        middle = SEQ_INC_PARENT(seq, incarnation, 1, parent)
-    else:
-        raise ValueError("parent hash must be 32 bytes")
-    enc = b"".join((actor_part, middle, type_part, TS_LEN(timestamp, len(data)), data))
+    enc = encode_from_parts(actor_part, seq, incarnation, parent, type_part, timestamp, data)
     h = fast_sha256(enc).digest()
     return _LEN(len(enc)) + enc + h, h
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import native
-from .event import (RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record, fast_sha256,
-                    make_event, split_records)  # noqa: F401  (make_event: kept for importers)
+from .event import (RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record,  # noqa: F401
+                    make_event, split_records)  # (make_event: kept for importers)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -189,41 +189,51 @@ class ChainStore:
         """Check the newest `window` events of every chain; cut each chain at its first bad one.
 
         SQLite's WAL already discards a torn, uncommitted write at open; this catches
-        what it cannot see (a damaged record in the tail). The first event whose
-        record is truncated or malformed, or whose seq, parent link or hash is wrong,
-        is cut with everything after it, and the head moves back. The cut bytes are
-        kept verbatim in `cut_records` (with when and why), never thrown away: a
-        damaged tail is evidence. Returns (actor, first cut seq, events cut, why) per
-        cut chain, for the log.
+        what it cannot see (a damaged record in the tail). The chunks holding the last
+        `window` events are checked as `verify` checks them (ChainScan); the first bad
+        event is cut with everything after it, and the head moves back to the last good
+        one. The cut bytes are kept verbatim in `cut_records` (with when and why), never
+        thrown away: a damaged tail is evidence. Returns (actor, first cut seq, events
+        cut, why) per cut chain, for the log.
         """
+        from .verify import ChainScan
+
         cuts = []
         for actor_id, (head_seq, _h, _inc) in list(self.heads.items()):
             lo = max(0, head_seq - window + 1)
-            chunks = list(self.conn.execute(
-                "SELECT rowid, first_seq, records FROM chunks WHERE actor_id=?1 AND first_seq >= "
+            chunks = [(rowid, first, last, bytes(blob)) for rowid, first, last, blob in self.conn.execute(
+                "SELECT rowid, first_seq, last_seq, records FROM chunks WHERE actor_id=?1 AND first_seq >= "
                 "coalesce((SELECT max(first_seq) FROM chunks WHERE actor_id=?1 AND first_seq <= ?2), 0) "
-                "ORDER BY first_seq", (actor_id, max(0, lo - 1))))
+                "ORDER BY first_seq", (actor_id, lo))]
             if not chunks:
                 continue
-            found = _tail_fault(actor_id, chunks, chunks[0][1], lo, head_seq)
-            if found is None:
-                continue
-            bad_at, why, at_chunk, at_offset, last = found
-            cut_blob = b"".join([bytes(chunks[at_chunk][2])[at_offset:]] +
-                                [bytes(r[2]) for r in chunks[at_chunk + 1:]])
+            before = self.conn.execute("SELECT records FROM chunks WHERE actor_id=? AND first_seq<? "
+                                       "ORDER BY first_seq DESC LIMIT 1", (actor_id, chunks[0][1])).fetchone()
+            scan = ChainScan(actor_id, chunks[0][1], bytes(before[0][-32:]) if before else None)
+            for i, (_rowid, first, last, blob) in enumerate(chunks):
+                problem = scan.chunk(first, last, blob)
+                if problem is not None:
+                    at_chunk, why = i, f"{problem.what}: expected {problem.expected}, found {problem.found}"
+                    break
+            else:
+                if scan.expect - 1 == head_seq:
+                    continue
+                at_chunk, why = len(chunks) - 1, f"head says seq {head_seq} but the last event is {scan.expect - 1}"
+            bad_at, at_offset = scan.expect, scan.offset
+            cut_blob = b"".join([chunks[at_chunk][3][at_offset:]] + [c[3] for c in chunks[at_chunk + 1:]])
             n = _count_records(cut_blob)
+            new_seq, new_hash = scan.expect - 1, scan.prev
             c = self.conn
             c.execute("BEGIN")
             if cut_blob:
                 c.execute("INSERT INTO cut_records VALUES (?, ?, ?, ?, ?, ?)",
                           (actor_id, bad_at, n, cut_blob, time.time_ns(), why))
-            for i, (rowid, first, blob) in enumerate(chunks[at_chunk:]):
-                if i == 0 and at_offset > 0:
+            for k, (rowid, _first, _last, blob) in enumerate(chunks[at_chunk:]):
+                if k == 0 and at_offset > 0:
                     c.execute("UPDATE chunks SET records=?, last_seq=? WHERE rowid=?",
-                              (bytes(blob)[:at_offset], bad_at - 1, rowid))
+                              (blob[:at_offset], new_seq, rowid))
                 else:
                     c.execute("DELETE FROM chunks WHERE rowid=?", (rowid,))
-            new_seq, new_hash = last
             c.execute("UPDATE actors SET head_seq=?, head_hash=? WHERE actor_id=?", (new_seq, new_hash, actor_id))
             c.execute("COMMIT")
             self.heads[actor_id] = (new_seq, new_hash, self.heads[actor_id][2])
@@ -233,51 +243,6 @@ class ChainStore:
     def _reload_heads(self) -> None:
         self.heads = {a: (s, h, i) for a, s, h, i in
                       self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors")}
-
-
-def _tail_fault(actor_id: str, chunks: list[tuple], expect: int, lo: int, head_seq: int):
-    """The first bad event at or after `lo` in these chunks (in order, the first starting at
-    seq `expect`): (seq, why, chunk index, byte offset, (seq, hash) of the last good event),
-    or None when all is well and the last event is the head."""
-    prev: tuple[int, bytes | None] = (-1, None)
-    at = (len(chunks) - 1, len(chunks[-1][2]))
-    for i, (_rowid, _first, blob) in enumerate(chunks):
-        blob = bytes(blob)
-        try:
-            for o, enc, h in split_records(blob):
-                at = (i, o)
-                try:
-                    ev = decode_record(enc, h)
-                except MalformedRecord as exc:
-                    return expect, str(exc), i, o, prev
-                if ev.actor_id != actor_id or ev.seq != expect:
-                    return expect, f"expected event {expect} of this actor, found {ev.seq} of {ev.actor_id}", i, o, prev
-                if expect >= lo:
-                    if ev.parent_hash != prev[1] and (expect > 0 or ev.parent_hash is not None):
-                        return expect, "parent hash does not match the previous event", i, o, prev
-                    if fast_sha256(enc).digest() != ev.hash:
-                        return expect, "hash does not match the event", i, o, prev
-                prev = (expect, ev.hash)
-                expect += 1
-        except MalformedRecord as exc:
-            offset = _good_prefix(blob)
-            return expect, str(exc), i, offset, prev
-        at = (i + 1, 0)
-    if prev[0] != head_seq:
-        i, o = at if at[0] < len(chunks) else (len(chunks) - 1, len(chunks[-1][2]))
-        return expect, f"head says seq {head_seq} but the last event is {prev[0]}", i, o, prev
-    return None
-
-
-def _good_prefix(blob: bytes) -> int:
-    """Length of the whole records at the start of `blob`."""
-    end = 0
-    try:
-        for o, enc, h in split_records(blob):
-            end = o + 4 + len(enc) + len(h)
-    except MalformedRecord:
-        pass
-    return end
 
 
 def _count_records(blob: bytes) -> int:

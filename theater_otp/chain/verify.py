@@ -72,8 +72,13 @@ def _short(text: str) -> str:
 # the core: one actor's chunks, in first_seq order
 # ---------------------------------------------------------------------------
 
-class _Scan:
-    """Walks one actor's records chunk by chunk; `expect` and `prev` carry over between chunks."""
+class ChainScan:
+    """Walks one actor's records chunk by chunk; `expect` and `prev` carry over between chunks.
+
+    After a problem, `expect`/`prev` describe the last good event and `offset` is where, in
+    the chunk just checked, the bad part starts (0 when the chunk as a whole is out of place;
+    its length when only its index is wrong). The writer cuts torn tails there.
+    """
 
     def __init__(self, actor_id: str, expect: int = 0, prev: bytes | None = None):
         self.actor_id = actor_id
@@ -81,8 +86,10 @@ class _Scan:
         self.prefix = MAGIC + _U16.pack(len(aid)) + aid
         self.expect = expect
         self.prev = prev
+        self.offset = 0
 
     def chunk(self, first: object, last: object, blob: object) -> Problem | None:
+        self.offset = 0
         if first != self.expect:
             if type(first) is int and first > self.expect:
                 return self._problem("missing event", f"seq {self.expect}", f"a chunk starting at seq {first}")
@@ -100,11 +107,13 @@ class _Scan:
         o, end = 0, len(blob)
         while o < end:
             o = self._fast(blob, o)
+            self.offset = o
             if o >= end:
                 return None
             problem, o = self._diagnose(blob, o)
             if problem is not None:
                 return problem
+        self.offset = end
         return None
 
     def _fast(self, blob: bytes, o: int) -> int:
@@ -175,7 +184,7 @@ def verify_chain(events: Iterable[ChainEvent]) -> Problem | None:
     events = list(events)
     if not events:
         return None
-    scan = _Scan(events[0].actor_id)
+    scan = ChainScan(events[0].actor_id)
     parts = []
     for e in events:
         try:
@@ -276,7 +285,7 @@ def _run_ranges(conn: sqlite3.Connection, ranges: list[Range]) -> list[Problem]:
 def _check_range(conn: sqlite3.Connection, actor_id: str, lo: int | None, hi: int | None) -> Problem | None:
     sql = "SELECT first_seq, last_seq, records FROM chunks WHERE actor_id=?"
     args: list = [actor_id]
-    scan = _Scan(actor_id)
+    scan = ChainScan(actor_id)
     if lo is not None:
         sql += " AND first_seq>=?"
         args.append(lo)
