@@ -6,8 +6,10 @@ Exit codes: 0 ok; 1 user or configuration error (or the tree gave up);
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import sqlite3
 import signal
 import subprocess
@@ -346,33 +348,61 @@ def events(
     json_out: JsonOpt = False,
     type_: Annotated[Optional[str], typer.Option("--type", help="Only this event type (or prefix, e.g. message).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the last N events.")] = None,
-    since: Annotated[Optional[int], typer.Option("--since", help="Only events with seq >= this.")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", help="Only events from this seq (120), this long ago (90s, 5m, 2h, 1d) "
+                        "or this time (2026-11-26T14:05, local time unless it has an offset).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
 ) -> None:
     """List the events of an actor's (or supervisor's) chain."""
     from .chain.store import connect, read_events
 
+    try:
+        since_seq, since_ns = _parse_since(since)
+    except ValueError as exc:
+        _err(str(exc))
+        raise typer.Exit(code=2) from None
     h, actor_id, label = _chain_for(home, actor)
     conn = connect(h.chain_db, readonly=True)
     try:
-        rows = read_events(conn, actor_id, event_type=type_, since_seq=since or 0, limit=limit,
-                           last=limit is not None)
+        rows = read_events(conn, actor_id, event_type=type_, since_seq=since_seq, since_ns=since_ns,
+                           limit=limit, last=limit is not None)
         if not json_out:
             print(f"# {label}  ({actor_id})  {len(rows)} event(s)", file=sys.stderr)
         for e in rows:
             _print_event(e, json_out)
         if follow:
-            next_seq = rows[-1].seq + 1 if rows else (since or 0)
+            next_seq = rows[-1].seq + 1 if rows else since_seq
             signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
             while True:  # the store is the source of truth; a reader sees each group commit as it lands
                 time.sleep(0.2)
-                fresh = read_events(conn, actor_id, event_type=type_, since_seq=next_seq)
+                fresh = read_events(conn, actor_id, event_type=type_, since_seq=next_seq, since_ns=since_ns)
                 for e in fresh:
                     _print_event(e, json_out)
                     next_seq = e.seq + 1
                 sys.stdout.flush()
     finally:
         conn.close()
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def _parse_since(text: str | None) -> tuple[int, int | None]:
+    """`--since` as (first seq, earliest timestamp in ns or None): a seq, a duration ago, or a time."""
+    if text is None:
+        return 0, None
+    text = text.strip()
+    if text.isdigit():
+        return int(text), None
+    if m := _DURATION.match(text):
+        return 0, time.time_ns() - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: give a seq (120), a duration (90s, 5m, 2h, 1d) "
+                         f"or a time (2026-11-26T14:05)") from None
+    return 0, int(moment.timestamp() * 1e9)  # a naive time is local time, as `events` prints it
 
 
 def _print_event(e, json_out: bool) -> None:

@@ -304,12 +304,14 @@ def _events_in(blob: bytes) -> Iterator[ChainEvent]:
 
 
 def read_events(conn: sqlite3.Connection, actor_id: str, event_type: str | None = None,
-                since_seq: int = 0, limit: int | None = None, last: bool = False) -> list[ChainEvent]:
+                since_seq: int = 0, limit: int | None = None, last: bool = False,
+                since_ns: int | None = None) -> list[ChainEvent]:
     """Events of one actor in seq order; `event_type` matches exactly or as a dotted prefix
-    (`message` matches `message.send`); `last` keeps the newest `limit` ones."""
+    (`message` matches `message.send`); `since_ns` keeps events stamped at or after it; `last`
+    keeps the newest `limit` ones."""
     def wanted(e: ChainEvent) -> bool:
-        return e.seq >= since_seq and (not event_type or e.event_type == event_type
-                                       or e.event_type.startswith(event_type + "."))
+        return (e.seq >= since_seq and (since_ns is None or e.timestamp >= since_ns)
+                and (not event_type or e.event_type == event_type or e.event_type.startswith(event_type + ".")))
 
     if last and limit:
         out: list[ChainEvent] = []
