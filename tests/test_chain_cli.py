@@ -98,6 +98,7 @@ def test_inspect_shows_status_restarts_head_and_last_events(tree):
     assert info["chain_head"] == {"seq": chain[-1]["seq"], "hash": chain[-1]["hash"]}
     assert info["last_events"] == chain[-5:]
     assert "message-server" in info["granted"] and info["component"]
+    assert info["manifest"] == str(tree.folder / "counter.toml") and info["name"] == "counter"
 
 
 def test_state_and_verify_json(tree):

@@ -490,6 +490,7 @@ def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
         conn.close()
     start = starts[0].payload() if starts else {}
     info = {"path": path, "actor_id": actor_id, "name": head[3] or start.get("name"),
+            "manifest": live.get("manifest"), "version": live.get("version"),
             "status": live.get("status", "not running (node down)" if not live else None),
             "pid": live.get("pid"), "restarts": live.get("restarts"), "incarnation": head[2],
             "uptime": live.get("uptime"), "component": start.get("component"),
@@ -499,7 +500,7 @@ def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
     if json_out:
         _print_json(info)
         return
-    for key in ("path", "actor_id", "name", "status", "pid", "restarts", "incarnation", "uptime",
+    for key in ("path", "actor_id", "name", "manifest", "version", "status", "pid", "restarts", "incarnation", "uptime",
                 "component", "component_path", "granted"):
         if info[key] is not None:
             print(f"{key:<15} {info[key]}")

@@ -946,5 +946,6 @@ class Node(ActorSupervision):
         return {"id": child.spec.id, "kind": "actor", "path": path,
                 "pid": handle.process.pid if live else None, "status": status, "restarts": child.restarts,
                 "actor_id": self.registry.actor_ids.get(path), "name": child.spec.manifest.name,
+                "manifest": str(child.spec.manifest.source), "version": child.spec.manifest.version,
                 "restart": child.spec.restart.value, "incarnation": child.incarnation,
                 "uptime": round(time.time() - handle.started_at, 3) if live else None, "children": kids}
