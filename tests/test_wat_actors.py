@@ -120,7 +120,7 @@ class Actor:
 
 # ---------------------------------------------------------------------------- all actors
 
-ALL = ["echo", "counter", "crasher", "pump", "relay", "noinit"]
+ALL = ["echo", "counter", "crasher", "pump", "relay", "noinit", "clock"]
 
 
 @pytest.mark.parametrize("name", ALL)
