@@ -14,12 +14,13 @@ same again with one event per frame, for comparison.
 
 Method (where the writer's time goes): the writer's stages run in this process
 on the same events, without sockets: decode the envelopes, validate the items
-(writer._collect), build their records (encoding + SHA-256; the C loop and
+(writer._collect: only when a turn holds an item the store cannot encode; the
+writer stores optimistically), build their records (encoding + SHA-256; the C loop and
 the pure-Python one side by side, theater_otp/chain/native.py), insert +
 commit prebuilt 4096-event chunk rows (about what one group commit holds under
 load) and, as the baseline, the same events as one row each (the layout before
-chunks), and the whole ChainStore.append_items; microseconds per event, best
-of `--repeat`.
+chunks), and the whole ChainStore.append_groups (what the writer calls);
+microseconds per event, best of `--repeat`.
 
 Method (verify): `verify_store` over the database the batched run wrote, in
 one process and with two (the C scan), the pure-Python scan in one process as
@@ -194,9 +195,8 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
               for k in range(max(1, 16384 // batch))]
     n = len(frames) * batch
     envs = [decode(f) for f in frames]
-    items: list = []
-    for env in envs:
-        writer._collect(env, items, False)
+    bodies = [env.body for env in envs]
+    items = [(*item, False) for body in bodies for item in body]
     hasher = EventHasher()
     parent = os.urandom(32)
     encodings = [hasher.encode(a, i, inc, parent, et, ts, d) for i, (a, inc, et, ts, d, _) in enumerate(items)]
@@ -228,10 +228,10 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
             conn.execute("COMMIT")
         conn.close()
 
-    def append_items():
+    def append_groups():
         store = fresh_store()
-        for k in range(0, len(items), 4096):
-            store.append_items(items[k:k + 4096])
+        for k in range(0, len(bodies), 16):
+            store.append_groups([(False, body) for body in bodies[k:k + 16]])
         store.close()
 
     def timed(fn) -> float:
@@ -239,7 +239,7 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
 
     return [
         ("decode the envelopes", timed(lambda: [decode(f) for f in frames])),
-        ("validate (writer._collect)", timed(lambda: [writer._collect(e, [], False) for e in envs])),
+        ("validate (writer._collect, fallback only)", timed(lambda: [writer._collect(b, "bench", []) for b in bodies])),
         ("record: encode + SHA-256, Python", timed(lambda: [native.py_record(ap, 1, inc, parent, tp, ts, d)
                                                              for inc, ts, d in fields])),
         (f"record: encode + SHA-256, {'C' if native.c_record else 'C (not built)'}",
@@ -247,7 +247,7 @@ def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[t
                         for inc, ts, d in fields])),
         ("SQLite: 4096-event chunk rows", timed(insert_chunks)),
         ("baseline: one SQLite row per event", timed(insert_rows)),
-        ("ChainStore.append_items (all)", timed(append_items)),
+        ("ChainStore.append_groups (the writer's path)", timed(append_groups)),
     ]
 
 

@@ -42,14 +42,14 @@ def test_record_is_the_same_bytes_in_c_and_python():
 
 @pytest.mark.parametrize("bad", [
     dict(seq=-1), dict(seq=2**64), dict(inc=-1), dict(inc=2**32), dict(ts=-5), dict(ts=2**64),
-    dict(parent=b"short"), dict(parent=b"x" * 33),
+    dict(parent=b"short"), dict(parent=b"x" * 33), dict(inc=True), dict(ts=1.0), dict(seq="1"),
 ])
 def test_record_refuses_what_the_layout_cannot_hold_in_c_and_python(bad):
     args = dict(actor=MAGIC + b"\x00\x01a", seq=1, inc=1, parent=None, etype=b"\x00\x01t", ts=1, data=b"")
     args.update(bad)
     values = (args["actor"], args["seq"], args["inc"], args["parent"], args["etype"], args["ts"], args["data"])
     for fn in (native.c_record, native.py_record):
-        with pytest.raises((ValueError, struct.error)):
+        with pytest.raises((ValueError, TypeError, struct.error)):
             fn(*values)
 
 

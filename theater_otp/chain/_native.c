@@ -44,7 +44,7 @@ static int digest(const unsigned char *data, size_t n, unsigned char *out) {
 /* A Python int in 0..max as uint64, or -1 with ValueError set (TypeError for a non-int),
  * as the pure-Python encoder raises struct.error / ValueError. */
 static int to_u64(PyObject *obj, uint64_t max, uint64_t *out) {
-    if (!PyLong_Check(obj)) {
+    if (!PyLong_CheckExact(obj)) {  /* not bool: True is no incarnation */
         PyErr_SetString(PyExc_TypeError, "an integer field is not an int");
         return -1;
     }

@@ -25,6 +25,8 @@ def py_record(actor_part: bytes, seq: int, incarnation: int, parent: bytes | Non
               timestamp: int, data: bytes) -> tuple[bytes, bytes]:
     """(record, hash) of one event; `actor_part` = MAGIC + u16 len + actor id, `type_part` =
     u16 len + event type (EventHasher's cached prefixes)."""
+    if type(seq) is not int or type(incarnation) is not int or type(timestamp) is not int:
+        raise TypeError("seq, incarnation and timestamp must be ints (not bool)")  # as the C one
     enc = encode_from_parts(actor_part, seq, incarnation, parent, type_part, timestamp, data)
     h = fast_sha256(enc).digest()
     return _LEN(len(enc)) + enc + h, h

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from . import native
 from .event import (RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record,  # noqa: F401
@@ -114,54 +114,63 @@ class ChainStore:
         before anything is written, and the store stays as it was.
         """
         stored: list[ChainEvent] = []
-        _, rejected = self._append(items, stored)
+        _, rejected = self._append(_grouped(items), stored)
         return stored, rejected
 
     def append_items(self, items: Iterable[tuple[str, int, str, int, bytes, bool]],
                      marks: dict[str, int] | None = None) -> tuple[int, int]:
-        """`append_batch` without building ChainEvent records (the writer's path): (stored, rejected).
+        """`append_batch` without building ChainEvent records: (stored, rejected).
 
         `marks` (producer -> last batch seq) are stored in the same transaction as the events,
         so a batch is applied exactly once however often its producer resends it.
         """
-        return self._append(items, None, marks or {})
+        return self._append(_grouped(items), None, marks or {})
 
-    def _append(self, items: Iterable[tuple[str, int, str, int, bytes, bool]],
+    def append_groups(self, groups: Iterable[tuple[bool, Iterable[Sequence]]],
+                      marks: dict[str, int] | None = None) -> tuple[int, int]:
+        """`append_items` for the writer's hot path: (trusted, items) per envelope, each item
+        [actor_id, incarnation, event_type, timestamp, data] as it came off the wire. Items are
+        not checked first: one the layout cannot hold raises (TypeError, ValueError, ...) before
+        anything is written, and the writer then validates item by item (writer._collect)."""
+        return self._append(groups, None, marks or {})
+
+    def _append(self, groups: Iterable[tuple[bool, Iterable[Sequence]]],
                 events: list[ChainEvent] | None, marks: dict[str, int] | None = None) -> tuple[int, int]:
         heads = self.heads
         hasher = self._hasher
         actor_parts, type_parts = hasher.actor_parts, hasher.type_parts
         record = native.record
-        runs: dict[str, list] = {}   # actor -> [first seq, events in it, records]
+        runs: dict[str, list] = {}   # actor -> [first seq, records]
         full: list[tuple] = []       # chunk rows closed at MAX_CHUNK_EVENTS
-        rejected = stored = 0
+        rejected = 0
         try:
-            for actor_id, incarnation, event_type, timestamp, data, trusted in items:
-                head = heads.get(actor_id)
-                seq, parent, current = head if head is not None else (-1, None, 0)
-                if incarnation < current and not trusted:
-                    rejected += 1
-                    continue
-                seq += 1
-                rec, h = record(actor_parts.get(actor_id) or hasher.actor_part(actor_id), seq, incarnation, parent,
-                                type_parts.get(event_type) or hasher.type_part(event_type), timestamp, data)
-                heads[actor_id] = (seq, h, incarnation if incarnation > current else current)
-                run = runs.get(actor_id)
-                if run is None or run[1] == MAX_CHUNK_EVENTS:
-                    if run is not None:
-                        full.append((actor_id, run[0], seq - 1, b"".join(run[2])))
-                    run = runs[actor_id] = [seq, 0, []]
-                run[1] += 1
-                run[2].append(rec)
-                stored += 1
-                if events is not None:
-                    events.append(ChainEvent(actor_id, seq, incarnation, parent, event_type, timestamp, data, h))
+            for trusted, items in groups:
+                for actor_id, incarnation, event_type, timestamp, data in items:
+                    head = heads.get(actor_id)
+                    seq, parent, current = head if head is not None else (-1, None, 0)
+                    if incarnation < current and not trusted:
+                        rejected += 1
+                        continue
+                    seq += 1
+                    rec, h = record(actor_parts.get(actor_id) or hasher.actor_part(actor_id), seq, incarnation,
+                                    parent, type_parts.get(event_type) or hasher.type_part(event_type),
+                                    timestamp, data)
+                    heads[actor_id] = (seq, h, incarnation if incarnation > current else current)
+                    run = runs.get(actor_id)
+                    if run is None or len(run[1]) == MAX_CHUNK_EVENTS:
+                        if run is not None:
+                            full.append((actor_id, run[0], seq - 1, b"".join(run[1])))
+                        run = runs[actor_id] = [seq, []]
+                    run[1].append(rec)
+                    if events is not None:
+                        events.append(ChainEvent(actor_id, seq, incarnation, parent, event_type, timestamp, data, h))
         except BaseException:
             self._reload_heads()  # the heads of the items before the bad one moved: undo
             raise
+        stored = len(full) * MAX_CHUNK_EVENTS + sum(len(r[1]) for r in runs.values())
         if not stored and not marks:
             return 0, rejected
-        full += [(a, r[0], r[0] + r[1] - 1, b"".join(r[2])) for a, r in runs.items()]
+        full += [(a, r[0], r[0] + len(r[1]) - 1, b"".join(r[1])) for a, r in runs.items()]
         c = self.conn
         c.execute("BEGIN")
         try:
@@ -243,6 +252,12 @@ class ChainStore:
     def _reload_heads(self) -> None:
         self.heads = {a: (s, h, i) for a, s, h, i in
                       self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors")}
+
+
+def _grouped(items: Iterable[tuple[str, int, str, int, bytes, bool]]) -> Iterator[tuple[bool, list]]:
+    """(actor_id, incarnation, event_type, timestamp, data, trusted) items as _append's groups."""
+    for *item, trusted in items:
+        yield trusted, (item,)
 
 
 def _count_records(blob: bytes) -> int:

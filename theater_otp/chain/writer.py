@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import struct
 
 import zmq
 
@@ -79,8 +80,8 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
         if wake in ready or wake.fileno() in ready:
             wake.recv(4096)
             continue
-        items: list = []
-        replies: list[tuple[bytes, Envelope]] = []
+        groups: list[tuple[bool, list, str]] = []   # (trusted, items, sender) per applied envelope
+        replies: list[tuple[bytes, Envelope, int | None]] = []  # an ack counts its group's stored items
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
         stop_requested = False
         for _ in range(MAX_BATCH_FRAMES):
@@ -92,53 +93,78 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
                 continue
             ident, env = routed
             if env.kind == "events":
+                group = (ident == NODE_IDENTITY, env.body, env.sender)
                 if env.corr:
                     last = marks.get(env.sender, store.applied.get(env.sender, 0))
                     if env.corr > last + 1:
                         log.info("batch %d from %s follows a gap (last applied %d): dropped until resent",
                                  env.corr, env.sender, last)
                         continue
-                    n = 0  # a batch applied before: acked again, stored once
+                    applied = None  # a batch applied before: acked again, stored once
                     if env.corr == last + 1:
-                        n = _collect(env, items, trusted=ident == NODE_IDENTITY)
+                        applied = len(groups)
+                        groups.append(group)
                         marks[env.sender] = env.corr
-                    replies.append((ident, Envelope("ack", "chain", env.sender, env.corr, {"received": n})))
+                    replies.append((ident, Envelope("ack", "chain", env.sender, env.corr), applied))
                 else:
-                    _collect(env, items, trusted=ident == NODE_IDENTITY)
+                    groups.append(group)
             elif env.kind == "register":
                 b = env.body if isinstance(env.body, dict) else {}
                 store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
             elif env.kind == "sync":
-                replies.append((ident, Envelope("synced", "chain", env.sender, env.corr)))
+                replies.append((ident, Envelope("synced", "chain", env.sender, env.corr), None))
             elif env.kind == "stop":
-                replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr)))
+                replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr), None))
                 stop_requested = True
             else:
                 log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
-        if items or marks:
-            stored, rejected = store.append_items(items, marks)
+        counts: list[int] = []
+        if groups or marks:
+            counts, rejected = _append(store, groups, marks)
             if rejected:
                 log.warning("rejected %d late event(s) from dead incarnations", rejected)
-        for ident, env in replies:
+        for ident, env, applied in replies:
+            if env.kind == "ack":
+                env = Envelope("ack", "chain", env.to, env.corr, {"received": counts[applied] if applied is not None else 0})
             sock.send_multipart([ident, encode(env)])
         if stop_requested:
             return 0
     return 0
 
 
-def _collect(env: Envelope, items: list, trusted: bool) -> int:
-    """Validate the `events` body; append well-formed items, log and skip the rest.
+def _append(store: ChainStore, groups: list[tuple[bool, list, str]], marks: dict[str, int]) -> tuple[list[int], int]:
+    """Store this turn's events in one transaction: (items stored per group, rejected).
+
+    Optimistic: the envelopes' items go to the store as they came off the wire; only if one
+    of them cannot be encoded (the store raises before writing anything) is every item
+    validated one by one, the bad ones logged and dropped, and the rest stored.
+    """
+    try:
+        _stored, rejected = store.append_groups(((trusted, items) for trusted, items, _ in groups), marks)
+        return [len(items) for _, items, _ in groups], rejected
+    except (TypeError, ValueError, AttributeError, struct.error):
+        pass
+    checked, counts = [], []
+    for trusted, items, sender in groups:
+        good: list = []
+        counts.append(_collect(items, sender, good))
+        checked.append((trusted, good))
+    _stored, rejected = store.append_groups(checked, marks)
+    return counts, rejected
+
+
+def _collect(body: object, sender: str, good: list) -> int:
+    """Validate an `events` body item by item; append well-formed items to `good`, log and
+    skip the rest; return how many were good.
 
     Well-formed: [actor_id str, incarnation int, event_type str, timestamp int, data bytes]
     with values the canonical encoding can hold (u32 incarnation, u64 timestamp,
     ids of at most 65535 UTF-8 bytes): one bad item must not stop the writer.
     """
-    body = env.body
     if not isinstance(body, list):
-        log.error("dropped events from %r: body is not a list", env.sender)
+        log.error("dropped events from %r: body is not a list", sender)
         return 0
     n = 0
-    add = items.append
     for item in body:
         if type(item) is list and len(item) == 5:
             actor_id, incarnation, event_type, timestamp, data = item
@@ -147,10 +173,10 @@ def _collect(env: Envelope, items: list, trusted: bool) -> int:
                     and 0 <= incarnation <= _U32_MAX and 0 <= timestamp <= _U64_MAX
                     and (len(actor_id) <= _SAFE_CHARS or _fits_u16(actor_id))
                     and (len(event_type) <= _SAFE_CHARS or _fits_u16(event_type))):
-                add((actor_id, incarnation, event_type, timestamp, data, trusted))
+                good.append(item)
                 n += 1
                 continue
-        log.error("dropped a malformed event from %r", env.sender)
+        log.error("dropped a malformed event from %r", sender)
     return n
 
 
