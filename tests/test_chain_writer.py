@@ -57,6 +57,10 @@ def test_writer_drops_events_the_layout_cannot_hold_and_keeps_the_rest(tmp_path)
             s.send(encode(Envelope("events", "test", "chain", 2, [["w", 1, "t", 3, b"later"]])))
             assert s.poll(10_000)
             assert decode(s.recv()).body == {"received": 1}
+            for n, body in ((3, {}), (4, "")):  # not a list, even an empty one
+                s.send(encode(Envelope("events", "test", "chain", n, body)))
+                assert s.poll(10_000)
+                assert decode(s.recv()).body == {"received": 0}
         finally:
             s.close()
             ctx.term()
@@ -65,6 +69,7 @@ def test_writer_drops_events_the_layout_cannot_hold_and_keeps_the_rest(tmp_path)
         log = (tree.home / "node.log").read_text()
         tree.close()
     assert log.count("dropped a malformed event from 'test'") == len(BAD_ITEMS)
+    assert log.count("dropped events from 'test': body is not a list") == 2
     assert "Traceback" not in log
     conn = sqlite3.connect(tree.home / "chain.db")
     try:

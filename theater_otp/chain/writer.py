@@ -139,11 +139,12 @@ def _append(store: ChainStore, groups: list[tuple[bool, list, str]], marks: dict
     of them cannot be encoded (the store raises before writing anything) is every item
     validated one by one, the bad ones logged and dropped, and the rest stored.
     """
-    try:
-        _stored, rejected = store.append_groups(((trusted, items) for trusted, items, _ in groups), marks)
-        return [len(items) for _, items, _ in groups], rejected
-    except (TypeError, ValueError, AttributeError, struct.error):
-        pass
+    if all(type(items) is list for _, items, _ in groups):
+        try:
+            _stored, rejected = store.append_groups(((trusted, items) for trusted, items, _ in groups), marks)
+            return [len(items) for _, items, _ in groups], rejected
+        except (TypeError, ValueError, AttributeError, struct.error):
+            pass
     checked, counts = [], []
     for trusted, items, sender in groups:
         good: list = []
