@@ -201,3 +201,27 @@ def test_sync_answers_only_once_the_nodes_events_so_far_are_durable(tmp_path):
         finally:
             conn.close()
         assert "supervisor.child_restarting" in kinds
+
+
+def test_sync_waits_for_every_running_worker_and_gives_up_on_a_frozen_one(tmp_path):
+    """`sync` is a barrier over the workers too: a worker that cannot answer (SIGSTOPped) holds it
+    until SYNC_WORKER_TIMEOUT_S, then the node answers without it and says so in its log."""
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, TREE) as tree:
+        pid = tree.wait_running()["root/counter"]
+        with ControlClient(Home.at(tree.home)) as c:
+            c.call("sync", timeout_s=5)                      # all well: answered
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with ControlClient(Home.at(tree.home)) as c:
+                try:
+                    c.call("sync", timeout_s=1)
+                    answered_at_once = True
+                except NodeNotRunning:
+                    answered_at_once = False
+            with ControlClient(Home.at(tree.home)) as c:
+                c.call("sync", timeout_s=10)                 # answered once the node stops waiting
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert not answered_at_once
+        assert "sync: not waiting any longer for root/counter" in (tree.home / "node.log").read_text()

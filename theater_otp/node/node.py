@@ -48,6 +48,8 @@ log = logging.getLogger("theater_otp.node")
 START_TIMEOUT_S = 30.0
 #: Most frames the node holds for a worker that is still starting.
 MAX_BACKLOG = 10_000
+#: How long a `sync` waits for a worker to say its events are durable (then reads without it).
+SYNC_WORKER_TIMEOUT_S = 2.0
 DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 
@@ -67,6 +69,18 @@ class _PendingRequest:
     origin_ident: bytes
     origin_corr: int
     target: WorkerHandle
+    timer: _Timer | None = None
+
+
+@dataclass
+class _Sync:
+    """A `sync` from the CLI: answered once the node's batches up to `batch` are acknowledged and
+    every worker in `workers` (router identities) said its own events are."""
+
+    ident: bytes
+    corr: int
+    batch: int
+    workers: set[bytes]
     timer: _Timer | None = None
 
 
@@ -114,7 +128,7 @@ class Node(ActorSupervision):
         self.exit_message = ""
         self.stopping = False
         self.down_waiters: list[tuple[bytes, int]] = []
-        self.sync_waiters: list[tuple[bytes, int, int]] = []  # (ident, corr, batch seq it waits for)
+        self.syncs: dict[int, _Sync] = {}  # by the corr the node sent its workers
         self.launcher = Launcher()
         self.ctx = zmq.Context()
         self.poller = zmq.Poller()
@@ -594,6 +608,7 @@ class Node(ActorSupervision):
         log.info("%s (pid %d) exited: %s", handle.path, handle.process.pid, reason)
         self._record(handle.actor_id, handle.incarnation, "lifecycle.exited",
                      {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
+        self._worker_synced(handle.identity)  # it flushed on its way out, or it died: nothing to wait for
         for corr, pending in list(self.pending.items()):
             if pending.target is handle:
                 del self.pending[corr]
@@ -655,6 +670,8 @@ class Node(ActorSupervision):
                 self._answer(pending, {"error": why})
             else:
                 self._forward_request(pending, handle.actor_id, env.body, None)
+        elif kind == "synced":
+            self._worker_synced(ident, env.corr)
         elif kind == "reply":
             pending = self.pending.pop(env.corr, None)
             if pending is not None and pending.target is handle:
@@ -735,20 +752,43 @@ class Node(ActorSupervision):
                                           "started_at": self.started_at, "stopping": self.stopping})
 
     def _cmd_sync(self, ident: bytes, corr: int, body: dict) -> None:
-        """Reply once every event this node emitted so far is durable, so a reader that syncs
-        first sees them (read-your-writes for supervisor and lifecycle events)."""
+        """Reply once every event emitted so far, by this node and by every running worker, is
+        durable, so a reader that syncs first sees what `tree` or a reply just showed it. A worker
+        that does not answer within SYNC_WORKER_TIMEOUT_S (busy in a long call, paused) is not
+        waited for any longer; the node's own events always are."""
         self.producer.flush()
-        self.sync_waiters.append((ident, corr, self.producer.batch_seq))
+        sid = next(self._corr)
+        sync = _Sync(ident, corr, self.producer.batch_seq, set())
+        for handle in list(self.registry.workers.values()):
+            if handle.ready and self._to_worker(handle, Envelope("sync", "node", handle.actor_id, sid)):
+                sync.workers.add(handle.identity)
+        self.syncs[sid] = sync
+        if sync.workers:
+            sync.timer = self._after(SYNC_WORKER_TIMEOUT_S, lambda: self._stop_waiting_for_workers(sid))
+        self._answer_syncs()
+
+    def _stop_waiting_for_workers(self, sid: int) -> None:
+        sync = self.syncs.get(sid)
+        if sync is not None and sync.workers:
+            late = [h.path for h in self.registry.workers.values() if h.identity in sync.workers]
+            log.info("sync: not waiting any longer for %s", ", ".join(late) or "exited workers")
+            sync.workers.clear()
+            self._answer_syncs()
+
+    def _worker_synced(self, identity: bytes, sid: int | None = None) -> None:
+        """A worker's events are durable (sid: for that sync; None: for all, it exited)."""
+        for key, sync in self.syncs.items():
+            if sid is None or key == sid:
+                sync.workers.discard(identity)
         self._answer_syncs()
 
     def _answer_syncs(self) -> None:
-        waiting = []
-        for ident, corr, target in self.sync_waiters:
-            if self.producer.durable_through(target):
-                self._control_reply(ident, corr, {"batch": target})
-            else:
-                waiting.append((ident, corr, target))
-        self.sync_waiters = waiting
+        for sid, sync in list(self.syncs.items()):
+            if not sync.workers and self.producer.durable_through(sync.batch):
+                del self.syncs[sid]
+                if sync.timer is not None:
+                    sync.timer.cancelled = True
+                self._control_reply(sync.ident, sync.corr, {"batch": sync.batch})
 
     def _cmd_tree(self, ident: bytes, corr: int, body: dict) -> None:
         self._control_reply(ident, corr, self.tree_snapshot())

@@ -104,6 +104,7 @@ class Worker:
         self.stop_requested = False
         self.shutdown_requested = False
         self.inbox: deque[Envelope] = deque()
+        self.syncs: list[tuple[int, int]] = []  # (node's sync corr, batch seq it waits for)
         self.corr = itertools.count(1)
         self.outstanding_requests: dict[str, tuple[str, int]] = {}  # request-id -> (origin, corr)
         self.request_ids = itertools.count(1)
@@ -152,7 +153,7 @@ class Worker:
             try:
                 frame = self.chain.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             try:
                 env = decode(frame, peer="chain")
             except ProtocolError as exc:
@@ -160,6 +161,16 @@ class Worker:
                 continue
             if env.kind == "ack":
                 self.producer.on_ack(env.corr)
+        self._answer_syncs()
+
+    def _answer_syncs(self) -> None:
+        waiting = []
+        for sid, batch in self.syncs:
+            if self.producer.durable_through(batch):
+                self.node.send(encode(Envelope("synced", self.cfg.actor_id, "node", sid)))
+            else:
+                waiting.append((sid, batch))
+        self.syncs = waiting
 
     # ---- host services (HostServices protocol) -------------------------------------------
 
@@ -386,6 +397,10 @@ class Worker:
             self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
         elif kind == "stop":
             self.stop_requested = True
+        elif kind == "sync":  # tell the node once what was recorded so far is durable
+            self.flush_events()
+            self.syncs.append((env.corr, self.producer.batch_seq))
+            self._answer_syncs()
         elif kind == "chain_restarted":
             self.producer.resend()
             return
