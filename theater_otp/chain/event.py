@@ -109,12 +109,12 @@ def encode_from_parts(actor_part: bytes, seq: int, incarnation: int, parent_hash
 
 
 class EventHasher:
-    """`canonical_bytes` / `event_hash` for a stream of events (the chain-writer's hot path).
+    """`canonical_bytes` for a stream of events (the chain-writer's hot path).
 
     The actor-id and event-type parts of the encoding are built once per distinct
-    value and cached (`actor_parts`, `type_parts`); each event then costs two
-    struct packs, one join and one SHA-256. Raises what `canonical_bytes` raises
-    (struct.error / ValueError) for values the layout cannot hold.
+    value and cached (`actor_parts`, `type_parts`, which native.record takes); each
+    `encode` then costs two struct packs and one join. Raises what `canonical_bytes`
+    raises (struct.error / ValueError) for values the layout cannot hold.
     """
 
     MAX_CACHED = 65536
@@ -122,10 +122,6 @@ class EventHasher:
     def __init__(self) -> None:
         self.actor_parts: dict[str, bytes] = {}   # actor_id -> MAGIC + u16 len + UTF-8
         self.type_parts: dict[str, bytes] = {}    # event_type -> u16 len + UTF-8
-
-    def __call__(self, actor_id: str, seq: int, incarnation: int, parent_hash: bytes | None,
-                 event_type: str, timestamp: int, data: bytes) -> bytes:
-        return fast_sha256(self.encode(actor_id, seq, incarnation, parent_hash, event_type, timestamp, data)).digest()
 
     def encode(self, actor_id: str, seq: int, incarnation: int, parent_hash: bytes | None,
                event_type: str, timestamp: int, data: bytes) -> bytes:

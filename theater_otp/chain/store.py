@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from . import native
-from .event import (RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record,  # noqa: F401
-                    make_event, split_records)  # (make_event: kept for importers)
+from .event import RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record, split_records
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -205,20 +204,16 @@ class ChainStore:
         thrown away: a damaged tail is evidence. Returns (actor, first cut seq, events
         cut, why) per cut chain, for the log.
         """
-        from .verify import ChainScan
+        from .verify import ChainScan, hash_before
 
         cuts = []
         for actor_id, (head_seq, _h, _inc) in list(self.heads.items()):
             lo = max(0, head_seq - window + 1)
-            chunks = [(rowid, first, last, bytes(blob)) for rowid, first, last, blob in self.conn.execute(
-                "SELECT rowid, first_seq, last_seq, records FROM chunks WHERE actor_id=?1 AND first_seq >= "
-                "coalesce((SELECT max(first_seq) FROM chunks WHERE actor_id=?1 AND first_seq <= ?2), 0) "
-                "ORDER BY first_seq", (actor_id, lo))]
+            chunks = [(rowid, first, last, bytes(blob))
+                      for rowid, first, last, blob in self.conn.execute(_FROM_SEQ, (actor_id, lo))]
             if not chunks:
                 continue
-            before = self.conn.execute("SELECT records FROM chunks WHERE actor_id=? AND first_seq<? "
-                                       "ORDER BY first_seq DESC LIMIT 1", (actor_id, chunks[0][1])).fetchone()
-            scan = ChainScan(actor_id, chunks[0][1], bytes(before[0][-32:]) if before else None)
+            scan = ChainScan(actor_id, chunks[0][1], hash_before(self.conn, actor_id, chunks[0][1]))
             for i, (_rowid, first, last, blob) in enumerate(chunks):
                 problem = scan.chunk(first, last, blob)
                 if problem is not None:
@@ -308,7 +303,8 @@ def _migrate_event_rows(conn: sqlite3.Connection) -> None:
 # reading
 # ---------------------------------------------------------------------------
 
-_FROM_SEQ = ("SELECT first_seq, records FROM chunks WHERE actor_id=?1 AND first_seq >= "
+#: The chunks of actor ?1 from the one holding seq ?2 on: (rowid, first_seq, last_seq, records).
+_FROM_SEQ = ("SELECT rowid, first_seq, last_seq, records FROM chunks WHERE actor_id=?1 AND first_seq >= "
              "coalesce((SELECT max(first_seq) FROM chunks WHERE actor_id=?1 AND first_seq <= ?2), 0) "
              "ORDER BY first_seq")
 
@@ -338,7 +334,7 @@ def read_events(conn: sqlite3.Connection, actor_id: str, event_type: str | None 
                 break
         return out[-limit:]
     out = []
-    for first, blob in conn.execute(_FROM_SEQ, (actor_id, since_seq)):
+    for _rowid, _first, _last, blob in conn.execute(_FROM_SEQ, (actor_id, since_seq)):
         for e in _events_in(blob):
             if wanted(e):
                 out.append(e)

@@ -43,7 +43,6 @@ PARALLEL_MIN_EVENTS = 200_000
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,11 +288,8 @@ def _check_range(conn: sqlite3.Connection, actor_id: str, lo: int | None, hi: in
     if lo is not None:
         sql += " AND first_seq>=?"
         args.append(lo)
-        row = conn.execute("SELECT records FROM chunks WHERE actor_id=? AND first_seq<? ORDER BY first_seq DESC "
-                           "LIMIT 1", (actor_id, lo)).fetchone()
-        # the last 32 bytes of a chunk are its last event's hash; if that chunk is damaged,
-        # the range before this one reports it, at a lower seq
-        scan.expect, scan.prev = lo, bytes(row[0][-HASH_SIZE:]) if row else None
+        # if the chunk before is damaged, the range before this one reports it, at a lower seq
+        scan.expect, scan.prev = lo, hash_before(conn, actor_id, lo)
     if hi is not None:
         sql += " AND first_seq<?"
         args.append(hi)
@@ -307,6 +303,14 @@ def _check_range(conn: sqlite3.Connection, actor_id: str, lo: int | None, hi: in
             return scan._problem("missing event", f"seq {scan.expect}", f"a chunk starting at seq {hi}")
         return None
     return _check_head(conn, actor_id, scan.expect - 1, scan.prev)
+
+
+def hash_before(conn: sqlite3.Connection, actor_id: str, first_seq: int) -> bytes | None:
+    """The hash of the last event before the chunk starting at `first_seq`: the last 32 bytes of
+    the chunk before it (a record ends with its hash); None when there is none."""
+    row = conn.execute("SELECT records FROM chunks WHERE actor_id=? AND first_seq<? ORDER BY first_seq DESC "
+                       "LIMIT 1", (actor_id, first_seq)).fetchone()
+    return bytes(row[0][-HASH_SIZE:]) if row else None
 
 
 def _check_head(conn: sqlite3.Connection, actor_id: str, last_seq: int, last_hash: bytes | None) -> Problem | None:
