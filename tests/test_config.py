@@ -20,9 +20,8 @@ from theater_otp.config import (
     RestartType,
     Shutdown,
     Strategy,
-    load_manifest,
-    load_supervision,
 )
+from theater_otp.config.loader import load_manifest, load_supervision
 from theater_otp.config.model import BRUTAL_KILL, INFINITY, WORKER_DEFAULT_SHUTDOWN
 from theater_otp.errors import ConfigError
 
@@ -240,23 +239,74 @@ def test_handler_and_handlers_tables_are_both_accepted(tmp_path):
 
         [[handlers]]
         type = "timing"
-        config = {{ max_sleep_ms = 1000 }}
+        config = {{ max_sleep_duration = 1000 }}
 
         [[handler]]
         type = "supervisor"
-        scope = "children"
+        strategy = "one_for_all"
 
         [[handler]]
         type = "runtime"
     """))
     by_type = {h.type: h for h in m.handlers}
     assert set(by_type) == {"timing", "supervisor", "runtime"}
-    assert by_type["timing"] == HandlerConfig("timing", (("max_sleep_ms", 1000),))
-    assert by_type["timing"].get("max_sleep_ms") == 1000
-    assert by_type["supervisor"].get("scope") == "children"
+    assert by_type["timing"] == HandlerConfig("timing", (("max_sleep_duration", 1000),))
+    assert by_type["timing"].get("max_sleep_duration") == 1000
+    assert by_type["timing"].settings.max_sleep_ms == 1000
+    assert by_type["supervisor"].settings.flags.strategy is Strategy.ONE_FOR_ALL
+    assert by_type["supervisor"].settings.child_restart is RestartType.PERMANENT
     assert by_type["runtime"].config == ()
     assert m.handler("timing") is by_type["timing"]
     assert m.handler("message-server") is None
+
+
+def test_unknown_handler_setting_is_refused_with_its_line_and_the_known_ones(tmp_path):
+    path = write(tmp_path / "a.toml", f"""
+        name = "pump"
+        component = "{WAT / 'pump.wat'}"
+
+        [[handler]]
+        type = "timing"
+        max_sleep_ms = 1000
+    """)
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert exc.value.key == "handler[0].max_sleep_ms"
+    assert exc.value.line == line_no(path, "max_sleep_ms")
+    assert "unknown setting 'max_sleep_ms': expected max_sleep_duration, min_sleep_duration" in exc.value.message
+
+
+def test_a_handler_setting_of_the_wrong_type_is_refused(tmp_path):
+    path = write(tmp_path / "a.toml", f"""
+        name = "pump"
+        component = "{WAT / 'pump.wat'}"
+
+        [[handler]]
+        type = "message-server"
+        request_timeout_ms = "soon"
+    """)
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert exc.value.key == "handler[0].request_timeout_ms"
+    assert exc.value.line == line_no(path, "request_timeout_ms")
+    assert "'soon' is not valid: expected an integer >= 1" in exc.value.message
+
+
+def test_a_handler_listed_twice_is_refused(tmp_path):
+    path = write(tmp_path / "a.toml", f"""
+        name = "pump"
+        component = "{WAT / 'pump.wat'}"
+
+        [[handler]]
+        type = "timing"
+
+        [[handlers]]
+        type = "timing"
+    """)
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert exc.value.key == "handlers[0].type"
+    assert "listed twice (first as handler[0])" in exc.value.message
 
 
 def test_initial_state_as_string(tmp_path):

@@ -289,7 +289,7 @@ def start_child(
             raise typer.Exit(code=1)
         body["manifest"] = str(manifest.resolve())
         if child_id is None:
-            from .config import load_manifest
+            from .config.loader import load_manifest
             try:
                 child_id = load_manifest(manifest).name
             except TheaterError as exc:
@@ -539,7 +539,7 @@ def replay(
         _err(f"no events recorded for {label}")
         raise typer.Exit(code=1)
     try:
-        result = run_replay(events_, until=until, incarnation=incarnation, component=component)
+        result = run_replay(events_, until=until, incarnation=incarnation, component=component, home=h)
     except (FileNotFoundError, ValueError, TheaterError) as exc:
         _err(str(exc))
         raise typer.Exit(code=1) from None

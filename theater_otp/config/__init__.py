@@ -1,7 +1,10 @@
 """supervision.toml and actor manifests: TOML in, frozen records out.
 
 This package is the only place that reads configuration files; the rest of
-the code sees `ChildSpec`, `SupFlags` and `ActorManifest` records only.
+the code sees `ChildSpec`, `SupFlags` and `ActorManifest` records only. The
+readers live in `config.loader` (which reads each handler's settings through
+the handler registry); this package's top level holds only the records, so
+the handler modules can use them without an import cycle.
 """
 
 from .model import (
@@ -15,10 +18,8 @@ from .model import (
     Strategy,
     SupFlags,
 )
-from .loader import load_manifest, load_supervision, parse_child_spec, parse_dynamic_child
 
 __all__ = [
     "ActorManifest", "AutoShutdown", "ChildSpec", "ChildType", "HandlerConfig",
     "RestartType", "Shutdown", "Strategy", "SupFlags",
-    "load_manifest", "load_supervision", "parse_child_spec", "parse_dynamic_child",
 ]

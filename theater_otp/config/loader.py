@@ -14,6 +14,8 @@ from typing import Any
 import tomli
 
 from ..errors import ConfigError
+from ..worker.handlers import ALWAYS_GRANTED, MANIFEST_TYPES, parse_handler_settings
+from .fields import parse_flags, read_enum
 from .model import (
     INFINITY,
     BRUTAL_KILL,
@@ -30,10 +32,9 @@ from .model import (
     SupFlags,
 )
 
-#: Handler types a manifest may grant. `runtime` and `message-server` are
-#: granted to every actor; listing them is allowed and changes nothing.
-KNOWN_HANDLERS = ("runtime", "message-server", "timing", "supervisor")
-ALWAYS_GRANTED = ("runtime", "message-server")
+#: Handler types a manifest may grant (the registry's); the always-granted ones
+#: (runtime, message-server) may be listed to give them settings.
+KNOWN_HANDLERS = MANIFEST_TYPES
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -55,11 +56,12 @@ class _Source:
 
     def parse(self) -> dict[str, Any]:
         try:
-            return tomli.loads(self.text)
+            data = tomli.loads(self.text)
         except tomli.TOMLDecodeError as exc:
             line = getattr(exc, "lineno", None)
             msg = getattr(exc, "msg", str(exc))
             raise ConfigError(self.path, None, f"invalid TOML: {msg}", line=line) from None
+        return data
 
     def line_of(self, leaf: str, value: object = None) -> int | None:
         """The line of `leaf = value` when exactly one line matches, else None."""
@@ -77,55 +79,7 @@ class _Source:
 
 
 def _enum(src: _Source, key: str, value: object, enum_cls: type, default: Any) -> Any:
-    if value is None:
-        return default
-    choices = [m.value for m in enum_cls]
-    if isinstance(value, str) and value in choices:
-        return enum_cls(value)
-    expected = ", ".join(choices[:-1]) + " or " + choices[-1]
-    return _raise(src.error(key, f"{value!r} is not valid: expected {expected}", value))
-
-
-def _raise(exc: Exception) -> Any:
-    raise exc
-
-
-def _int(src: _Source, key: str, value: object, default: int, minimum: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise src.error(key, f"{value!r} is not valid: expected an integer >= {minimum}", value)
-    return value
-
-
-def parse_flags(src: _Source, table: dict[str, Any], key: str) -> SupFlags:
-    """Supervisor flags (OTP §1.9), validated in OTP's order."""
-    strategy = _enum(src, f"{key}.strategy", table.get("strategy"), Strategy, Strategy.ONE_FOR_ONE)
-    intensity = _int(src, f"{key}.intensity", table.get("intensity"), 1, 0)
-    period = _int(src, f"{key}.period", table.get("period"), 5, 1)
-    auto = _enum(src, f"{key}.auto_shutdown", table.get("auto_shutdown"), AutoShutdown, AutoShutdown.NEVER)
-    return SupFlags(strategy=strategy, intensity=intensity, period=period, auto_shutdown=auto,
-                    backoff=_backoff(src, f"{key}.backoff", table.get("backoff")))
-
-
-def _backoff(src: _Source, key: str, value: object) -> Backoff | None:
-    """`backoff = { initial_ms = 100, max_ms = 30000, reset_after_s = 60 }` (all optional)."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return Backoff()
-    if not isinstance(value, dict):
-        raise src.error(key, "expected a table { initial_ms, max_ms, reset_after_s } or true", value)
-    unknown = set(value) - {"initial_ms", "max_ms", "reset_after_s"}
-    if unknown:
-        raise src.error(key, f"unknown key(s) {', '.join(sorted(unknown))}: expected initial_ms, max_ms, reset_after_s")
-    default = Backoff()
-    initial = _int(src, f"{key}.initial_ms", value.get("initial_ms"), default.initial_ms, 0)
-    cap = _int(src, f"{key}.max_ms", value.get("max_ms"), max(default.max_ms, initial), 0)
-    if cap < initial:
-        raise src.error(f"{key}.max_ms", f"{cap} is not valid: expected max_ms >= initial_ms ({initial})", cap)
-    reset = _int(src, f"{key}.reset_after_s", value.get("reset_after_s"), default.reset_after_s, 0)
-    return Backoff(initial_ms=initial, max_ms=cap, reset_after_s=reset)
+    return read_enum(src, key, value, enum_cls, default)
 
 
 def _shutdown(src: _Source, key: str, value: object, child_type: ChildType) -> Shutdown:
@@ -217,31 +171,47 @@ def load_supervision(path: str | Path) -> ChildSpec:
     return parse_child_spec(src, root, "supervisor", SupFlags())
 
 
-def _handlers(src: _Source, data: dict[str, Any]) -> tuple[HandlerConfig, ...]:
-    """Accept `[[handler]] type=… key=…` and the seed's `[[handlers]] type=… config={…}`."""
-    out: list[HandlerConfig] = []
+def parse_handler_entry(src: _Source, entry: object, key: str) -> HandlerConfig:
+    """One `[[handler]]` table (`key` is its dotted path, e.g. `handler[1]`); its settings are read
+    by its handler's module (the registry's `parse_settings`)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        raise src.error(key, "each handler needs `type = \"...\"`")
+    htype = entry["type"].lower()
+    if htype not in KNOWN_HANDLERS:
+        raise src.error(f"{key}.type", f"unknown handler {entry['type']!r}: expected one of "
+                                       f"{', '.join(KNOWN_HANDLERS)}", entry["type"])
+    settings = {k: v for k, v in entry.items() if k not in ("type", "config", "interface")}
+    nested = entry.get("config", {})
+    if not isinstance(nested, dict):
+        raise src.error(f"{key}.config", "expected a table")
+    settings.update(nested)
+    typed = parse_handler_settings(htype, settings, src, key)
+    return HandlerConfig(type=htype, config=tuple(sorted(settings.items())), settings=typed)
+
+
+def handler_entries(src: _Source, data: dict[str, Any]) -> list[tuple[str, object]]:
+    """(dotted key, entry) of every `[[handler]]` and the seed's `[[handlers]]` table, in order."""
+    found: list[tuple[str, object]] = []
     for table_key in ("handler", "handlers"):
         entries = data.get(table_key, [])
         if not isinstance(entries, list):
             raise src.error(table_key, f"expected an array of tables ([[{table_key}]])")
-        for i, entry in enumerate(entries):
-            key = f"{table_key}[{i}]"
-            if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
-                raise src.error(key, "each handler needs `type = \"...\"`")
-            htype = entry["type"].lower()
-            if htype not in KNOWN_HANDLERS:
-                raise src.error(f"{key}.type", f"unknown handler {entry['type']!r}: expected one of {', '.join(KNOWN_HANDLERS)}", entry["type"])
-            settings = {k: v for k, v in entry.items() if k not in ("type", "config", "interface")}
-            nested = entry.get("config", {})
-            if not isinstance(nested, dict):
-                raise src.error(f"{key}.config", "expected a table")
-            settings.update(nested)
-            if htype == "supervisor":
-                parse_flags(src, settings, key)  # an actor's declared strategy is checked like any supervisor's
-                restart = settings.get("child_restart")
-                if restart is not None:
-                    _enum(src, f"{key}.child_restart", restart, RestartType, None)
-            out.append(HandlerConfig(type=htype, config=tuple(sorted(settings.items()))))
+        found.extend((f"{table_key}[{i}]", entry) for i, entry in enumerate(entries))
+    return found
+
+
+def _handlers(src: _Source, data: dict[str, Any]) -> tuple[HandlerConfig, ...]:
+    """Accept `[[handler]] type=… key=…` and the seed's `[[handlers]] type=… config={…}`; a type
+    may be listed once."""
+    out: list[HandlerConfig] = []
+    seen: dict[str, str] = {}
+    for key, entry in handler_entries(src, data):
+        config = parse_handler_entry(src, entry, key)
+        if config.type in seen:
+            raise src.error(f"{key}.type", f"handler {config.type!r} is listed twice (first as {seen[config.type]}): "
+                                           f"list it once, with all its settings", config.type)
+        seen[config.type] = key
+        out.append(config)
     return tuple(out)
 
 

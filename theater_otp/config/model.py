@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class Strategy(str, enum.Enum):
@@ -80,10 +81,12 @@ class SupFlags:
 
 @dataclass(frozen=True)
 class HandlerConfig:
-    """One `[[handler]]` entry: the capability type plus its settings."""
+    """One `[[handler]]` entry: the capability type, its settings as written (`config`) and as
+    read by the handler's module (`settings`, that handler's typed record)."""
 
     type: str
     config: tuple[tuple[str, object], ...] = ()
+    settings: Any = field(default=None, compare=False)
 
     def get(self, key: str, default: object = None) -> object:
         return dict(self.config).get(key, default)

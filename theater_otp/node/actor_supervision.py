@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import load_manifest
-from ..config.loader import _Source, parse_flags
+from ..config.loader import load_manifest
+from ..worker.handlers.supervisor import SupervisorSettings
 from ..config.model import ChildSpec, ChildType, RestartType
 from ..errors import TheaterError
 from ..protocol import Envelope
@@ -52,13 +52,9 @@ class ActorSupervision:
         from ..supervision.supervisor import Supervisor
         from .node import _SubSupervisor
 
-        settings = dict(config.config)
-        src = _Source(manifest.source, text="")
-        flags = parse_flags(src, settings, "handler.supervisor")
-        declared = "strategy" in settings
-        restart = settings.get("child_restart", "permanent" if declared else "temporary")
-        self._child_restart[handle.path] = RestartType(restart)  # validated when the manifest was loaded
-        spec = ChildSpec(id=handle.child_id, type=ChildType.SUPERVISOR, flags=flags)
+        settings: SupervisorSettings = config.settings or SupervisorSettings()
+        self._child_restart[handle.path] = settings.child_restart
+        spec = ChildSpec(id=handle.child_id, type=ChildType.SUPERVISOR, flags=settings.flags)
         entry = _SubSupervisor(Supervisor(handle.path, spec), None, handle.child_id, handle.incarnation,
                                owner=handle.path)
         self.supervisors[handle.path] = entry

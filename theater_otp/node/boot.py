@@ -7,10 +7,11 @@ from pathlib import Path
 
 import psutil
 
-from ..config import load_supervision
+from ..config.loader import load_supervision
 from ..config.model import ChildSpec, ChildType
 from ..errors import ComponentError, TheaterError
 from ..home import Home
+from ..worker.handlers import granted_types
 from ..worker.component import (CompiledComponent, artifact_path, check_actor_abi, compile_component,
                                 content_hash, new_engine)
 
@@ -51,8 +52,7 @@ def compile_tree(tree: ChildSpec, progress=None) -> dict[Path, CompiledComponent
                 compiled[manifest.component] = compile_component(manifest.component, engine)
             except ComponentError as exc:
                 raise ComponentError(f"{manifest.source}: component: {exc}") from None
-        granted = {"runtime", "message-server"} | {h.type for h in manifest.handlers}
-        check_actor_abi(compiled[manifest.component], granted, manifest.source)
+        check_actor_abi(compiled[manifest.component], granted_types(manifest.handlers), manifest.source)
     return compiled
 
 

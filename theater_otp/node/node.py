@@ -36,6 +36,8 @@ from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
+from ..worker.handlers import granted_types
+from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from ..worker.host import Limits
 from ..worker.main import WorkerConfig
 from .actor_supervision import ActorSupervision
@@ -50,7 +52,6 @@ START_TIMEOUT_S = 30.0
 MAX_BACKLOG = 10_000
 #: How long a `sync` waits for a worker to say its events are durable (then reads without it).
 SYNC_WORKER_TIMEOUT_S = 2.0
-DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 
 @dataclass(order=True)
@@ -328,8 +329,7 @@ class Node(ActorSupervision):
 
         def check() -> None:
             for manifest in manifests:
-                check_actor_abi(self.components[manifest.component],
-                                {"runtime", "message-server"} | {h.type for h in manifest.handlers},
+                check_actor_abi(self.components[manifest.component], granted_types(manifest.handlers),
                                 manifest.source)
 
         missing = sorted({m.component for m in manifests if m.component not in self.components})
@@ -511,20 +511,14 @@ class Node(ActorSupervision):
         actor_id = self.registry.actor_id_for(path)
         if incarnation == 1:
             self._register_chain(actor_id, path, manifest.name)
-        granted = frozenset({"runtime", "message-server"} | {h.type for h in manifest.handlers})
-        timing = manifest.handler("timing")
-        ms = manifest.handler("message-server")
         cfg = WorkerConfig(
             home=self.home, node_pid=os.getpid(), actor_id=actor_id, path=path, name=manifest.name,
             incarnation=incarnation, restart=a.restart, artifact=compiled.artifact,
-            component_hash=compiled.content_hash, initial_state=manifest.initial_state, granted=granted,
+            component_hash=compiled.content_hash, initial_state=manifest.initial_state, handlers=manifest.handlers,
             imports=compiled.imports, component_path=str(compiled.source),
             max_unacked_events=self.max_unacked_events,
             record=os.environ.get("THEATER_OTP_RECORD", "1") != "0",
             limits=Limits(),
-            request_timeout_ms=int(ms.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)) if ms else DEFAULT_REQUEST_TIMEOUT_MS,
-            max_sleep_ms=int(timing.get("max_sleep_duration", 3_600_000)) if timing else 3_600_000,
-            min_sleep_ms=int(timing.get("min_sleep_duration", 1)) if timing else 1,
         )
         try:
             process = self.launcher.start_worker(cfg)
@@ -891,7 +885,7 @@ class Node(ActorSupervision):
                 "actor_id": self.registry.actor_ids.get(path)}
 
     def _cmd_start_child(self, ident: bytes, corr: int, body: dict) -> None:
-        from ..config import parse_dynamic_child
+        from ..config.loader import parse_dynamic_child
         from ..node.boot import iter_workers
 
         entry = self._supervisor_ref(ident, corr, str(body["supervisor"]))

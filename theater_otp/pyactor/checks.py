@@ -25,18 +25,20 @@ from typing import Any, Callable
 from ..config.loader import (
     ALWAYS_GRANTED,
     _handlers,
+    handler_entries,
+    parse_handler_entry,
     _initial_state,
     _Source,
     load_manifest,
     load_supervision,
     parse_child_spec,
-    parse_flags,
 )
+from ..config.fields import parse_flags
 from ..config.model import Strategy, SupFlags
 from ..errors import ComponentError, ConfigError, TheaterError
+from ..worker.handlers import owner_of
 from ..worker.component import (
     ACTOR_EXPORT,
-    IMPORT_HANDLERS,
     CompiledComponent,
     artifact_path,
     check_actor_abi,
@@ -235,7 +237,7 @@ def component_problems(compiled: CompiledComponent, manifest: Path, granted: set
                             manifest)
         except ComponentError as exc:
             message = _strip_prefix(_strip_prefix(str(exc), manifest), compiled.source)
-            handler = IMPORT_HANDLERS.get(name.split("@", 1)[0])
+            handler = owner_of(name)
             problems.append(Problem(str(manifest), "handler" if handler else "component", message,
                                     src.line_of("component") if src and not handler else None))
     return problems
@@ -307,15 +309,12 @@ class _Checker:
         check(lambda: _initial_state(src, data))
         granted = set(ALWAYS_GRANTED)
         for table_key in ("handler", "handlers"):
-            entries = data.get(table_key, [])
-            if not isinstance(entries, list):
-                problems.append(Problem.of(src.error(table_key, f"expected an array of tables ([[{table_key}]])")))
-                continue
-            for i, entry in enumerate(entries):
-                # earlier entries are replaced by a valid one so the key keeps its index
-                parsed = check(lambda: _handlers(src, {table_key: [{"type": "runtime"}] * i + [entry]}))
+            entries = check(lambda: handler_entries(src, {table_key: data.get(table_key, [])})) or []
+            for key, entry in entries:
+                parsed = check(lambda: parse_handler_entry(src, entry, key))
                 if parsed:
-                    granted.add(parsed[-1].type)
+                    granted.add(parsed.type)
+        check(lambda: _handlers(src, data) if not problems else None)  # a type listed twice
         implements = self._implements(src, data, problems)
         self._build_table(src, data, problems)
         for p in problems:

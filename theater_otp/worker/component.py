@@ -14,26 +14,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import wasmtime
 import wasmtime.component as wc
 
 from ..errors import ComponentError
+from .handlers import check_imports
+from .handlers.base import PACKAGE
 from ..home import cache_dir
 
-PACKAGE = "theater:simple"
 ACTOR_EXPORT = f"{PACKAGE}/actor"
 MESSAGE_CLIENT_EXPORT = f"{PACKAGE}/message-server-client"
-
-#: Interfaces a component may import, and the manifest handler that grants each.
-IMPORT_HANDLERS = {
-    f"{PACKAGE}/runtime": "runtime",
-    f"{PACKAGE}/message-server-host": "message-server",
-    f"{PACKAGE}/timing": "timing",
-    f"{PACKAGE}/supervisor": "supervisor",
-    f"{PACKAGE}/types": None,  # types only, nothing to grant
-}
-
 
 def new_engine(parallel_compilation: bool = True) -> wasmtime.Engine:
     """The one engine configuration every compile and deserialize uses."""
@@ -117,24 +109,18 @@ def _describe(component: wc.Component, engine: wasmtime.Engine) -> tuple[dict[st
     return exports, imports
 
 
-def check_actor_abi(compiled: CompiledComponent, granted: set[str], manifest_path: Path) -> None:
-    """The component exports actor.init and imports only what the manifest grants."""
+def check_actor_abi(compiled: CompiledComponent, granted: Iterable[str], manifest_path: Path) -> None:
+    """The component exports actor.init and imports only what the manifest grants (the registry's
+    check): the first problem, as a ComponentError naming the interface and the line to add."""
     if "init" not in compiled.exports.get(ACTOR_EXPORT, ()):
         raise ComponentError(
             f"{compiled.source}: component does not export {ACTOR_EXPORT}.init: every actor must implement "
             f"`init: func(state: option<list<u8>>) -> result<tuple<option<list<u8>>>, string>`")
-    for name in compiled.imports:
-        iface = name.split("@", 1)[0]
-        if iface.startswith("wasi:"):
-            continue  # WASI is linked with nothing granted
-        if iface not in IMPORT_HANDLERS:
-            raise ComponentError(f"{compiled.source}: imports unknown interface {name!r}; theater-otp provides "
-                                 f"{', '.join(sorted(k for k, v in IMPORT_HANDLERS.items() if v))}")
-        handler = IMPORT_HANDLERS[iface]
-        if handler and handler not in granted:
-            raise ComponentError(
-                f"{manifest_path}: component imports {iface} but the manifest does not grant it: "
-                f"add `[[handler]] type = \"{handler}\"` to the manifest")
+    problems = check_imports(compiled.imports, granted)
+    if problems:
+        first = problems[0]
+        where = manifest_path if first.handler is not None else compiled.source
+        raise ComponentError(f"{where}: {first}")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -1,6 +1,12 @@
 """One actor instance inside wasmtime: the store, the linked host interfaces, the export calls.
 
 `Actor` owns the Store, Linker and Instance (closed together by `close()`).
+It links, for each interface the component imports, the function table of
+the handler that provides it (worker/handlers): live, each call runs the
+handler's implementation; in replay (`recorded` given), each call is served
+from the chain through the function's `replay`. Either way the call is
+recorded the same way, so a replay regenerates the same events.
+
 Host functions never let a Python exception unwind through wasm: a failure
 that is the caller's fault becomes an `err` result, anything else is logged
 and becomes `err("internal error")`.
@@ -11,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import wasmtime
 import wasmtime.component as wc
 
 from . import fastabi
 from .component import ACTOR_EXPORT, MESSAGE_CLIENT_EXPORT, PACKAGE
+from .handlers import interface_name, owner_of
+from .handlers.base import (PACKAGES, ActorCrash, ActorInfo, HostAbort, HostContext, HostFunction, HostServices,
+                            recordable)
 
 SUPERVISOR_HANDLERS_EXPORT = f"{PACKAGE}/supervisor-handlers"
 
@@ -25,39 +34,10 @@ fastabi.install()
 
 log = logging.getLogger("theater_otp.worker")
 
+#: Serves one host call in replay: event type -> the recorded event's data.
+Recorded = Callable[[str], dict]
 
-class HostAbort(Exception):
-    """Raised by a host implementation to abandon the whole export call (replay does, on a mismatch).
-
-    wasmtime-py traps the guest and re-raises it after the call, so it never unwinds through wasm.
-    """
-
-
-class ActorCrash(Exception):
-    """The actor returned `err`, trapped, or ran out of its CPU budget: a crash of the actor."""
-
-
-class HostServices(Protocol):
-    """What host functions need from the worker loop (sockets, clock, recording)."""
-
-    def record(self, event_type: str, data: dict) -> None: ...
-    def log_line(self, msg: str) -> None: ...
-    def request_shutdown(self, data: bytes | None) -> None: ...
-    def send(self, target: str, msg: bytes) -> str | None: ...
-    def request(self, target: str, msg: bytes) -> bytes | str: ...
-    def respond(self, request_id: str, msg: bytes) -> str | None: ...
-    def outstanding(self) -> list[str]: ...
-    def sleep(self, ms: int) -> str | None: ...
-    def now_ms(self) -> int: ...
-    def perf_ns(self) -> int: ...
-    def renew_budget(self) -> None: ...
-    def supervise(self, op: str, args: dict) -> dict: ...
-    def wall_clock(self) -> wc.Record: ...
-    def monotonic_clock(self) -> int: ...
-    def cancel_request(self, request_id: str) -> str | None: ...
-    def own_events(self) -> list[dict]: ...
-    def random_bytes(self, n: int) -> bytes: ...
-    def random_u64(self) -> int: ...
+__all__ = ["Actor", "ActorCrash", "HostAbort", "HostServices", "Limits", "Recorded", "state_digest"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +51,13 @@ class Limits:
 STDERR_IN_CRASH = 4000
 
 
+def host_event_type(iface: str, func: str) -> str:
+    """The chain's name for a call of `func` of `iface`: `host.store.get` for our interfaces (either
+    package: the seed's spelling is the same handler), `host.wasi:random/random.get-random-u64` for WASI."""
+    package, _, short = iface.partition("/")
+    return f"host.{short}.{func}" if package in PACKAGES else f"host.{iface}.{func}"
+
+
 def state_digest(state: bytes | None) -> str | None:
     return hashlib.sha256(state).hexdigest() if state is not None else None
 
@@ -79,19 +66,21 @@ class Actor:
     """A live actor instance. Invariant: `state` is the state returned by the last successful export call."""
 
     def __init__(self, engine: wasmtime.Engine, component: wc.Component, services: HostServices,
-                 granted: set[str], limits: Limits, imports: tuple[str, ...] = ()):
+                 grants: dict[str, Any], limits: Limits, imports: tuple[str, ...], actor: ActorInfo,
+                 recorded: Recorded | None = None):
         self.services = services
         self.limits = limits
+        self.recorded = recorded
         self.store = wasmtime.Store(engine)
         self.store.set_limits(memory_size=limits.memory_bytes)
         self.state: bytes | None = None
         #: what the guest wrote to stderr during the current export call (a toolchain's traceback)
         self._stderr_during_call = bytearray()
         self.linker = wc.Linker(engine)
-        wasi_imports = [name for name in imports if name.startswith("wasi:")]
-        if wasi_imports:
-            self._link_wasi(wasi_imports)
-        self._link(granted, {name.split("@", 1)[0] for name in imports} if imports else None)
+        self._contexts: list[HostContext] = []
+        if any(name.startswith("wasi:") for name in imports):
+            self._link_wasi_base()
+        self._link(grants, imports, actor)
         self._renew()
         try:
             self.instance = self.linker.instantiate(self.store, component)
@@ -110,6 +99,11 @@ class Actor:
                 self.funcs[(iface, name)] = fastabi.TypedFunc(func, self.store)
 
     def close(self) -> None:
+        """Close the store and linker and what the handlers opened for this instance (idempotent)."""
+        contexts, self._contexts = self._contexts, []
+        for ctx in contexts:
+            for cleanup in reversed(ctx.cleanups):
+                cleanup()
         self.funcs.clear()
         self.linker.close()
         self.store.close()
@@ -119,95 +113,40 @@ class Actor:
 
     # ---- linking host interfaces ------------------------------------------------------
 
-    def _link(self, granted: set[str], imported: set[str] | None) -> None:
-        """Define the host interfaces this actor may use: granted ones, and (when the component's
-        imports are known) only those it imports, so a start links no more than it needs."""
-        s = self.services
-
-        def wanted(iface: str) -> bool:
-            return imported is None or f"{PACKAGE}/{iface}" in imported
-
+    def _link(self, grants: dict[str, Any], imports: tuple[str, ...], actor: ActorInfo) -> None:
+        """Define each imported interface whose handler this actor holds (WASI always): exactly
+        what the component imports, so a start links no more than it needs. An import nobody
+        provides is left undefined (`check_actor_abi` refused such a component before start)."""
+        tables: dict[str, dict] = {}
+        contexts = self._contexts
         with self.linker.root() as root:
-            if wanted("runtime"):
-                with root.add_instance(f"{PACKAGE}/runtime") as i:
-                    i.add_func("log", self._host("runtime", "log", lambda msg: s.log_line(msg), record_result=False))
-                    i.add_func("shutdown", self._host("runtime", "shutdown", s.request_shutdown))
-                    i.add_func("get-chain", self._host("runtime", "get-chain", self._get_chain, record_result=False))
-            if wanted("message-server-host"):
-                self._link_message_server(root)
-            if "supervisor" in granted and wanted("supervisor"):
-                with root.add_instance(f"{PACKAGE}/supervisor") as i:
-                    for name, impl in _supervisor_host(s).items():
-                        i.add_func(name, self._host("supervisor", name, impl))
-            if "timing" in granted and wanted("timing"):
-                with root.add_instance(f"{PACKAGE}/timing") as i:
-                    i.add_func("sleep", self._host("timing", "sleep", s.sleep))
-                    i.add_func("now", self._host("timing", "now", s.now_ms))
-                    i.add_func("performance-now", self._host("timing", "performance-now", s.perf_ns))
+            for name in imports:
+                handler = owner_of(name)
+                if handler is None or (handler.type not in grants and not handler.always_granted):
+                    continue
+                if handler.type not in tables:
+                    ctx = HostContext(actor, self.services, grants.get(handler.type), self.recorded is not None)
+                    contexts.append(ctx)
+                    tables[handler.type] = handler.functions(ctx)
+                iface = interface_name(name)
+                functions = tables[handler.type].get(iface)
+                if functions is None:
+                    continue
+                # WASI interfaces carry their version in the instance name; ours are unversioned
+                with root.add_instance(name if name.startswith("wasi:") else iface) as instance:
+                    for func, fn in functions.items():
+                        instance.add_func(func, self._host(iface, func, fn))
 
-    def _link_message_server(self, root: wc.LinkerInstance) -> None:
-        s = self.services
-        with root.add_instance(f"{PACKAGE}/message-server-host") as i:
-            i.add_func("send", self._host("message-server-host", "send", s.send))
-            i.add_func("request", self._host("message-server-host", "request", s.request))
-            i.add_func("respond-to-request", self._host("message-server-host", "respond-to-request", s.respond))
-            i.add_func("list-outstanding-requests",
-                       self._host("message-server-host", "list-outstanding-requests", s.outstanding))
-            i.add_func("cancel-request", self._host("message-server-host", "cancel-request", s.cancel_request))
-            for name in ("open-channel", "send-on-channel", "close-channel"):
-                i.add_func(name, self._host("message-server-host", name, _channels_unsupported))
-
-    def _link_wasi(self, wasi_imports: list[str]) -> None:
-        """WASI 0.2 with nothing granted; clocks and randomness served (and so recorded) by us.
-
-        No preopened directories, no environment, no arguments, no network;
-        stdout and stderr go to the actor's log line by line.
-        """
+    def _link_wasi_base(self) -> None:
+        """WASI 0.2 with nothing granted: no preopened directories, no environment, no
+        arguments, no network; stdout and stderr go to the actor's log line by line. Its clocks
+        and randomness are shadowed by the wasi handler (handlers/wasi.py), so they are recorded."""
         config = wasmtime.WasiConfig()
         config.stdout_custom = self._output_sink("stdout")
         config.stderr_custom = self._output_sink("stderr")
         self.store.set_wasi(config)
         self.linker.add_wasip2()
         self.linker.allow_shadowing = True
-        s = self.services
-        with self.linker.root() as root:
-            for name in wasi_imports:
-                iface = name.split("@", 1)[0]
-                # Shadowing replaces a whole instance, so each one here is defined in full.
-                # wasi:clocks/monotonic-clock stays WASI's own: its subscribe-* functions return
-                # wasi:io pollables, which only the WASI implementation can make.
-                if iface == "wasi:clocks/monotonic-clock":
-                    with root.add_instance(name) as i:
-                        i.add_func("now", self._host("wasi:clocks/monotonic-clock", "now", s.monotonic_clock))
-                        i.add_func("resolution", self._host("wasi:clocks/monotonic-clock", "resolution", lambda: 1))
-                        for func in ("subscribe-instant", "subscribe-duration"):
-                            i.add_func(func, self._host("wasi:clocks/monotonic-clock", func, _no_clock_waits(func)))
-                elif iface == "wasi:clocks/wall-clock":
-                    with root.add_instance(name) as i:
-                        i.add_func("now", self._host("wasi:clocks/wall-clock", "now", s.wall_clock))
-                        i.add_func("resolution", self._host("wasi:clocks/wall-clock", "resolution",
-                                                            lambda: _datetime(0, 1)))
-                elif iface == "wasi:random/random":
-                    with root.add_instance(name) as i:
-                        i.add_func("get-random-bytes", self._host("wasi:random/random", "get-random-bytes",
-                                                                  s.random_bytes))
-                        i.add_func("get-random-u64", self._host("wasi:random/random", "get-random-u64",
-                                                                s.random_u64))
-                elif iface == "wasi:random/insecure":
-                    with root.add_instance(name) as i:
-                        i.add_func("get-insecure-random-bytes",
-                                   self._host("wasi:random/insecure", "get-insecure-random-bytes", s.random_bytes))
-                        i.add_func("get-insecure-random-u64",
-                                   self._host("wasi:random/insecure", "get-insecure-random-u64", s.random_u64))
-                elif iface == "wasi:random/insecure-seed":
-                    with root.add_instance(name) as i:
-                        i.add_func("insecure-seed", self._host("wasi:random/insecure-seed", "insecure-seed",
-                                                               lambda: (s.random_u64(), s.random_u64())))
-
-    def _get_chain(self) -> wc.Record:
-        chain = wc.Record()
-        chain.events = [_chain_event_record(e) for e in self.services.own_events()]
-        return chain
 
     def _output_sink(self, stream: str) -> Callable[[bytes], None]:
         buffer = bytearray()
@@ -223,23 +162,32 @@ class Actor:
                 services.log_line(f"{stream}: {line.decode('utf-8', 'replace')}")
         return write
 
-    def _host(self, iface: str, func: str, impl: Callable[..., Any], record_result: bool = True) -> Callable[..., Any]:
-        """Wrap a host implementation: record the call and its outcome; renew the CPU budget after it."""
+    def _host(self, iface: str, func: str, fn: HostFunction) -> Callable[..., Any]:
+        """Wrap a host function: run it (or, in replay, serve it from the chain), record the call
+        as `host.<interface>.<function>`, renew the CPU budget after it."""
         services = self.services
-        event_type = f"host.{iface}.{func}"
+        event_type = host_event_type(iface, func)
+        recorded = self.recorded
+        impl = fn.call
 
         def call(_store, *args):
             try:
-                result = impl(*args)
-            except (HostAbort, ActorCrash):  # abandon the export call (ActorCrash: as a crash)
+                if recorded is None:
+                    result = impl(*args)
+                else:
+                    data = recorded(event_type)
+                    if "crash" in data:
+                        raise ActorCrash(str(data["crash"]))
+                    result = fn.replay(data)
+            except ActorCrash as crash:  # the call ends the export call as a crash: recorded with its reason
+                services.record(event_type, {"args": [recordable(a) for a in args], "crash": str(crash)})
+                raise
+            except HostAbort:  # abandon the export call
                 raise
             except Exception as exc:  # host boundary: never unwind through wasm
                 log.exception("host function %s.%s failed", iface, func)
                 result = f"internal error in {iface}.{func}: {type(exc).__name__}"
-            data = {"args": [recordable(a) for a in args]}
-            if record_result:
-                data["result"] = recordable(result)
-            services.record(event_type, data)
+            services.record(event_type, fn.record(args, result))
             services.renew_budget()
             return result
 
@@ -296,83 +244,11 @@ class Actor:
         return True
 
 
-def _channels_unsupported(*_args: Any) -> str:
-    return "channels are not supported by this theater-otp version"
-
-
-def _datetime(seconds: int, nanoseconds: int) -> wc.Record:
-    record = wc.Record()
-    record.seconds, record.nanoseconds = seconds, nanoseconds
-    return record
-
-
 def _actor_error(error_type: str, data: bytes | None) -> wc.Record:
     record = wc.Record()
     setattr(record, "error-type", error_type)
     setattr(record, "data", data)
     return record
-
-
-def _chain_event_record(e: dict) -> wc.Record:
-    record = wc.Record()
-    for key in ("hash", "parent-hash", "event-type", "data", "timestamp", "description"):
-        setattr(record, key, e.get(key))
-    return record
-
-
-def _supervisor_host(s: HostServices) -> dict[str, Callable[..., Any]]:
-    """theater:simple/supervisor: each call is a request to the node, answered for this actor's subtree."""
-
-    def call(op: str, **args):
-        return s.supervise(op, args)
-
-    def spawn(manifest: str, init: bytes | None):
-        r = call("spawn", manifest=manifest, init=init)
-        return wc.Variant("ok", r["ok"]) if "ok" in r else wc.Variant("err", r["error"])
-
-    def resume(manifest: str, state: bytes | None):
-        r = call("spawn", manifest=manifest, init=state)
-        return wc.Variant("ok", r["ok"]) if "ok" in r else wc.Variant("err", r["error"])
-
-    def list_children():
-        return list(call("list-children").get("ok", []))
-
-    def stop_child(child: str):
-        r = call("stop-child", child=child)
-        return None if "ok" in r else r["error"]
-
-    def restart_child(child: str):
-        r = call("restart-child", child=child)
-        return None if "ok" in r else r["error"]
-
-    def get_child_state(child: str):
-        r = call("get-child-state", child=child)
-        return fastabi.Ok(r["ok"]) if "ok" in r else fastabi.Err(r["error"])
-
-    def get_child_events(child: str):
-        r = call("get-child-events", child=child)
-        if "ok" not in r:
-            return fastabi.Err(r["error"])
-        return fastabi.Ok([_chain_event_record(e) for e in r["ok"]])
-
-    return {"spawn": spawn, "resume": resume, "list-children": list_children, "stop-child": stop_child,
-            "restart-child": restart_child, "get-child-state": get_child_state,
-            "get-child-events": get_child_events}
-
-
-def recordable(value: Any) -> Any:
-    """A host-call value as plain msgpack data: variants and Ok/Err become {"ok": v} / {"err": v}."""
-    if isinstance(value, wc.Variant):
-        return {value.tag: recordable(value.payload)}
-    if isinstance(value, fastabi.Ok):
-        return {"ok": recordable(value.value)}
-    if isinstance(value, fastabi.Err):
-        return {"err": recordable(value.value)}
-    if isinstance(value, wc.Record):
-        return {k: recordable(v) for k, v in sorted(vars(value).items())}
-    if isinstance(value, (list, tuple)):
-        return [recordable(v) for v in value]
-    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -389,10 +265,3 @@ def _trap_text(exc: Exception) -> str:
     return _first_line(exc)
 
 
-def _no_clock_waits(func: str) -> Callable[..., Any]:
-    """wasi:clocks/monotonic-clock.subscribe-*: a pollable only WASI's own clock can make; an
-    actor waits with the timing handler instead, so such a call (Python's time.sleep) is a crash."""
-    def refuse(*_args: Any) -> Any:
-        raise ActorCrash(f"wasi:clocks/monotonic-clock.{func} is not available to actors "
-                         f"(waiting on a clock blocks the actor's mailbox); use the timing handler")
-    return refuse

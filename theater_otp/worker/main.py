@@ -32,6 +32,9 @@ from ..protocol import Envelope, ProtocolError, decode, encode
 from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
 from .component import load_artifact, new_engine
 from .calls import ExportCall, perform
+from ..config.model import HandlerConfig
+from .handlers import granted_types, grants
+from .handlers.base import ActorInfo
 from .host import Actor, ActorCrash, Limits
 
 log = logging.getLogger("theater_otp.worker")
@@ -40,6 +43,8 @@ log = logging.getLogger("theater_otp.worker")
 FINAL_FLUSH_TIMEOUT_MS = 3000
 #: Most queued envelopes handled in one turn of the serve loop before its events are flushed.
 MAX_ENVELOPES_PER_TURN = 256
+#: How long a supervisor-interface call waits for the node's answer.
+SUPERVISE_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,18 @@ class WorkerConfig:
     artifact: Path
     component_hash: str
     initial_state: bytes | None
-    granted: frozenset[str]
+    #: the manifest's handler entries, each with its typed settings (the registry's `grants` reads them)
+    handlers: tuple[HandlerConfig, ...]
     imports: tuple[str, ...] = ()
     component_path: str = ""
     max_unacked_events: int = MAX_UNACKED_EVENTS
     #: False only for benchmarks that measure what recording costs (THEATER_OTP_RECORD=0)
     record: bool = True
     limits: Limits = field(default_factory=Limits)
-    request_timeout_ms: int = 30_000
-    max_sleep_ms: int = 3_600_000
-    min_sleep_ms: int = 1
+
+    @property
+    def granted(self) -> frozenset[str]:
+        return granted_types(self.handlers)
 
     @property
     def identity(self) -> bytes:
@@ -185,14 +192,14 @@ class Worker:
         self.node.send(encode(Envelope("send", self.cfg.actor_id, target, 0, msg)))
         return None
 
-    def request(self, target: str, msg: bytes) -> bytes | str:
+    def request(self, target: str, msg: bytes, timeout_ms: int) -> bytes | str:
         corr = next(self.corr)
         self.node.send(encode(Envelope("request", self.cfg.actor_id, target, corr, msg)))
-        deadline = time.monotonic() + self.cfg.request_timeout_ms / 1000
+        deadline = time.monotonic() + timeout_ms / 1000
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return f"request to {target} timed out after {self.cfg.request_timeout_ms} ms"
+                return f"request to {target} timed out after {timeout_ms} ms"
             if not self.node.poll(int(remaining * 1000) + 1):
                 continue
             env = self._recv()
@@ -210,7 +217,7 @@ class Worker:
         corr = next(self.corr)
         self.node.send(encode(Envelope("supervise", self.cfg.actor_id, op, corr, args)))
         while True:
-            if not self.node.poll(self.cfg.request_timeout_ms):
+            if not self.node.poll(SUPERVISE_TIMEOUT_MS):
                 return {"error": f"supervisor call {op} timed out"}
             env = self._recv()
             if env is None:
@@ -249,8 +256,6 @@ class Worker:
         return [e.wit_fields() for e in rows]
 
     def sleep(self, ms: int) -> str | None:
-        if not self.cfg.min_sleep_ms <= ms <= self.cfg.max_sleep_ms:
-            return f"sleep of {ms} ms is outside the allowed {self.cfg.min_sleep_ms}..{self.cfg.max_sleep_ms} ms"
         deadline = time.monotonic() + ms / 1000
         while not self.stop_requested:
             remaining = deadline - time.monotonic()
@@ -260,27 +265,6 @@ class Worker:
             if select.select([self.wake_r], [], [], remaining)[0]:
                 self.wake_r.recv(4096)
         return "sleep interrupted: the actor is shutting down"
-
-    def wall_clock(self):
-        from .host import _datetime
-        return _datetime(*divmod(time.time_ns(), 1_000_000_000))
-
-    def monotonic_clock(self) -> int:
-        return time.monotonic_ns()
-
-    def random_bytes(self, n: int) -> bytes:
-        if n > 1024 * 1024:
-            raise ValueError(f"random request of {n} bytes is over the 1 MiB limit")
-        return os.urandom(n)
-
-    def random_u64(self) -> int:
-        return int.from_bytes(os.urandom(8), "little")
-
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-    def perf_ns(self) -> int:
-        return time.perf_counter_ns()
 
     def renew_budget(self) -> None:
         if self.actor is not None:
@@ -304,7 +288,8 @@ class Worker:
                                     "name": cfg.name, "path": cfg.path, "component": cfg.component_hash,
                                     "component_path": cfg.component_path, "granted": sorted(cfg.granted)})
         component = load_artifact(self.engine, cfg.artifact)
-        self.actor = Actor(self.engine, component, self, set(cfg.granted), cfg.limits, cfg.imports)
+        info = ActorInfo(cfg.actor_id, cfg.name, cfg.path, cfg.incarnation, cfg.home)
+        self.actor = Actor(self.engine, component, self, grants(cfg.handlers), cfg.limits, cfg.imports, info)
         self._call(ExportCall("init", [cfg.initial_state]))
         self.flush_events()
         self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))

@@ -26,10 +26,13 @@ import msgpack
 import wasmtime.component as wc
 
 from ..chain.event import ChainEvent, event_hash
+from ..home import Home
 from . import fastabi
 from .calls import ExportCall, perform
 from .component import artifact_path, compile_component, load_artifact, new_engine
-from .host import Actor, HostAbort, Limits, _datetime
+from .handlers import REGISTRY
+from .handlers.base import ActorInfo
+from .host import Actor, HostAbort, Limits
 
 EXPORT_EVENTS = ("actor.init", "message.send", "message.request")
 FACT_EVENTS = ("actor.start", "lifecycle.exited", "actor.exit", "actor.crash", "message.undeliverable")
@@ -73,87 +76,38 @@ def _payload(event: ChainEvent) -> dict:
 
 
 class _Recorded:
-    """Serves host calls from the recorded events of one export call, in order (HostServices)."""
+    """The replaying actor's services: what it records is collected (to compare with the chain),
+    and each host call it makes is served from the next recorded host event of this export call."""
 
-    def __init__(self, granted: set[str]):
+    def __init__(self) -> None:
         self.pending: deque[ChainEvent] = deque()
         self.produced: list[tuple[str, dict]] = []
-        self.granted = granted
-        self.shutdown = False
 
-    # the recording side: what the replayed actor does
     def record(self, event_type: str, data: dict) -> None:
         self.produced.append((event_type, data))
 
-    def _next(self, event_type: str) -> Any:
+    def next(self, event_type: str) -> dict:
+        """The recorded data of the next host call, which must be a call of `event_type`."""
         if not self.pending:
             raise _Unrecorded(event_type)
         event = self.pending[0]
         if event.event_type != event_type:
             raise _Unrecorded(event_type, event)
         self.pending.popleft()
-        return _payload(event).get("result")
+        return _payload(event)
 
-    # HostServices: each answer is the recorded one
     def log_line(self, msg: str) -> None:
-        self._next("host.runtime.log")
-
-    def request_shutdown(self, data):
-        self.shutdown = True
-        return self._next("host.runtime.shutdown")
-
-    def send(self, target, msg):
-        return self._next("host.message-server-host.send")
-
-    def request(self, target, msg):
-        return self._next("host.message-server-host.request")
-
-    def respond(self, request_id, msg):
-        return self._next("host.message-server-host.respond-to-request")
-
-    def outstanding(self):
-        return self._next("host.message-server-host.list-outstanding-requests")
-
-    def cancel_request(self, request_id):
-        return self._next("host.message-server-host.cancel-request")
-
-    def sleep(self, ms):
-        return self._next("host.timing.sleep")
-
-    def now_ms(self):
-        return self._next("host.timing.now")
-
-    def perf_ns(self):
-        return self._next("host.timing.performance-now")
+        pass  # what a replayed actor prints is not the node's log
 
     def renew_budget(self) -> None:
         pass
 
-    def wall_clock(self):
-        value = self._next("host.wasi:clocks/wall-clock.now")
-        return _datetime(value["seconds"], value["nanoseconds"])
-
-    def monotonic_clock(self):
-        return self._next("host.wasi:clocks/monotonic-clock.now")
-
-    def random_bytes(self, n):
-        return self._next("host.wasi:random/random.get-random-bytes")
-
-    def random_u64(self):
-        return self._next("host.wasi:random/random.get-random-u64")
-
-    def own_events(self):
-        raise _Unrecorded("host.runtime.get-chain")
-
-    def supervise(self, op: str, args: dict) -> dict:
-        event_type = f"host.supervisor.{op}"
-        value = self._next(event_type)
-        if op in ("spawn", "resume", "get-child-state", "get-child-events"):
-            (tag, payload), = value.items()
-            return {"ok": payload} if tag == "ok" else {"error": payload}
-        if op == "list-children":
-            return {"ok": value}
-        return {"ok": None} if value is None else {"error": value}
+    def __getattr__(self, name: str) -> Any:
+        # every other service is a live effect: handlers may take it when their functions are
+        # built, but replay serves each call from the chain and must never run it
+        def live_only(*_args: Any) -> Any:
+            raise HostAbort(f"replay does not provide the live service {name!r}")
+        return live_only
 
 
 class _Unrecorded(HostAbort):
@@ -179,8 +133,10 @@ def _load_component(engine, start: dict, override: Path | None) -> wc.Component:
 
 
 def replay(events: Iterable[ChainEvent], until: int | None = None, incarnation: int | None = None,
-           component: Path | None = None) -> ReplayResult:
-    """Replay a chain (all incarnations, or one); stop after seq `until` if given."""
+           component: Path | None = None, home: Home | None = None) -> ReplayResult:
+    """Replay a chain (all incarnations, or one); stop after seq `until` if given. `home` is the
+    node home the actor ran in: handlers that record content by hash (store, filesystem) serve
+    it back from there."""
     fastabi.install()
     chain = [e for e in events if until is None or e.seq <= until]
     if not chain:
@@ -197,11 +153,15 @@ def replay(events: Iterable[ChainEvent], until: int | None = None, incarnation: 
             if actor is not None:
                 actor.close()
             start = _payload(event)
-            # chains recorded before grants were logged: allow every interface (answers come from the record)
-            services = _Recorded(set(start.get("granted", ["runtime", "message-server", "timing", "supervisor"])))
+            services = _Recorded()
             comp = _load_component(engine, start, component)
-            actor = Actor(engine, comp, services, services.granted, Limits(cpu_budget_ms=60_000),
-                          tuple(name for name, _ in comp.type.imports(engine).items()))
+            # every handler is linked: each call is served from the record, whatever was granted
+            held: dict[str, Any] = {t: None for t in REGISTRY}
+            info = ActorInfo(event.actor_id, str(start.get("name", "")), str(start.get("path", "")),
+                             event.incarnation, home)
+            actor = Actor(engine, comp, services, held, Limits(cpu_budget_ms=60_000),
+                          tuple(name for name, _ in comp.type.imports(engine).items()), info,
+                          recorded=services.next)
             result.incarnations.append(event.incarnation)
             continue
         if actor is None or services is None or event.event_type in FACT_EVENTS:
@@ -248,6 +208,9 @@ def _replay_call(actor: Actor, services: _Recorded, call: ExportCall, recorded: 
         event = miss.found or recorded
         raise Divergence(event, event.event_type if miss.found else "no further host call",
                          miss.wanted, "the actor made a host call the chain does not record next") from None
+    except HostAbort as abort:  # a host call whose result the chain cannot give back (get-chain)
+        raise Divergence(recorded, "a host call served from the chain", str(abort),
+                         "the actor made a host call replay cannot serve") from None
     produced = services.produced + [(outcome.event_type, outcome.data)]
     expected = host_events[:len(host_events) - len(services.pending)] + [recorded]
     if services.pending:

@@ -1,0 +1,164 @@
+"""Typed readers for one TOML table's fields, with errors that name file, key and line.
+
+Used by the config loader (supervisor flags) and by each handler module for
+its own `[[handler]]` settings, so every setting in every file is checked the
+same way: a wrong type, a value out of range or an unknown key is one
+`ConfigError` naming the file, the dotted key, its line and what is expected.
+
+`Where` is what the readers need from the file: the loader's `Source`
+satisfies it. This module imports nothing from the rest of `config`, so
+handler modules can use it without an import cycle.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, Mapping, Protocol, TypeVar
+
+from ..errors import ConfigError
+from .model import AutoShutdown, Backoff, Strategy, SupFlags
+
+E = TypeVar("E", bound=enum.Enum)
+
+#: The largest number a duration or size setting may hold: what a millisecond
+#: timer, a byte count or a poll timeout can use without overflow anywhere.
+MAX_SETTING = 2**31 - 1
+
+
+class Where(Protocol):
+    """A file that can turn (key, message, value) into a ConfigError with its line."""
+
+    def error(self, key: str, message: str, value: object = None) -> ConfigError: ...
+
+
+class Fields:
+    """Reads the settings in `raw` (the table at dotted `key` of `where`), one typed getter per
+    field; `done()` refuses keys no getter asked for, listing the known ones."""
+
+    def __init__(self, where: Where, key: str, raw: Mapping[str, object]):
+        self.where = where
+        self.key = key
+        self.raw = dict(raw)
+        self.seen: set[str] = set()
+
+    def _get(self, name: str) -> object:
+        self.seen.add(name)
+        return self.raw.get(name)
+
+    def error(self, name: str, message: str, value: object = None) -> ConfigError:
+        return self.where.error(f"{self.key}.{name}", message, value)
+
+    def int(self, name: str, default: int | None, minimum: int = 0, maximum: int = MAX_SETTING) -> int | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        return read_int(self.where, f"{self.key}.{name}", value, 0, minimum, maximum)
+
+    def float(self, name: str, default: float | None, minimum: float = 0.0) -> float | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < minimum:
+            raise self.error(name, f"{value!r} is not valid: expected a number >= {minimum}", value)
+        return float(value)
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(name, f"{value!r} is not valid: expected true or false", value)
+        return value
+
+    def str(self, name: str, default: str | None) -> str | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str) or "\x00" in value:
+            raise self.error(name, f"{value!r} is not valid: expected a string", value)
+        return value
+
+    def str_list(self, name: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) and "\x00" not in v for v in value):
+            raise self.error(name, f"{value!r} is not valid: expected a list of strings", value)
+        return tuple(value)
+
+    def str_table(self, name: str) -> dict[str, str]:
+        value = self._get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self.error(name, "expected a table of strings, e.g. { KEY = \"value\" }", value)
+        return dict(value)
+
+    def enum(self, name: str, enum_cls: type[E], default: E | None) -> E | None:
+        return read_enum(self.where, f"{self.key}.{name}", self._get(name), enum_cls, default)
+
+    def take(self, name: str) -> object:
+        """The raw value (for a reader defined elsewhere); marks the key as known."""
+        return self._get(name)
+
+    def done(self, also_known: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(self.raw) - self.seen - set(also_known))
+        if unknown:
+            known = sorted(self.seen | set(also_known))
+            expected = f"expected {', '.join(known)}" if known else "this handler takes no settings"
+            raise self.where.error(f"{self.key}.{unknown[0]}",
+                                   f"unknown setting {unknown[0]!r}: {expected}", self.raw[unknown[0]])
+
+
+def read_enum(where: Where, key: str, value: object, enum_cls: type[E], default: Any) -> Any:
+    if value is None:
+        return default
+    choices = [m.value for m in enum_cls]
+    if isinstance(value, str) and value in choices:
+        return enum_cls(value)
+    expected = ", ".join(choices[:-1]) + " or " + choices[-1]
+    raise where.error(key, f"{value!r} is not valid: expected {expected}", value)
+
+
+def read_int(where: Where, key: str, value: object, default: int, minimum: int,
+             maximum: int = MAX_SETTING) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise where.error(key, f"{value!r} is not valid: expected an integer >= {minimum}", value)
+    if value > maximum:
+        raise where.error(key, f"{value!r} is not valid: expected an integer <= {maximum}", value)
+    return value
+
+
+def parse_flags(where: Where, table: Mapping[str, Any], key: str) -> SupFlags:
+    """Supervisor flags (OTP §1.9), validated in OTP's order."""
+    strategy = read_enum(where, f"{key}.strategy", table.get("strategy"), Strategy, Strategy.ONE_FOR_ONE)
+    intensity = read_int(where, f"{key}.intensity", table.get("intensity"), 1, 0)
+    period = read_int(where, f"{key}.period", table.get("period"), 5, 1)
+    auto = read_enum(where, f"{key}.auto_shutdown", table.get("auto_shutdown"), AutoShutdown, AutoShutdown.NEVER)
+    return SupFlags(strategy=strategy, intensity=intensity, period=period, auto_shutdown=auto,
+                    backoff=_backoff(where, f"{key}.backoff", table.get("backoff")))
+
+
+def _backoff(where: Where, key: str, value: object) -> Backoff | None:
+    """`backoff = { initial_ms = 100, max_ms = 30000, reset_after_s = 60 }` (all optional)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Backoff()
+    if not isinstance(value, dict):
+        raise where.error(key, "expected a table { initial_ms, max_ms, reset_after_s } or true", value)
+    unknown = set(value) - {"initial_ms", "max_ms", "reset_after_s"}
+    if unknown:
+        raise where.error(key, f"unknown key(s) {', '.join(sorted(unknown))}: expected initial_ms, max_ms, "
+                               f"reset_after_s")
+    default = Backoff()
+    initial = read_int(where, f"{key}.initial_ms", value.get("initial_ms"), default.initial_ms, 0)
+    cap = read_int(where, f"{key}.max_ms", value.get("max_ms"), max(default.max_ms, initial), 0)
+    if cap < initial:
+        raise where.error(f"{key}.max_ms", f"{cap} is not valid: expected max_ms >= initial_ms ({initial})", cap)
+    reset = read_int(where, f"{key}.reset_after_s", value.get("reset_after_s"), default.reset_after_s, 0)
+    return Backoff(initial_ms=initial, max_ms=cap, reset_after_s=reset)
