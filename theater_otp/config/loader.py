@@ -7,6 +7,7 @@ line where it can be found, the bad value and what is expected.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .model import (
     Strategy,
     SupFlags,
 )
+from .substitute import substitute
 
 #: Handler types a manifest may grant (the registry's); the always-granted ones
 #: (runtime, message-server) may be listed to give them settings.
@@ -61,7 +63,17 @@ class _Source:
             line = getattr(exc, "lineno", None)
             msg = getattr(exc, "msg", str(exc))
             raise ConfigError(self.path, None, f"invalid TOML: {msg}", line=line) from None
-        return data
+        return substitute(data, os.environ, self.placeholder_error)
+
+    def placeholder_error(self, key: str, token: str, message: str) -> ConfigError:
+        """A bad `${...}` at `key`: its line is the first line holding `token` (not as `$${`)
+        whose key matches, else the first line holding it at all."""
+        leaf = re.sub(r"(\[\d+\])+$", "", key.rsplit(".", 1)[-1])
+        keyed = re.compile(rf"(^|[\s{{,.])[\"']?{re.escape(leaf)}[\"']?\s*=")
+        token_re = re.compile(rf"(?<!\$){re.escape(token)}")
+        hits = [(i + 1, line) for i, line in enumerate(self.text.splitlines()) if token_re.search(line)]
+        line = next((n for n, text in hits if keyed.search(text)), hits[0][0] if hits else None)
+        return ConfigError(self.path, key, message, line=line)
 
     def line_of(self, leaf: str, value: object = None) -> int | None:
         """The line of `leaf = value` when exactly one line matches, else None."""
