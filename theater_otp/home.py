@@ -4,6 +4,7 @@
       run/  (or a short /tmp dir when HOME's path is too long for ipc sockets)
         node.pid  control.sock  router.sock  chain.sock  crash/
       chain.db                  the event store (SQLite, WAL)
+      store.db                  the actors' content stores (SQLite, WAL; theater_otp/contentstore.py)
       node.log                  the node's log (workers append to it too)
 The compiled-component cache is shared by all homes: THEATER_OTP_CACHE or
 ~/.cache/theater-otp.
@@ -76,6 +77,10 @@ class Home:
     @property
     def chain_db(self) -> Path:
         return self.root / "chain.db"
+
+    @property
+    def store_db(self) -> Path:
+        return self.root / "store.db"
 
     @property
     def log_file(self) -> Path:
