@@ -25,9 +25,10 @@ TREE = """
 
 def writer_pid(tree: Tree) -> int:
     """The newest chain-writer, from its own 'ready' line in the node's log."""
-    ready = re.findall(r"chain-writer\[(\d+)\] INFO chain-writer ready", (tree.home / "node.log").read_text())
-    assert ready, "no chain-writer ready line"
-    return int(ready[-1])
+    def ready() -> list[str]:
+        return re.findall(r"chain-writer\[(\d+)\] INFO chain-writer ready", (tree.home / "node.log").read_text())
+    # the writer logs it from its own process: under load that line can land after `up` returned
+    return int(tree.wait_for(ready, what="the chain-writer's ready line")[-1])
 
 
 def test_sigkill_of_the_writer_during_a_burst_loses_no_event_and_stores_none_twice(tmp_path):

@@ -87,4 +87,4 @@ def test_infinite_loop_is_stopped_by_the_cpu_budget(tmp_path):
         tree.wait_running()
         cli("send", "x", "loop", home=tree.home)
         reason = tree.wait_for(lambda: last_exit(tree, "root/x")["reason"], timeout=20, what="loop interrupted")
-        assert reason["kind"] == "abnormal" and "interrupt" in reason["detail"]
+        assert reason["kind"] == "abnormal" and "CPU budget exceeded" in reason["detail"]

@@ -495,15 +495,19 @@ def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
             "pid": live.get("pid"), "restarts": live.get("restarts"), "incarnation": head[2],
             "uptime": live.get("uptime"), "component": start.get("component"),
             "component_path": start.get("component_path"), "granted": start.get("granted"),
+            "limits": live.get("limits") or start.get("limits"), "mailbox": live.get("mailbox"),
+            "refused": live.get("refused"),
             "chain_head": {"seq": head[0], "hash": head[1].hex() if head[1] else None},
             "last_events": [e.to_plain() for e in recent]}
     if json_out:
         _print_json(info)
         return
     for key in ("path", "actor_id", "name", "manifest", "version", "status", "pid", "restarts", "incarnation", "uptime",
-                "component", "component_path", "granted"):
+                "component", "component_path", "granted", "mailbox", "refused"):
         if info[key] is not None:
             print(f"{key:<15} {info[key]}")
+    if info["limits"]:
+        print(f"{'limits':<15} " + "  ".join(f"{k} = {v}" for k, v in info["limits"].items()))
     print(f"{'chain head':<15} seq {head[0]}  {info['chain_head']['hash'] or '-'}")
     print("last events:")
     for e in recent:

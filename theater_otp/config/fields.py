@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+from pathlib import Path
 from typing import Any, Mapping, Protocol, TypeVar
 
 from ..errors import ConfigError
@@ -41,6 +42,19 @@ class Fields:
         self.key = key
         self.raw = dict(raw)
         self.seen: set[str] = set()
+        source = getattr(where, "path", None)
+        #: the folder of the file being read: relative paths in settings resolve against it
+        self.folder: Path | None = Path(source).parent if source is not None else None
+
+    def path(self, name: str) -> Path | None:
+        """A filesystem path setting, resolved against the file's folder (not the working directory)."""
+        value = self.str(name, None)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self.folder is not None:
+            path = self.folder / path
+        return path.resolve()
 
     def _get(self, name: str) -> object:
         self.seen.add(name)

@@ -16,11 +16,13 @@ import tomli
 
 from ..errors import ConfigError
 from ..worker.handlers import ALWAYS_GRANTED, MANIFEST_TYPES, parse_handler_settings
-from .fields import parse_flags, read_enum
+from ..worker.handlers.base import MAX_LIST_BYTES
+from .fields import Fields, parse_flags, read_enum
 from .model import (
     INFINITY,
     BRUTAL_KILL,
     WORKER_DEFAULT_SHUTDOWN,
+    ActorLimits,
     ActorManifest,
     AutoShutdown,
     Backoff,
@@ -251,7 +253,27 @@ def load_manifest(path: str | Path) -> ActorManifest:
         description=str(data.get("description", "")),
         initial_state=initial_state,
         handlers=_handlers(src, data),
+        limits=_limits(src, data),
     )
+
+
+def _limits(src: _Source, data: dict[str, Any]) -> ActorLimits:
+    """`[limits]`: every key optional; defaults from ActorLimits (the one place they live)."""
+    table = data.get("limits", {})
+    if not isinstance(table, dict):
+        raise src.error("limits", "expected a table: [limits] memory_bytes, cpu_ms, message_bytes, mailbox, "
+                                  "log_bytes_per_s")
+    d = ActorLimits()
+    f = Fields(src, "limits", table)
+    limits = ActorLimits(
+        memory_bytes=f.int("memory_bytes", d.memory_bytes, minimum=1024 * 1024, maximum=2**32),
+        cpu_ms=f.int("cpu_ms", d.cpu_ms, minimum=1, maximum=3_600_000),
+        message_bytes=f.int("message_bytes", d.message_bytes, minimum=1, maximum=MAX_LIST_BYTES),
+        mailbox=f.int("mailbox", d.mailbox, minimum=1, maximum=1_000_000),
+        log_bytes_per_s=f.int("log_bytes_per_s", d.log_bytes_per_s, minimum=0),
+    )
+    f.done()
+    return limits
 
 
 def _initial_state(src: _Source, data: dict[str, Any]) -> bytes | None:

@@ -93,6 +93,39 @@ class HandlerConfig:
 
 
 @dataclass(frozen=True)
+class ActorLimits:
+    """What one actor may use (manifest `[limits]`). These defaults are the only defaults;
+    `inspect` shows the values in force. What a breach does, per limit, is in docs/limits.md."""
+
+    #: each wasm linear memory's size; the inbox may hold up to a quarter of it in messages
+    memory_bytes: int = 256 * 1024 * 1024
+    #: CPU time one export call may use (host calls included; time blocked waiting is not)
+    cpu_ms: int = 5_000
+    #: the largest message the actor may send or receive
+    message_bytes: int = 1024 * 1024
+    #: messages that may wait in the actor's inbox
+    mailbox: int = 10_000
+    #: log bytes per second (a burst of 4 seconds' worth is allowed); the excess is dropped, counted
+    log_bytes_per_s: int = 16 * 1024
+
+    @property
+    def inbox_bytes(self) -> int:
+        return self.memory_bytes // 4
+
+    @classmethod
+    def from_plain(cls, value: object) -> "ActorLimits":
+        """Limits as recorded in a chain's actor.start (unknown or missing keys: defaults)."""
+        if not isinstance(value, dict):
+            return cls()
+        known = {k: v for k, v in value.items() if k in cls.__dataclass_fields__ and isinstance(v, int)}
+        return cls(**known)
+
+    def to_plain(self) -> dict[str, int]:
+        return {"memory_bytes": self.memory_bytes, "cpu_ms": self.cpu_ms, "message_bytes": self.message_bytes,
+                "mailbox": self.mailbox, "log_bytes_per_s": self.log_bytes_per_s}
+
+
+@dataclass(frozen=True)
 class ActorManifest:
     """An actor manifest (Theater's fields), with paths resolved."""
 
@@ -103,6 +136,7 @@ class ActorManifest:
     description: str = ""
     initial_state: bytes | None = None
     handlers: tuple[HandlerConfig, ...] = ()
+    limits: ActorLimits = field(default_factory=ActorLimits)
 
     def handler(self, type_: str) -> HandlerConfig | None:
         for h in self.handlers:

@@ -38,7 +38,6 @@ from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
 from ..worker.handlers import granted_types
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
-from ..worker.host import Limits
 from ..worker.main import WorkerConfig
 from .actor_supervision import ActorSupervision
 from .launcher import ChildProcess, Launcher
@@ -518,7 +517,7 @@ class Node(ActorSupervision):
             imports=compiled.imports, component_path=str(compiled.source),
             max_unacked_events=self.max_unacked_events,
             record=os.environ.get("THEATER_OTP_RECORD", "1") != "0",
-            limits=Limits(),
+            limits=manifest.limits,
         )
         try:
             process = self.launcher.start_worker(cfg)
@@ -646,22 +645,37 @@ class Node(ActorSupervision):
                 if handle.start_timer is not None:
                     handle.start_timer.cancelled = True
                 backlog, handle.backlog = handle.backlog, []
-                for frame in backlog:
-                    self._to_worker(handle, frame)
+                for frame in backlog:  # already counted in its mailbox when it was queued
+                    self._send_now(handle, frame)
                 self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
         elif kind == "supervise":
             self._on_supervise(handle, env)
         elif kind == "send":
             target, why = self.registry.resolve(env.to, handle.path)
             if target is None:
-                self._to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0, {"to": env.to, "error": why}))
-            elif isinstance(env.body, bytes):
-                self._to_worker(target, Envelope("send", handle.actor_id, target.actor_id, 0, env.body))
+                error: str | None = why
+            elif not isinstance(env.body, bytes):
+                error = "a message must be bytes"
+            else:
+                error = self._admit(target, env.body)
+                if error is None and not self._to_worker(target, Envelope("send", handle.actor_id, target.actor_id,
+                                                                          0, env.body)):
+                    error = f"actor {target.path} is not reachable"
+            if env.corr:  # the sender waits for this answer: its send returns the error
+                self._to_worker(handle, Envelope("sent", "node", handle.actor_id, env.corr,
+                                                 {"ok": None} if error is None else {"error": error}))
+            elif error is not None:
+                self._to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
+                                                 {"to": env.to, "error": error}))
+        elif kind == "took":
+            self._took(handle, env.body)
         elif kind == "request":
             target, why = self.registry.resolve(env.to, handle.path)
             pending = _PendingRequest("worker", ident, env.corr, target)  # type: ignore[arg-type]
             if target is None:
                 self._answer(pending, {"error": why})
+            elif (refusal := self._admit(target, env.body)) is not None:
+                self._answer(pending, {"error": refusal})
             else:
                 self._forward_request(pending, handle.actor_id, env.body, None)
         elif kind == "synced":
@@ -675,20 +689,55 @@ class Node(ActorSupervision):
         else:
             log.error("dropped unknown envelope kind %r from %s", kind, handle.path)
 
-    def _to_worker(self, handle: WorkerHandle, env: Envelope) -> bool:
-        if not handle.ready and env.kind not in ("reply", "undeliverable"):
-            # frames others send to a starting actor wait; answers to its own calls cannot
-            if len(handle.backlog) >= MAX_BACKLOG:
-                log.warning("dropped %s for %s: it is still starting and %d frames wait", env.kind, handle.path, MAX_BACKLOG)
-                return False
-            handle.backlog.append(env)
-            return True
+    def _send_now(self, handle: WorkerHandle, env: Envelope) -> bool:
         try:
             self.router.send_multipart([handle.identity, encode(env)], zmq.NOBLOCK)
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH (not connected yet / gone) or full
             log.warning("could not deliver %s to %s: %s", env.kind, handle.path, exc)
             return False
+
+    def _admit(self, target: WorkerHandle, body: object) -> str | None:
+        """Whether a message may go into `target`'s mailbox: None, or the refusal for its sender
+        (the message is over the target's `message_bytes`, or its mailbox is full). Refusals are
+        counted on the target."""
+        limits = target.limits
+        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        refusal = None
+        if size > limits.message_bytes:
+            refusal = (f"message of {size} bytes is over {target.path}'s limit message_bytes = "
+                       f"{limits.message_bytes}")
+        elif target.queued >= limits.mailbox:
+            refusal = f"mailbox of {target.path} is full ({target.queued} messages waiting; limit mailbox = " \
+                      f"{limits.mailbox})"
+        elif target.queued_bytes + size > limits.inbox_bytes:
+            refusal = (f"mailbox of {target.path} is full ({target.queued_bytes} bytes waiting; limit a quarter "
+                       f"of memory_bytes = {limits.inbox_bytes})")
+        if refusal is not None:
+            target.refused += 1
+        return refusal
+
+    def _took(self, handle: WorkerHandle, body: object) -> None:
+        """The worker took messages out of its mailbox: [count, bytes]."""
+        if isinstance(body, list) and len(body) == 2 and all(isinstance(v, int) for v in body):
+            handle.queued = max(0, handle.queued - body[0])
+            handle.queued_bytes = max(0, handle.queued_bytes - body[1])
+
+    def _to_worker(self, handle: WorkerHandle, env: Envelope) -> bool:
+        if not handle.ready and env.kind not in ("reply", "undeliverable", "sent"):
+            # frames others send to a starting actor wait (messages bounded by its mailbox, which
+            # _admit checks); answers to its own calls cannot
+            if len(handle.backlog) >= handle.limits.mailbox + MAX_BACKLOG:
+                log.warning("dropped %s for %s: it is still starting and %d frames wait", env.kind, handle.path,
+                            len(handle.backlog))
+                return False
+            handle.backlog.append(env)
+        elif not self._send_now(handle, env):
+            return False
+        if env.kind in ("send", "request"):  # a message in the mailbox until the worker says it took it
+            handle.queued += 1
+            handle.queued_bytes += len(env.body) if isinstance(env.body, (bytes, bytearray)) else 0
+        return True
 
     def _forward_request(self, pending: _PendingRequest, sender: str, body: Any, timeout_ms: int | None,
                          kind: str = "request") -> None:
@@ -813,7 +862,10 @@ class Node(ActorSupervision):
             return
         if not isinstance(payload, bytes):
             raise TypeError("payload must be bytes")
-        if self._to_worker(target, Envelope("send", "cli", target.actor_id, 0, payload)):
+        refusal = self._admit(target, payload)
+        if refusal is not None:
+            self._control_error(ident, corr, "refused", refusal)
+        elif self._to_worker(target, Envelope("send", "cli", target.actor_id, 0, payload)):
             self._control_reply(ident, corr, {"delivered_to": target.path})
         else:
             self._control_error(ident, corr, "not_running", f"actor {target.path} is not reachable")
@@ -824,6 +876,10 @@ class Node(ActorSupervision):
             return
         if not isinstance(body["payload"], bytes):
             raise TypeError("payload must be bytes")
+        refusal = self._admit(target, body["payload"])
+        if refusal is not None:
+            self._control_error(ident, corr, "refused", refusal)
+            return
         pending = _PendingRequest("cli", ident, corr, target)
         self._forward_request(pending, "cli", body["payload"], int(body.get("timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)))
 
@@ -982,4 +1038,6 @@ class Node(ActorSupervision):
                 "actor_id": self.registry.actor_ids.get(path), "name": child.spec.manifest.name,
                 "manifest": str(child.spec.manifest.source), "version": child.spec.manifest.version,
                 "restart": child.spec.restart.value, "incarnation": child.incarnation,
-                "uptime": round(time.time() - handle.started_at, 3) if live else None, "children": kids}
+                "uptime": round(time.time() - handle.started_at, 3) if live else None,
+                "mailbox": handle.queued if live else None, "refused": handle.refused if live else None,
+                "limits": child.spec.manifest.limits.to_plain(), "children": kids}

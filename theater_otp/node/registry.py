@@ -10,7 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..config.model import ChildSpec
+from ..config.model import ActorLimits, ChildSpec
 from .launcher import ChildProcess
 
 
@@ -32,6 +32,16 @@ class WorkerHandle:
     start_timer: object | None = None
     #: Frames for this worker that arrived before it was ready; sent in order on `ready`.
     backlog: list = field(default_factory=list)
+    #: Messages (send, request) routed to this worker and not yet reported taken, and their bytes:
+    #: the mailbox the actor's `mailbox` limit and a quarter of its `memory_bytes` bound.
+    queued: int = 0
+    queued_bytes: int = 0
+    #: Messages refused to their senders because of this actor's limits (shown by `inspect`).
+    refused: int = 0
+
+    @property
+    def limits(self) -> ActorLimits:
+        return self.spec.manifest.limits if self.spec.manifest else ActorLimits()
 
     @property
     def name(self) -> str:

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import wasmtime
 import wasmtime.component as wc
 
 from . import fastabi
+from ..config.model import ActorLimits
 from .component import ACTOR_EXPORT, MESSAGE_CLIENT_EXPORT, PACKAGE
+from .cpu import CpuBudget, EpochTicker
 from .handlers import interface_name, owner_of
-from .handlers.base import (PACKAGES, ActorCrash, ActorInfo, HostAbort, HostContext, HostFunction, HostServices,
+from .handlers.base import (MAX_LIST_BYTES, PACKAGES, ActorCrash, ActorInfo, HostAbort, HostContext, HostFunction, HostServices,
                             recordable)
 
 SUPERVISOR_HANDLERS_EXPORT = f"{PACKAGE}/supervisor-handlers"
@@ -37,14 +38,7 @@ log = logging.getLogger("theater_otp.worker")
 #: Serves one host call in replay: event type -> the recorded event's data.
 Recorded = Callable[[str], dict]
 
-__all__ = ["Actor", "ActorCrash", "HostAbort", "HostServices", "Limits", "Recorded", "state_digest"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int = 256 * 1024 * 1024
-    cpu_budget_ms: int = 5000
-    epoch_tick_ms: int = 10
+__all__ = ["Actor", "ActorCrash", "HostAbort", "HostServices", "Recorded", "state_digest"]
 
 
 #: How much of what the guest printed to stderr during a call that trapped goes into the crash reason.
@@ -66,13 +60,15 @@ class Actor:
     """A live actor instance. Invariant: `state` is the state returned by the last successful export call."""
 
     def __init__(self, engine: wasmtime.Engine, component: wc.Component, services: HostServices,
-                 grants: dict[str, Any], limits: Limits, imports: tuple[str, ...], actor: ActorInfo,
-                 recorded: Recorded | None = None):
+                 grants: dict[str, Any], limits: ActorLimits, imports: tuple[str, ...], actor: ActorInfo,
+                 ticker: EpochTicker, recorded: Recorded | None = None):
         self.services = services
         self.limits = limits
         self.recorded = recorded
         self.store = wasmtime.Store(engine)
         self.store.set_limits(memory_size=limits.memory_bytes)
+        self.ticker = ticker
+        self.budget = CpuBudget(self.store, limits.cpu_ms)
         self.state: bytes | None = None
         #: what the guest wrote to stderr during the current export call (a toolchain's traceback)
         self._stderr_during_call = bytearray()
@@ -81,7 +77,7 @@ class Actor:
         if any(name.startswith("wasi:") for name in imports):
             self._link_wasi_base()
         self._link(grants, imports, actor)
-        self._renew()
+        self.budget.start()  # instantiation runs the component's start functions
         try:
             self.instance = self.linker.instantiate(self.store, component)
         except wasmtime.WasmtimeError as exc:
@@ -125,7 +121,8 @@ class Actor:
                 if handler is None or (handler.type not in grants and not handler.always_granted):
                     continue
                 if handler.type not in tables:
-                    ctx = HostContext(actor, self.services, grants.get(handler.type), self.recorded is not None)
+                    ctx = HostContext(actor, self.services, grants.get(handler.type), self.recorded is not None,
+                                      grants=grants)
                     contexts.append(ctx)
                     tables[handler.type] = handler.functions(ctx)
                 iface = interface_name(name)
@@ -164,7 +161,7 @@ class Actor:
 
     def _host(self, iface: str, func: str, fn: HostFunction) -> Callable[..., Any]:
         """Wrap a host function: run it (or, in replay, serve it from the chain), record the call
-        as `host.<interface>.<function>`, renew the CPU budget after it."""
+        as `host.<interface>.<function>`."""
         services = self.services
         event_type = host_event_type(iface, func)
         recorded = self.recorded
@@ -188,33 +185,32 @@ class Actor:
                 log.exception("host function %s.%s failed", iface, func)
                 result = f"internal error in {iface}.{func}: {type(exc).__name__}"
             services.record(event_type, fn.record(args, result))
-            services.renew_budget()
             return result
 
         return call
 
     # ---- export calls -------------------------------------------------------------------
 
-    def _renew(self) -> None:
-        self.store.set_epoch_deadline(max(1, self.limits.cpu_budget_ms // self.limits.epoch_tick_ms))
-
-    def renew_budget(self) -> None:
-        self._renew()
-
     def _call(self, iface: str, name: str, *args: Any) -> Any:
         func = self.funcs.get((iface, name))
         if func is None:
             raise ActorCrash(f"component does not export {iface}.{name}")
-        self._renew()
         self._stderr_during_call.clear()
+        self.budget.start()
+        self.ticker.begin()
         try:
             result = func(self.store, *args)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # component traps arrive as WasmtimeError
+            if self.budget.exceeded is not None:
+                raise ActorCrash(f"CPU budget exceeded in {iface}.{name}: {self.budget.exceeded:.0f} ms of CPU "
+                                 f"time, over the limit cpu_ms = {self.budget.cpu_ms}") from None
             reason = f"trap in {iface}.{name}: {_trap_text(exc)}"
             printed = bytes(self._stderr_during_call[-STDERR_IN_CRASH:]).decode("utf-8", "replace").strip()
             if printed:  # e.g. the Python traceback componentize-py prints before it traps
                 reason += f"\nstderr:\n{printed}"
             raise ActorCrash(reason) from None
+        finally:
+            self.ticker.end()
         func.post_return(self.store)
         if isinstance(result, str):
             raise ActorCrash(f"{iface}.{name} returned err: {result}")
@@ -262,6 +258,11 @@ def _trap_text(exc: Exception) -> str:
     for line in text.splitlines():
         if "wasm trap:" in line:
             return line.split("wasm trap:", 1)[1].strip()
-    return _first_line(exc)
+    if "fuel allocated for hostcalls" in text:
+        return (f"too much data in one host call: wasmtime copies at most about 4 MiB of list values per call "
+                f"(lists of up to {MAX_LIST_BYTES} bytes are safe)")
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip()[0].isdigit() and "backtrace" not in line]
+    return lines[-1] if lines else _first_line(exc)
 
 

@@ -16,7 +16,6 @@ import os
 import select
 import signal
 import socket
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,10 +31,12 @@ from ..protocol import Envelope, ProtocolError, decode, encode
 from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
 from .component import load_artifact, new_engine
 from .calls import ExportCall, perform
-from ..config.model import HandlerConfig
+from ..config.model import ActorLimits, HandlerConfig
 from .handlers import granted_types, grants
 from .handlers.base import ActorInfo
-from .host import Actor, ActorCrash, Limits
+from .cpu import EpochTicker
+from .host import Actor, ActorCrash
+from .lograte import LogRate
 
 log = logging.getLogger("theater_otp.worker")
 
@@ -43,8 +44,12 @@ log = logging.getLogger("theater_otp.worker")
 FINAL_FLUSH_TIMEOUT_MS = 3000
 #: Most queued envelopes handled in one turn of the serve loop before its events are flushed.
 MAX_ENVELOPES_PER_TURN = 256
+_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR}
 #: How long a supervisor-interface call waits for the node's answer.
 SUPERVISE_TIMEOUT_MS = 30_000
+#: How long a send waits for the node to say the message is in the target's mailbox.
+SEND_ANSWER_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class WorkerConfig:
     max_unacked_events: int = MAX_UNACKED_EVENTS
     #: False only for benchmarks that measure what recording costs (THEATER_OTP_RECORD=0)
     record: bool = True
-    limits: Limits = field(default_factory=Limits)
+    limits: ActorLimits = field(default_factory=ActorLimits)
 
     @property
     def granted(self) -> frozenset[str]:
@@ -111,20 +116,16 @@ class Worker:
         self.stop_requested = False
         self.shutdown_requested = False
         self.inbox: deque[Envelope] = deque()
+        #: [messages, bytes] taken out of the mailbox since the node was last told
+        self.took = [0, 0]
         self.syncs: list[tuple[int, int]] = []  # (node's sync corr, batch seq it waits for)
         self.corr = itertools.count(1)
         self.outstanding_requests: dict[str, tuple[str, int]] = {}  # request-id -> (origin, corr)
         self.request_ids = itertools.count(1)
         self.actor: Actor | None = None
         self.engine = new_engine(parallel_compilation=False)
-        self._ticker = threading.Thread(target=self._tick, daemon=True, name="epoch-ticker")
-        self._ticker.start()
-
-    def _tick(self) -> None:
-        period = self.cfg.limits.epoch_tick_ms / 1000
-        while True:
-            time.sleep(period)
-            self.engine.increment_epoch()
+        self.ticker = EpochTicker(self.engine)
+        self.log_rate = LogRate(cfg.limits.log_bytes_per_s)
 
     def _on_sigterm(self, signum, frame) -> None:
         self.stop_requested = True
@@ -182,49 +183,92 @@ class Worker:
     # ---- host services (HostServices protocol) -------------------------------------------
 
     def log_line(self, msg: str) -> None:
-        log.info("[%s] %s", self.cfg.path, msg)
+        self.log_at("info", msg)
+
+    def log_at(self, level: str, msg: str) -> None:
+        """A line of the actor's log, within its `log_bytes_per_s`; the excess is dropped and
+        counted once per second in a `log.truncated` event."""
+        dropped = self.log_rate.take(len(msg), time.monotonic())
+        if dropped:
+            self.record("log.truncated", {"dropped_lines": dropped[0], "dropped_bytes": dropped[1],
+                                          "limit_bytes_per_s": self.cfg.limits.log_bytes_per_s})
+            log.warning("[%s] log truncated: %d line(s), %d byte(s) over log_bytes_per_s = %d", self.cfg.path,
+                        dropped[0], dropped[1], self.cfg.limits.log_bytes_per_s)
+        if self.log_rate.allowed:
+            log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.cfg.path, msg)
 
     def request_shutdown(self, data: bytes | None) -> None:
         self.shutdown_requested = True
         return None
 
-    def send(self, target: str, msg: bytes) -> str | None:
-        self.node.send(encode(Envelope("send", self.cfg.actor_id, target, 0, msg)))
+    def _too_big(self, what: str, msg: bytes) -> str | None:
+        limit = self.cfg.limits.message_bytes
+        if len(msg) > limit:
+            return f"{what} of {len(msg)} bytes is over this actor's limit message_bytes = {limit}"
         return None
 
-    def request(self, target: str, msg: bytes, timeout_ms: int) -> bytes | str:
-        corr = next(self.corr)
-        self.node.send(encode(Envelope("request", self.cfg.actor_id, target, corr, msg)))
+    def _report_took(self) -> None:
+        """Tell the node what left the mailbox: once a turn, and before each call that sends, so the
+        node's count is exact when another message asks to be admitted."""
+        if self.took[0]:
+            self.node.send(encode(Envelope("took", self.cfg.actor_id, "node", 0, self.took)))
+            self.took = [0, 0]
+
+    def _await(self, kind: str, corr: int, timeout_ms: int) -> Envelope | None:
+        """Wait for the node's `kind` answer to our call `corr`; what else arrives meanwhile waits
+        in the inbox, served after the current export call. None when `timeout_ms` passes."""
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return f"request to {target} timed out after {timeout_ms} ms"
+                return None
             if not self.node.poll(int(remaining * 1000) + 1):
                 continue
             env = self._recv()
             if env is None:
                 continue
-            if env.kind == "reply" and env.corr == corr:
-                body = env.body if isinstance(env.body, dict) else {}
-                if "error" in body:
-                    return str(body["error"])
-                return bytes(body.get("ok") or b"")
-            self.inbox.append(env)  # served after the current call
+            if env.kind == kind and env.corr == corr:
+                return env
+            self.inbox.append(env)
+
+    def send(self, target: str, msg: bytes) -> str | None:
+        """One-way message: returns once the node has put it in the target's mailbox, or with the
+        reason it could not (no such actor, over a message_bytes limit, a full mailbox)."""
+        refusal = self._too_big("message", msg)
+        if refusal:
+            return refusal
+        corr = next(self.corr)
+        self._report_took()
+        self.node.send(encode(Envelope("send", self.cfg.actor_id, target, corr, msg)))
+        env = self._await("sent", corr, SEND_ANSWER_TIMEOUT_MS)
+        if env is None:
+            return f"send to {target}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
+        body = env.body if isinstance(env.body, dict) else {}
+        return str(body["error"]) if "error" in body else None
+
+    def request(self, target: str, msg: bytes, timeout_ms: int) -> bytes | str:
+        refusal = self._too_big("request", msg)
+        if refusal:
+            return refusal
+        corr = next(self.corr)
+        self._report_took()
+        self.node.send(encode(Envelope("request", self.cfg.actor_id, target, corr, msg)))
+        env = self._await("reply", corr, timeout_ms)
+        if env is None:
+            return f"request to {target} timed out after {timeout_ms} ms"
+        body = env.body if isinstance(env.body, dict) else {}
+        if "error" in body:
+            return str(body["error"])
+        return bytes(body.get("ok") or b"")
 
     def supervise(self, op: str, args: dict) -> dict:
         """A supervisor-interface call: ask the node, wait for its answer like a request."""
         corr = next(self.corr)
         self.node.send(encode(Envelope("supervise", self.cfg.actor_id, op, corr, args)))
-        while True:
-            if not self.node.poll(SUPERVISE_TIMEOUT_MS):
-                return {"error": f"supervisor call {op} timed out"}
-            env = self._recv()
-            if env is None:
-                continue
-            if env.kind == "reply" and env.corr == corr:
-                return env.body if isinstance(env.body, dict) else {"error": "malformed reply"}
-            self.inbox.append(env)
+        env = self._await("reply", corr, SUPERVISE_TIMEOUT_MS)
+        if env is None:
+            return {"error": f"supervisor call {op} timed out"}
+        return env.body if isinstance(env.body, dict) else {"error": "malformed reply"}
 
     def respond(self, request_id: str, msg: bytes) -> str | None:
         origin = self.outstanding_requests.pop(request_id, None)
@@ -266,10 +310,6 @@ class Worker:
                 self.wake_r.recv(4096)
         return "sleep interrupted: the actor is shutting down"
 
-    def renew_budget(self) -> None:
-        if self.actor is not None:
-            self.actor.renew_budget()
-
     # ---- the loop -------------------------------------------------------------------------
 
     def _recv(self) -> Envelope | None:
@@ -286,10 +326,12 @@ class Worker:
         cfg = self.cfg
         self.record("actor.start", {"incarnation": cfg.incarnation, "restart": cfg.restart, "pid": os.getpid(),
                                     "name": cfg.name, "path": cfg.path, "component": cfg.component_hash,
-                                    "component_path": cfg.component_path, "granted": sorted(cfg.granted)})
+                                    "component_path": cfg.component_path, "granted": sorted(cfg.granted),
+                                    "limits": cfg.limits.to_plain()})
         component = load_artifact(self.engine, cfg.artifact)
         info = ActorInfo(cfg.actor_id, cfg.name, cfg.path, cfg.incarnation, cfg.home)
-        self.actor = Actor(self.engine, component, self, grants(cfg.handlers), cfg.limits, cfg.imports, info)
+        self.actor = Actor(self.engine, component, self, grants(cfg.handlers), cfg.limits, cfg.imports, info,
+                           self.ticker)
         self._call(ExportCall("init", [cfg.initial_state]))
         self.flush_events()
         self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))
@@ -316,6 +358,7 @@ class Worker:
                 poller.register(self.node, zmq.POLLIN)
                 listening = True
             self.flush_events()  # what this turn recorded, as one batch, before we wait
+            self._report_took()
             deadline = self.producer.resend_deadline()
             timeout = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
             ready = dict(poller.poll(timeout))
@@ -362,6 +405,9 @@ class Worker:
         actor = self.actor
         assert actor is not None
         kind = env.kind
+        if kind in ("send", "request"):  # out of the mailbox: the node hears it with the turn's `took`
+            self.took[0] += 1
+            self.took[1] += len(env.body) if isinstance(env.body, (bytes, bytearray)) else 0
         if kind == "send":
             self._call(ExportCall("send", [env.body], {"from": env.sender}))
         elif kind == "request":

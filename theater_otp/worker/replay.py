@@ -26,13 +26,15 @@ import msgpack
 import wasmtime.component as wc
 
 from ..chain.event import ChainEvent, event_hash
+from ..config.model import ActorLimits
 from ..home import Home
 from . import fastabi
 from .calls import ExportCall, perform
 from .component import artifact_path, compile_component, load_artifact, new_engine
 from .handlers import REGISTRY
 from .handlers.base import ActorInfo
-from .host import Actor, HostAbort, Limits
+from .cpu import EpochTicker
+from .host import Actor, HostAbort
 
 EXPORT_EVENTS = ("actor.init", "message.send", "message.request")
 FACT_EVENTS = ("actor.start", "lifecycle.exited", "actor.exit", "actor.crash", "message.undeliverable")
@@ -99,7 +101,7 @@ class _Recorded:
     def log_line(self, msg: str) -> None:
         pass  # what a replayed actor prints is not the node's log
 
-    def renew_budget(self) -> None:
+    def log_at(self, level: str, msg: str) -> None:
         pass
 
     def __getattr__(self, name: str) -> Any:
@@ -144,6 +146,7 @@ def replay(events: Iterable[ChainEvent], until: int | None = None, incarnation: 
     actor_id = chain[0].actor_id
     result = ReplayResult(actor_id, 0, [])
     engine = new_engine(parallel_compilation=False)
+    ticker = EpochTicker(engine)
     actor: Actor | None = None
     services: _Recorded | None = None
     for event in chain:
@@ -159,8 +162,8 @@ def replay(events: Iterable[ChainEvent], until: int | None = None, incarnation: 
             held: dict[str, Any] = {t: None for t in REGISTRY}
             info = ActorInfo(event.actor_id, str(start.get("name", "")), str(start.get("path", "")),
                              event.incarnation, home)
-            actor = Actor(engine, comp, services, held, Limits(cpu_budget_ms=60_000),
-                          tuple(name for name, _ in comp.type.imports(engine).items()), info,
+            actor = Actor(engine, comp, services, held, ActorLimits.from_plain(start.get("limits")),
+                          tuple(name for name, _ in comp.type.imports(engine).items()), info, ticker,
                           recorded=services.next)
             result.incarnations.append(event.incarnation)
             continue

@@ -35,6 +35,12 @@ PACKAGE = "theater:simple"
 SEED_PACKAGE = "ntwk:theater"
 PACKAGES = (PACKAGE, SEED_PACKAGE)
 
+#: The most bytes one list<u8> may carry across the host boundary (a message, a state, a file read,
+#: store content). wasmtime's host API copies a list value by value against a budget of about
+#: 4 MiB per call ("fuel allocated for hostcalls exhausted" beyond it), shared by the call's
+#: parameters and results; 2 MiB leaves room for the state and the reply.
+MAX_LIST_BYTES = 2 * 1024 * 1024
+
 
 class HostAbort(Exception):
     """Raised by a host implementation to abandon the whole export call (replay does, on a mismatch).
@@ -51,11 +57,12 @@ class HostServices(Protocol):
     """What host functions need from the worker loop: sockets, clocks, the chain.
 
     The worker implements it for live runs. Replay serves host functions from
-    the chain instead and calls only `record`, `log_line` and `renew_budget`.
+    the chain instead and calls only `record`, `log_line` and `log_at`.
     """
 
     def record(self, event_type: str, data: dict) -> None: ...
     def log_line(self, msg: str) -> None: ...
+    def log_at(self, level: str, msg: str) -> None: ...
     def request_shutdown(self, data: bytes | None) -> None: ...
     def send(self, target: str, msg: bytes) -> str | None: ...
     def request(self, target: str, msg: bytes, timeout_ms: int) -> bytes | str: ...
@@ -65,7 +72,6 @@ class HostServices(Protocol):
     def sleep(self, ms: int) -> str | None: ...
     def supervise(self, op: str, args: dict) -> dict: ...
     def own_events(self) -> list[dict]: ...
-    def renew_budget(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,9 @@ class HostContext:
     replaying: bool = False
     #: called (newest first) when the actor instance closes: resources a handler opened for it
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    #: every handler this actor holds: type -> settings (a handler that reads another's settings,
+    #: e.g. runtime.get-env reads the environment handler's allow-list)
+    grants: dict[str, Any] = field(default_factory=dict)
 
     def on_close(self, cleanup: Callable[[], None]) -> None:
         self.cleanups.append(cleanup)
