@@ -651,11 +651,11 @@ def test_unknown_handler_type_is_refused(tmp_path):
         component = "{WAT / 'echo.wat'}"
 
         [[handler]]
-        type = "filesystem"
+        type = "teleport"
     """)
     err = refuse(m, load_manifest)
     assert_located(err, m, "handler[0].type", 5)
-    assert "'filesystem'" in err.message
+    assert "'teleport'" in err.message
     for known in ("runtime", "message-server", "timing", "supervisor"):
         assert known in err.message
 

@@ -5,6 +5,7 @@
         node.pid  control.sock  router.sock  chain.sock  crash/
       chain.db                  the event store (SQLite, WAL)
       store.db                  the actors' content stores (SQLite, WAL; theater_otp/contentstore.py)
+      fs/<actor-id>/            new_dir directories of the filesystem handler
       node.log                  the node's log (workers append to it too)
 The compiled-component cache is shared by all homes: THEATER_OTP_CACHE or
 ~/.cache/theater-otp.

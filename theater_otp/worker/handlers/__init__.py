@@ -17,10 +17,10 @@ from typing import Any, Iterable, Mapping
 
 from ...config.fields import Fields, Where
 from ...config.model import HandlerConfig
-from . import environment, message_server, random_, runtime, supervisor, timing, wasi
+from . import environment, filesystem, message_server, random_, runtime, supervisor, timing, wasi
 from .base import PACKAGE, PACKAGES, Handler
 
-_MODULES = (runtime, message_server, timing, supervisor, environment, random_, wasi)
+_MODULES = (runtime, message_server, timing, supervisor, filesystem, environment, random_, wasi)
 
 #: manifest type -> handler (every handler, WASI included)
 REGISTRY: dict[str, Handler] = {m.HANDLER.type: m.HANDLER for m in _MODULES}
