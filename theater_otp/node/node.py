@@ -31,7 +31,7 @@ from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
 from ..errors import TheaterError
 from ..home import Home
-from ..protocol import MAX_FRAME, Envelope, ProtocolError, decode, encode, recv_routed
+from ..protocol import MAILBOX_KINDS, MAX_FRAME, Envelope, ProtocolError, decode, encode, message_size, recv_routed
 from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
@@ -40,6 +40,7 @@ from ..worker.handlers import granted_types
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from ..worker.main import WorkerConfig
 from .actor_supervision import ActorSupervision
+from .channels import ChannelTable
 from .launcher import ChildProcess, Launcher
 from .registry import Registry, WorkerHandle
 
@@ -70,6 +71,8 @@ class _PendingRequest:
     origin_corr: int
     target: WorkerHandle
     timer: _Timer | None = None
+    #: a channel-open in flight: (channel id, the opener's handle)
+    channel: tuple[str, WorkerHandle] | None = None
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Node(ActorSupervision):
         self._timer_seq = itertools.count()
         self._corr = itertools.count(1)
         self.pending: dict[int, _PendingRequest] = {}
+        self.channels: ChannelTable[WorkerHandle] = ChannelTable()
         #: supervisor API req -> (CLI ident, corr), or a callback taking the Reply (actor supervisors)
         self.api_waiters: dict[int, Any] = {}
         self._api_req = itertools.count(1)
@@ -602,6 +606,7 @@ class Node(ActorSupervision):
         self._record(handle.actor_id, handle.incarnation, "lifecycle.exited",
                      {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
         self._worker_synced(handle.identity)  # it flushed on its way out, or it died: nothing to wait for
+        self._close_channels_of(handle)
         for corr, pending in list(self.pending.items()):
             if pending.target is handle:
                 del self.pending[corr]
@@ -669,6 +674,8 @@ class Node(ActorSupervision):
                                                  {"to": env.to, "error": error}))
         elif kind == "took":
             self._took(handle, env.body)
+        elif kind in ("channel_open", "channel_send", "channel_close"):
+            self._on_channel(handle, ident, env)
         elif kind == "request":
             target, why = self.registry.resolve(env.to, handle.path)
             pending = _PendingRequest("worker", ident, env.corr, target)  # type: ignore[arg-type]
@@ -685,9 +692,74 @@ class Node(ActorSupervision):
             if pending is not None and pending.target is handle:
                 if pending.timer is not None:
                     pending.timer.cancelled = True
-                self._answer(pending, env.body if isinstance(env.body, dict) else {"error": "malformed reply"})
+                body = env.body if isinstance(env.body, dict) else {"error": "malformed reply"}
+                if pending.channel is not None:
+                    body = self._channel_answered(pending, body)
+                self._answer(pending, body)
         else:
             log.error("dropped unknown envelope kind %r from %s", kind, handle.path)
+
+    # ---- channels (node/channels.py keeps the table) -----------------------------------------
+
+    def _on_channel(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        """open / send / close from a worker; every one is answered (a `reply` for open, `sent`
+        for the others) so the actor's host call returns the outcome."""
+        body = env.body if isinstance(env.body, dict) else {}
+        msg = body.get("msg", b"")
+        if env.kind == "channel_open":
+            target, why = self.registry.resolve(env.to, handle.path)
+            pending = _PendingRequest("worker", ident, env.corr, target)  # type: ignore[arg-type]
+            if target is None or not isinstance(msg, bytes):
+                self._answer(pending, {"error": why or "an initial message must be bytes"})
+            elif (refusal := self._admit(target, msg)) is not None:
+                self._answer(pending, {"error": refusal})
+            else:
+                channel_id = self.channels.new_id()
+                pending.channel = (channel_id, handle)
+                self._forward_request(pending, handle.actor_id, {"channel": channel_id, "msg": msg},
+                                      DEFAULT_REQUEST_TIMEOUT_MS, kind="channel_open")
+            return
+        channel_id = body.get("channel")
+        peer, error = self.channels.route(channel_id, handle)
+        if peer is not None and env.kind == "channel_send":
+            if not isinstance(msg, bytes):
+                error = "a channel message must be bytes"
+            else:
+                error = self._admit(peer, msg)
+                if error is None:
+                    self._to_worker(peer, Envelope("channel_message", handle.actor_id, peer.actor_id, 0,
+                                                   {"channel": channel_id, "msg": msg}))
+        elif peer is not None:  # channel_close
+            self.channels.remove(str(channel_id))
+            self._to_worker(peer, Envelope("channel_close", handle.actor_id, peer.actor_id, 0,
+                                           {"channel": channel_id, "reason": f"closed by {handle.path}"}))
+        self._to_worker(handle, Envelope("sent", "node", handle.actor_id, env.corr,
+                                         {"ok": None} if error is None else {"error": error}))
+
+    def _channel_answered(self, pending: _PendingRequest, body: dict) -> dict:
+        """The target answered a channel-open: register the channel if it accepted (and the opener
+        still runs); the opener's answer is the channel id or the refusal."""
+        assert pending.channel is not None
+        channel_id, opener = pending.channel
+        target = pending.target
+        accept = body.get("ok") if isinstance(body.get("ok"), dict) else None
+        if accept is None:
+            return {"error": str(body.get("error", "malformed answer to a channel open"))}
+        if not accept.get("accepted"):
+            message = accept.get("message")
+            why = f": {bytes(message).decode('utf-8', 'replace')}" if isinstance(message, bytes) and message else ""
+            return {"error": f"{target.path} refused the channel{why}"}
+        if self.registry.workers.get(opener.path) is not opener:  # the opener ended meanwhile
+            self._to_worker(target, Envelope("channel_close", "node", target.actor_id, 0,
+                                             {"channel": channel_id, "reason": f"{opener.path} ended"}))
+            return {"error": "the opener ended"}
+        self.channels.add(channel_id, opener, target)
+        return {"ok": channel_id}
+
+    def _close_channels_of(self, handle: WorkerHandle) -> None:
+        for channel_id, peer in self.channels.close_all(handle):
+            self._to_worker(peer, Envelope("channel_close", "node", peer.actor_id, 0,
+                                           {"channel": channel_id, "reason": f"{handle.path} ended"}))
 
     def _send_now(self, handle: WorkerHandle, env: Envelope) -> bool:
         try:
@@ -734,9 +806,9 @@ class Node(ActorSupervision):
             handle.backlog.append(env)
         elif not self._send_now(handle, env):
             return False
-        if env.kind in ("send", "request"):  # a message in the mailbox until the worker says it took it
+        if env.kind in MAILBOX_KINDS:  # a message in the mailbox until the worker says it took it
             handle.queued += 1
-            handle.queued_bytes += len(env.body) if isinstance(env.body, (bytes, bytearray)) else 0
+            handle.queued_bytes += message_size(env)
         return True
 
     def _forward_request(self, pending: _PendingRequest, sender: str, body: Any, timeout_ms: int | None,

@@ -1,5 +1,6 @@
 """Envelopes and socket helpers shared by the node, workers, the chain-writer and the CLI."""
 
-from .envelope import MAX_FRAME, Envelope, ProtocolError, decode, encode, recv_routed
+from .envelope import MAILBOX_KINDS, MAX_FRAME, Envelope, ProtocolError, decode, encode, message_size, recv_routed
 
-__all__ = ["MAX_FRAME", "Envelope", "ProtocolError", "decode", "encode", "recv_routed"]
+__all__ = ["MAILBOX_KINDS", "MAX_FRAME", "Envelope", "ProtocolError", "decode", "encode", "message_size",
+           "recv_routed"]

@@ -19,6 +19,20 @@ VERSION = 1
 MAX_FRAME = 16 * 1024 * 1024
 
 
+#: Envelope kinds that carry an actor message into a mailbox (what the `mailbox` limit counts).
+MAILBOX_KINDS = frozenset({"send", "request", "channel_open", "channel_message"})
+
+
+def message_size(env: "Envelope") -> int:
+    """The bytes of actor message a mailbox envelope carries: its body, or the `msg` of a channel's."""
+    body = env.body
+    if isinstance(body, (bytes, bytearray)):
+        return len(body)
+    if isinstance(body, dict) and isinstance(body.get("msg"), (bytes, bytearray)):
+        return len(body["msg"])
+    return 0
+
+
 class ProtocolError(ValueError):
     """A frame that is not a valid envelope; `peer` names who sent it when known."""
 

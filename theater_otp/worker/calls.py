@@ -16,7 +16,8 @@ from .host import Actor, ActorCrash, state_digest
 
 @dataclass(frozen=True)
 class ExportCall:
-    """One call into the actor. `kind`: init | send | request | child-error | child-exit | child-external_stop."""
+    """One call into the actor. `kind`: init | send | request | child-error | child-exit | child-external_stop |
+    channel-open | channel-message | channel-close."""
 
     kind: str
     params: list
@@ -28,6 +29,8 @@ class ExportCall:
             return "actor.init"
         if self.kind in ("send", "request"):
             return f"message.{self.kind}"
+        if self.kind.startswith("channel-"):
+            return f"channel.{self.kind.removeprefix('channel-')}"
         return f"supervisor.{self.kind}"
 
 
@@ -51,9 +54,22 @@ def perform(actor: Actor, call: ExportCall) -> CallOutcome:
         data["reason"] = call.meta.get("reason")
     else:
         data["params"] = list(call.params)
+    if call.kind.startswith("channel-"):
+        data["channel"] = call.meta.get("channel")
+        data["from"] = call.meta.get("from")
+    if call.kind == "channel-close":
+        data["reason"] = call.meta.get("reason")
     reply = None
     try:
-        if call.kind == "init":
+        if call.kind == "channel-open":
+            accepted, message = actor.handle_channel_open(str(call.meta.get("channel")), _bytes(call.params[0]))
+            data["accepted"], data["message"] = accepted, message
+            reply = message
+        elif call.kind == "channel-message":
+            data["handled"] = actor.handle_channel_message(str(call.meta.get("channel")), _bytes(call.params[0]))
+        elif call.kind == "channel-close":
+            data["handled"] = actor.handle_channel_close(str(call.meta.get("channel")))
+        elif call.kind == "init":
             actor.init(call.params[0])
         elif call.kind == "send":
             actor.handle_send(_bytes(call.params[0]))

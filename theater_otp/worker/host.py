@@ -85,6 +85,9 @@ class Actor:
         self.funcs: dict[tuple[str, str], fastabi.TypedFunc] = {}
         for iface, name in ((ACTOR_EXPORT, "init"), (MESSAGE_CLIENT_EXPORT, "handle-send"),
                             (MESSAGE_CLIENT_EXPORT, "handle-request"),
+                            (MESSAGE_CLIENT_EXPORT, "handle-channel-open"),
+                            (MESSAGE_CLIENT_EXPORT, "handle-channel-message"),
+                            (MESSAGE_CLIENT_EXPORT, "handle-channel-close"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-error"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-exit"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-external-stop")):
@@ -225,6 +228,28 @@ class Actor:
     def handle_request(self, request_id: str, msg: bytes) -> bytes | None:
         self.state, (reply,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-request", self.state, (request_id, msg))
         return reply
+
+    def handle_channel_open(self, channel_id: str, msg: bytes) -> tuple[bool, bytes | None]:
+        """(accepted, message). An actor that does not export handle-channel-open refuses channels."""
+        if not self.exports(MESSAGE_CLIENT_EXPORT, "handle-channel-open"):
+            return False, b"this actor does not accept channels"
+        self.state, (accept,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-channel-open", self.state,
+                                           (channel_id, msg))
+        return bool(getattr(accept, "accepted")), getattr(accept, "message")
+
+    def handle_channel_message(self, channel_id: str, msg: bytes) -> bool:
+        if not self.exports(MESSAGE_CLIENT_EXPORT, "handle-channel-message"):
+            raise ActorCrash(f"a message arrived on channel {channel_id} but the component does not export "
+                             f"{MESSAGE_CLIENT_EXPORT}.handle-channel-message")
+        (self.state,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-channel-message", self.state, (channel_id, msg))
+        return True
+
+    def handle_channel_close(self, channel_id: str) -> bool:
+        """False when the actor does not export handle-channel-close (the close is then only recorded)."""
+        if not self.exports(MESSAGE_CLIENT_EXPORT, "handle-channel-close"):
+            return False
+        (self.state,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-channel-close", self.state, (channel_id,))
+        return True
 
     def child_event(self, kind: str, child_id: str, data: bytes | None) -> bool:
         """Tell a supervising actor about its child; False if it does not export that handler."""

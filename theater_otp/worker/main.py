@@ -27,7 +27,7 @@ import zmq
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
-from ..protocol import Envelope, ProtocolError, decode, encode
+from ..protocol import MAILBOX_KINDS, Envelope, ProtocolError, decode, encode, message_size
 from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
 from .component import load_artifact, new_engine
 from .calls import ExportCall, perform
@@ -35,6 +35,8 @@ from ..config.model import ActorLimits, HandlerConfig
 from .handlers import granted_types, grants
 from .handlers.base import ActorInfo
 from .cpu import EpochTicker
+from .fastabi import Err
+from .handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from .host import Actor, ActorCrash
 from .lograte import LogRate
 
@@ -387,6 +389,60 @@ class Worker:
             if self.producer.full:
                 return
 
+    def _channel_event(self, env: Envelope) -> None:
+        """A channel opened to this actor, a message on one, or its close; an open is answered to
+        the node with the actor's accept (or refusal)."""
+        body = env.body if isinstance(env.body, dict) else {}
+        meta = {"channel": str(body.get("channel", "")), "from": env.sender}
+        if env.kind == "channel_open":
+            msg = body.get("msg") if isinstance(body.get("msg"), bytes) else b""
+            outcome = perform(self.actor, ExportCall("channel-open", [msg], meta))
+            self.record(outcome.event_type, outcome.data)
+            if outcome.crash is not None:
+                self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
+                                               {"error": f"{self.cfg.path} crashed opening the channel"})))
+                raise outcome.crash
+            accept = {"accepted": bool(outcome.data.get("accepted")), "message": outcome.data.get("message")}
+            self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": accept})))
+        elif env.kind == "channel_message":
+            msg = body.get("msg") if isinstance(body.get("msg"), bytes) else b""
+            self._call(ExportCall("channel-message", [msg], meta))
+        else:
+            self._call(ExportCall("channel-close", [], {**meta, "reason": body.get("reason")}))
+
+    def open_channel(self, target: str, msg: bytes) -> str | Err:
+        """Ask `target` to open a channel: its id once the target accepted, else the refusal."""
+        refusal = self._too_big("initial message", msg)
+        if refusal:
+            return Err(refusal)
+        corr = next(self.corr)
+        self._report_took()
+        self.node.send(encode(Envelope("channel_open", self.cfg.actor_id, target, corr, {"msg": msg})))
+        env = self._await("reply", corr, DEFAULT_REQUEST_TIMEOUT_MS + 1000)
+        if env is None:
+            return Err(f"open-channel to {target}: no answer")
+        body = env.body if isinstance(env.body, dict) else {}
+        return str(body["ok"]) if "ok" in body else Err(str(body.get("error", "malformed answer")))
+
+    def send_on_channel(self, channel_id: str, msg: bytes) -> str | None:
+        refusal = self._too_big("channel message", msg)
+        if refusal:
+            return refusal
+        return self._channel_call("channel_send", {"channel": channel_id, "msg": msg})
+
+    def close_channel(self, channel_id: str) -> str | None:
+        return self._channel_call("channel_close", {"channel": channel_id})
+
+    def _channel_call(self, kind: str, body: dict) -> str | None:
+        corr = next(self.corr)
+        self._report_took()
+        self.node.send(encode(Envelope(kind, self.cfg.actor_id, "node", corr, body)))
+        env = self._await("sent", corr, SEND_ANSWER_TIMEOUT_MS)
+        if env is None:
+            return f"{kind.replace('_', '-')}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
+        answer = env.body if isinstance(env.body, dict) else {}
+        return str(answer["error"]) if "error" in answer else None
+
     def _check_stop(self) -> None:
         if self.shutdown_requested:
             raise _Stop(EXIT_NORMAL, "the actor called runtime.shutdown")
@@ -405,9 +461,9 @@ class Worker:
         actor = self.actor
         assert actor is not None
         kind = env.kind
-        if kind in ("send", "request"):  # out of the mailbox: the node hears it with the turn's `took`
+        if kind in MAILBOX_KINDS:  # out of the mailbox: the node hears it with the turn's `took`
             self.took[0] += 1
-            self.took[1] += len(env.body) if isinstance(env.body, (bytes, bytearray)) else 0
+            self.took[1] += message_size(env)
         if kind == "send":
             self._call(ExportCall("send", [env.body], {"from": env.sender}))
         elif kind == "request":
@@ -424,6 +480,8 @@ class Worker:
             body = env.body if isinstance(env.body, dict) else {}
             self._call(ExportCall(f"child-{body.get('kind', 'error')}", [],
                                   {"child": str(body.get("child", "")), "reason": str(body.get("reason", ""))}))
+        elif kind in ("channel_open", "channel_message", "channel_close"):
+            self._channel_event(env)
         elif kind == "undeliverable":
             self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
         elif kind == "stop":

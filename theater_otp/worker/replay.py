@@ -195,6 +195,10 @@ def _export_call(event: ChainEvent) -> ExportCall | None:
         if kind == "request":
             meta["request_id"] = data.get("request_id")
         return ExportCall(kind, data.get("params", []), meta)
+    if event.event_type.startswith("channel."):
+        kind = "channel-" + event.event_type.removeprefix("channel.")
+        meta = {"channel": data.get("channel"), "from": data.get("from"), "reason": data.get("reason")}
+        return ExportCall(kind, data.get("params", []), meta)
     if event.event_type.startswith("supervisor.child-"):
         return ExportCall(event.event_type.removeprefix("supervisor."), [],
                           {"child": data.get("child"), "reason": data.get("reason")})

@@ -1,9 +1,14 @@
-"""message-server: actor-to-actor messages (send, request, deferred replies).
+"""message-server: actor-to-actor messages (send, request, deferred replies) and channels.
 
 Granted to every actor. Settings: `request_timeout_ms` (how long `request`
-waits for the reply; default 30 s). Every call is recorded with its result;
-replay serves the recorded results (a replayed `request` gets the reply the
-actor got, without the other actor).
+waits for the reply; default 30 s). `send` returns once the message is in the
+target's mailbox, or with why it is not (docs/limits.md). Channels: the
+target's handle-channel-open accepts or refuses `open-channel`; messages and
+the close reach the other end's exports; when either end stops, the other is
+told through handle-channel-close (node/channels.py).
+
+Every call is recorded with its result; replay serves the recorded results (a
+replayed `request` gets the reply the actor got, without the other actor).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...config.fields import Fields
-from .base import PACKAGE, FunctionTable, Handler, HostContext, HostFunction
+from .. import fastabi
+from .base import PACKAGE, FunctionTable, Handler, HostContext, HostFunction, replay_tagged
 
 DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
@@ -22,15 +28,15 @@ class MessageServerSettings:
     request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
 
 
-def _channels_unsupported(*_args: Any) -> str:
-    return "channels are not supported by this theater-otp version"
+def _tagged(value: Any) -> Any:
+    """result<channel-id, string>: both sides are strings, so the ok must be explicit."""
+    return value if isinstance(value, fastabi.Err) else fastabi.Ok(value)
 
 
 class MessageServer(Handler):
     type = "message-server"
     always_granted = True
     interfaces = ("message-server-host",)
-    packages = (PACKAGE,)
     summary = "send, request and answer messages to other actors (granted to every actor)"
 
     def parse_settings(self, fields: Fields) -> MessageServerSettings:
@@ -49,8 +55,10 @@ class MessageServer(Handler):
             "list-outstanding-requests": HostFunction(s.outstanding),
             "cancel-request": HostFunction(s.cancel_request),
         }
-        for name in ("open-channel", "send-on-channel", "close-channel"):
-            table[name] = HostFunction(_channels_unsupported)
+        table["open-channel"] = HostFunction(lambda target, msg: _tagged(s.open_channel(target, msg)),
+                                             replay=replay_tagged)
+        table["send-on-channel"] = HostFunction(s.send_on_channel)
+        table["close-channel"] = HostFunction(s.close_channel)
         return {f"{PACKAGE}/message-server-host": table}
 
 
