@@ -8,22 +8,36 @@ this actor hold" reads this module: manifest loading and `validate`
 (`check_imports`), the worker and replay (`grants`, `owner_of`).
 
 Adding a handler: write its module here (a `HANDLER` object) and its WIT
-file, and list the module in `_MODULES`. See docs/writing-handlers.md.
+file; the registry finds the module itself. See docs/writing-handlers.md.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any, Iterable, Mapping
 
 from ...config.fields import Fields, Where
 from ...config.model import HandlerConfig
-from . import environment, filesystem, message_server, random_, runtime, supervisor, timing, wasi
 from .base import PACKAGE, PACKAGES, Handler
 
-_MODULES = (runtime, message_server, timing, supervisor, filesystem, environment, random_, wasi)
+
+def _discover() -> list[Handler]:
+    """Every module of this package that defines `HANDLER` (so a new handler is one new module):
+    the always-granted ones first, then by manifest type."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        handler = getattr(module, "HANDLER", None)
+        if isinstance(handler, Handler):
+            found.append(handler)
+    return sorted(found, key=lambda h: (not h.always_granted, not h.in_manifest, h.type))
+
 
 #: manifest type -> handler (every handler, WASI included)
-REGISTRY: dict[str, Handler] = {m.HANDLER.type: m.HANDLER for m in _MODULES}
+REGISTRY: dict[str, Handler] = {h.type: h for h in _discover()}
 
 #: The handler types every actor holds without listing them.
 ALWAYS_GRANTED: frozenset[str] = frozenset(t for t, h in REGISTRY.items() if h.always_granted)
