@@ -81,7 +81,7 @@ def test_unknown_store_is_a_clear_error_everywhere(cs):
         lambda: cs.calculate_total_size("nope"),
     ]
     for call in calls:
-        with pytest.raises(StoreError, match=r"no store 'nope' \(create it with new_store or ensure_store\)"):
+        with pytest.raises(StoreError, match=r"no store 'nope': make one with `new`"):
             call()
     assert cs.blob(h) is None  # nothing was stored by the refused puts
 

@@ -252,7 +252,7 @@ class ContentStore:
     def _require_store(conn: sqlite3.Connection, store_id: str) -> int:
         row = conn.execute("SELECT size FROM stores WHERE store_id=?", (store_id,)).fetchone()
         if row is None:
-            raise StoreError(f"no store {store_id!r} (create it with new_store or ensure_store)")
+            raise StoreError(f"no store {store_id!r}: make one with `new`, or name a shared one in the manifest's `stores`")
         return row[0]
 
     @staticmethod
