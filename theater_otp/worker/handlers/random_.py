@@ -37,12 +37,12 @@ from typing import Any, Callable
 
 from ...config.fields import Fields
 from .. import fastabi
-from .base import FunctionTable, Handler, HostContext, HostFunction, replay_tagged, same_functions
+from .base import MAX_LIST_BYTES, FunctionTable, Handler, HostContext, HostFunction, replay_tagged, same_functions
 
 #: The default of `max_bytes`: 1 MiB.
 DEFAULT_MAX_BYTES = 1024 * 1024
-#: The largest `max_bytes` a manifest may set (what one host call can copy into the guest sensibly).
-MAX_MAX_BYTES = 64 * 1024 * 1024
+#: The largest `max_bytes` a manifest may set: what one host call can copy into the guest.
+MAX_MAX_BYTES = MAX_LIST_BYTES
 MAX_SEED = 2**63
 
 
