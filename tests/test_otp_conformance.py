@@ -369,6 +369,13 @@ def test_simple_one_for_one_starts_instances_of_its_template_and_drops_them_when
         restart_of(tree, "root/pool/worker-2", pid)
         assert api(tree, "terminate-child", "pool", "worker-1")[0] == 0
         assert [c["id"] for c in tree.node("root/pool")["children"]] == ["worker-2", "worker-3"]
+        # OTP: an instance that is already gone terminates ok again (idempotent); an id that never
+        # named an instance of this supervisor is not_found
+        assert api(tree, "terminate-child", "pool", "worker-1") == (0, {"ok": True, "result": None})
+        code, answer = api(tree, "terminate-child", "pool", "worker-9")
+        assert code != 0 and answer["error"] == "not_found"
+        code, answer = api(tree, "terminate-child", "pool", "other-1")
+        assert code != 0 and answer["error"] == "not_found"
         assert api(tree, "restart-child", "pool", "worker-2")[1]["error"] == "simple_one_for_one"
 
 

@@ -862,3 +862,25 @@ def test_non_significant_child_not_restarted_does_not_shut_down():
     node.crash("a", NORMAL)
     assert node.since(m) == []
     assert node.sup.alive
+
+
+# ---- §1.7 terminate_child of simple_one_for_one instances ------------------------------------
+
+def test_terminating_a_simple_one_for_one_instance_that_is_already_gone_is_ok():
+    """OTP: terminate_child of a dead instance answers ok (idempotent); an id that never named one of
+    this supervisor's instances answers not_found."""
+    from theater_otp.supervision.events import Reply, StartChildRequest, TerminateChildRequest
+
+    node = FakeNode([worker("w", TEMPORARY)], flags(Strategy.SIMPLE_ONE_FOR_ONE))
+    node.boot()
+    node.feed(StartChildRequest(1, worker("w", TEMPORARY)))
+    assert node.ids() == ["w-1"]
+
+    def answer(req: int, child_id: str) -> Reply:
+        acts = node.feed(TerminateChildRequest(req, child_id))
+        return next(a for a in acts if isinstance(a, Reply) and a.req == req)
+
+    assert answer(2, "w-1").ok and node.ids() == []
+    assert answer(3, "w-1").ok                                         # already gone: still ok
+    assert answer(4, "w-2") == Reply("sup", 4, False, "not_found")     # never started
+    assert answer(5, "x-1") == Reply("sup", 5, False, "not_found")     # not this supervisor's

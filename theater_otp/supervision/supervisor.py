@@ -433,10 +433,20 @@ class Supervisor:
             return "bad_combination: a permanent child cannot be significant"
         return None
 
+    def _was_instance(self, child_id: str) -> bool:
+        """simple_one_for_one: `child_id` named an instance this supervisor started (now gone)."""
+        if not self.simple or self.template is None:
+            return False
+        prefix, _, number = child_id.rpartition("-")
+        return prefix == self.template.id and number.isdigit() and 1 <= int(number) <= self._instances
+
     def _api_terminate_child(self, ev: TerminateChildRequest) -> None:
         child = self.children.get(ev.child_id)
         if child is None:
-            self._reply(ev.req, False, "not_found")
+            # OTP: terminating a simple_one_for_one instance that is already gone is ok (the caller's
+            # intent holds); an id that never named one of its instances is not_found
+            self._reply(ev.req, self._was_instance(ev.child_id), None if self._was_instance(ev.child_id)
+                        else "not_found")
             return
         if child.incarnation is None:
             if child.state is ChildState.RESTARTING:
