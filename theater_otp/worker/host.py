@@ -35,8 +35,9 @@ fastabi.install()
 
 log = logging.getLogger("theater_otp.worker")
 
-#: Serves one host call in replay: event type -> the recorded event's data.
-Recorded = Callable[[str], dict]
+#: Serves one host call in replay: (event type, optional) -> the recorded event's data, or None for
+#: an optional call the chain does not have next.
+Recorded = Callable[[str, bool], "dict | None"]
 
 __all__ = ["Actor", "ActorCrash", "HostAbort", "HostServices", "Recorded", "state_digest"]
 
@@ -175,7 +176,9 @@ class Actor:
                 if recorded is None:
                     result = impl(*args)
                 else:
-                    data = recorded(event_type)
+                    data = recorded(event_type, fn.optional)
+                    if data is None:  # an optional call the chain does not have: it left no event
+                        return None
                     if "crash" in data:
                         raise ActorCrash(str(data["crash"]))
                     result = fn.replay(data)
@@ -187,7 +190,9 @@ class Actor:
             except Exception as exc:  # host boundary: never unwind through wasm
                 log.exception("host function %s.%s failed", iface, func)
                 result = f"internal error in {iface}.{func}: {type(exc).__name__}"
-            services.record(event_type, fn.record(args, result))
+            event = fn.record(args, result)
+            if event is not None:
+                services.record(event_type, event)
             return result
 
         return call

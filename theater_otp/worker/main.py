@@ -184,12 +184,12 @@ class Worker:
 
     # ---- host services (HostServices protocol) -------------------------------------------
 
-    def log_line(self, msg: str) -> None:
-        self.log_at("info", msg)
+    def log_line(self, msg: str) -> bool:
+        return self.log_at("info", msg)
 
-    def log_at(self, level: str, msg: str) -> None:
-        """A line of the actor's log, within its `log_bytes_per_s`; the excess is dropped and
-        counted once per second in a `log.truncated` event."""
+    def log_at(self, level: str, msg: str) -> bool:
+        """A line of the actor's log, within its `log_bytes_per_s`; the excess is dropped (False)
+        and counted once per second in a `log.truncated` event."""
         dropped = self.log_rate.take(len(msg), time.monotonic())
         if dropped:
             self.record("log.truncated", {"dropped_lines": dropped[0], "dropped_bytes": dropped[1],
@@ -198,6 +198,7 @@ class Worker:
                         dropped[0], dropped[1], self.cfg.limits.log_bytes_per_s)
         if self.log_rate.allowed:
             log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.cfg.path, msg)
+        return self.log_rate.allowed
 
     def request_shutdown(self, data: bytes | None) -> None:
         self.shutdown_requested = True

@@ -88,8 +88,11 @@ class _Recorded:
     def record(self, event_type: str, data: dict) -> None:
         self.produced.append((event_type, data))
 
-    def next(self, event_type: str) -> dict:
-        """The recorded data of the next host call, which must be a call of `event_type`."""
+    def next(self, event_type: str, optional: bool = False) -> dict | None:
+        """The recorded data of the next host call, which must be a call of `event_type` (for an
+        optional call, None when the chain does not have it next)."""
+        if optional and (not self.pending or self.pending[0].event_type != event_type):
+            return None
         if not self.pending:
             raise _Unrecorded(event_type)
         event = self.pending[0]
@@ -98,11 +101,11 @@ class _Recorded:
         self.pending.popleft()
         return _payload(event)
 
-    def log_line(self, msg: str) -> None:
-        pass  # what a replayed actor prints is not the node's log
+    def log_line(self, msg: str) -> bool:
+        return True  # what a replayed actor prints is not the node's log
 
-    def log_at(self, level: str, msg: str) -> None:
-        pass
+    def log_at(self, level: str, msg: str) -> bool:
+        return True
 
     def __getattr__(self, name: str) -> Any:
         # every other service is a live effect: handlers may take it when their functions are

@@ -138,11 +138,25 @@ class Runtime(Handler):
         def no_replay(data: dict) -> Any:
             raise _NotReplayable("host.runtime.get-chain")
 
+        # whether the last log line was written (a line over the log rate is dropped and leaves no
+        # event of its own: log.truncated counts it; replay serves such a call without an event)
+        written = [True]
+
+        def log(msg: str) -> None:
+            written[0] = s.log_line(msg) is not False
+
         def log_at(level: str, msg: str) -> str | None:
             if level not in LEVELS:
+                written[0] = True
                 return f"unknown log level {level!r}: expected trace, debug, info, warn or error"
-            s.log_at(level, msg)
+            written[0] = s.log_at(level, msg) is not False
             return None
+
+        def record_log(args: tuple, result: Any) -> dict | None:
+            return record_args(args, result) if written[0] else None
+
+        def record_log_at(args: tuple, result: Any) -> dict | None:
+            return record_call(args, result) if written[0] else None
 
         def record_metric(name: str, value: float) -> str | None:
             if not 0 < len(name) <= MAX_NAME:
@@ -174,13 +188,13 @@ class Runtime(Handler):
             "get-system-info": HostFunction(system_info, replay=_replay_record),
         }
         simple = {
-            "log": HostFunction(s.log_line, record=record_args, replay=lambda data: None),
+            "log": HostFunction(log, record=record_log, replay=lambda data: None, optional=True),
             "shutdown": HostFunction(s.request_shutdown),
             "get-chain": HostFunction(get_chain, record=record_args, replay=no_replay),
-            "log-at": HostFunction(log_at, record=record_call),
+            "log-at": HostFunction(log_at, record=record_log_at, optional=True),
             **common,
         }
-        seed = {"log": HostFunction(log_at), **common}
+        seed = {"log": HostFunction(log_at, record=record_log_at, optional=True), **common}
         return {f"{PACKAGE}/runtime": simple, f"{SEED_PACKAGE}/runtime": seed}
 
 
