@@ -234,32 +234,35 @@ class Worker:
                 return env
             self.inbox.append(env)
 
+    def _ask_node(self, kind: str, to: str, body: object, answer: str, timeout_ms: int) -> dict | None:
+        """Send `kind` to the node and wait for its `answer` envelope: the answer's body (a dict),
+        or None when none came within `timeout_ms`. What left the mailbox is reported first."""
+        corr = next(self.corr)
+        self._report_took()
+        self.node.send(encode(Envelope(kind, self.cfg.actor_id, to, corr, body)))
+        env = self._await(answer, corr, timeout_ms)
+        if env is None:
+            return None
+        return env.body if isinstance(env.body, dict) else {}
+
     def send(self, target: str, msg: bytes) -> str | None:
         """One-way message: returns once the node has put it in the target's mailbox, or with the
         reason it could not (no such actor, over a message_bytes limit, a full mailbox)."""
         refusal = self._too_big("message", msg)
         if refusal:
             return refusal
-        corr = next(self.corr)
-        self._report_took()
-        self.node.send(encode(Envelope("send", self.cfg.actor_id, target, corr, msg)))
-        env = self._await("sent", corr, SEND_ANSWER_TIMEOUT_MS)
-        if env is None:
+        body = self._ask_node("send", target, msg, "sent", SEND_ANSWER_TIMEOUT_MS)
+        if body is None:
             return f"send to {target}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
-        body = env.body if isinstance(env.body, dict) else {}
         return str(body["error"]) if "error" in body else None
 
     def request(self, target: str, msg: bytes, timeout_ms: int) -> bytes | str:
         refusal = self._too_big("request", msg)
         if refusal:
             return refusal
-        corr = next(self.corr)
-        self._report_took()
-        self.node.send(encode(Envelope("request", self.cfg.actor_id, target, corr, msg)))
-        env = self._await("reply", corr, timeout_ms)
-        if env is None:
+        body = self._ask_node("request", target, msg, "reply", timeout_ms)
+        if body is None:
             return f"request to {target} timed out after {timeout_ms} ms"
-        body = env.body if isinstance(env.body, dict) else {}
         if "error" in body:
             return str(body["error"])
         return bytes(body.get("ok") or b"")
@@ -416,13 +419,9 @@ class Worker:
         refusal = self._too_big("initial message", msg)
         if refusal:
             return Err(refusal)
-        corr = next(self.corr)
-        self._report_took()
-        self.node.send(encode(Envelope("channel_open", self.cfg.actor_id, target, corr, {"msg": msg})))
-        env = self._await("reply", corr, DEFAULT_REQUEST_TIMEOUT_MS + 1000)
-        if env is None:
+        body = self._ask_node("channel_open", target, {"msg": msg}, "reply", DEFAULT_REQUEST_TIMEOUT_MS + 1000)
+        if body is None:
             return Err(f"open-channel to {target}: no answer")
-        body = env.body if isinstance(env.body, dict) else {}
         return str(body["ok"]) if "ok" in body else Err(str(body.get("error", "malformed answer")))
 
     def send_on_channel(self, channel_id: str, msg: bytes) -> str | None:
@@ -435,13 +434,9 @@ class Worker:
         return self._channel_call("channel_close", {"channel": channel_id})
 
     def _channel_call(self, kind: str, body: dict) -> str | None:
-        corr = next(self.corr)
-        self._report_took()
-        self.node.send(encode(Envelope(kind, self.cfg.actor_id, "node", corr, body)))
-        env = self._await("sent", corr, SEND_ANSWER_TIMEOUT_MS)
-        if env is None:
+        answer = self._ask_node(kind, "node", body, "sent", SEND_ANSWER_TIMEOUT_MS)
+        if answer is None:
             return f"{kind.replace('_', '-')}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
-        answer = env.body if isinstance(env.body, dict) else {}
         return str(answer["error"]) if "error" in answer else None
 
     def _check_stop(self) -> None:
