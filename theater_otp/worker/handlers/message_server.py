@@ -18,7 +18,7 @@ from typing import Any
 
 from ...config.fields import Fields
 from .. import fastabi
-from .base import PACKAGE, FunctionTable, Handler, HostContext, HostFunction, replay_tagged
+from .base import FunctionTable, Handler, HostContext, HostFunction, replay_tagged, same_functions
 
 DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
@@ -59,7 +59,7 @@ class MessageServer(Handler):
                                              replay=replay_tagged)
         table["send-on-channel"] = HostFunction(s.send_on_channel)
         table["close-channel"] = HostFunction(s.close_channel)
-        return {f"{PACKAGE}/message-server-host": table}
+        return same_functions(table, *self.provides())
 
 
 HANDLER = MessageServer()

@@ -16,7 +16,7 @@ from typing import Any
 from ...config.fields import Fields, parse_flags
 from ...config.model import RestartType, SupFlags
 from .. import fastabi
-from .base import PACKAGE, FunctionTable, Handler, HostContext, HostFunction, replay_tagged
+from .base import FunctionTable, Handler, HostContext, HostFunction, replay_tagged, same_functions
 from .runtime import chain_event_record
 
 
@@ -42,7 +42,6 @@ def _replay_events(data: dict) -> Any:
 class SupervisorHandler(Handler):
     type = "supervisor"
     interfaces = ("supervisor",)
-    packages = (PACKAGE,)
     summary = "spawn, stop, restart and watch child actors"
 
     def parse_settings(self, fields: Fields) -> SupervisorSettings:
@@ -86,7 +85,7 @@ class SupervisorHandler(Handler):
                                             replay=replay_tagged),
             "get-child-events": HostFunction(get_child_events, replay=_replay_events),
         }
-        return {f"{PACKAGE}/supervisor": table}
+        return same_functions(table, *self.provides())
 
 
 HANDLER = SupervisorHandler()

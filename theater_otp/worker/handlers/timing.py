@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from ...config.fields import Fields
-from .base import PACKAGE, FunctionTable, Handler, HostContext, HostFunction
+from .base import FunctionTable, Handler, HostContext, HostFunction, same_functions
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,6 @@ class TimingSettings:
 class Timing(Handler):
     type = "timing"
     interfaces = ("timing",)
-    packages = (PACKAGE,)
     summary = "sleep within the manifest's bounds, wall-clock and monotonic time"
 
     def parse_settings(self, fields: Fields) -> TimingSettings:
@@ -52,7 +51,7 @@ class Timing(Handler):
             "now": HostFunction(lambda: time.time_ns() // 1_000_000),
             "performance-now": HostFunction(time.perf_counter_ns),
         }
-        return {f"{PACKAGE}/timing": table}
+        return same_functions(table, *self.provides())
 
 
 HANDLER = Timing()
