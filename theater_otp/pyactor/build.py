@@ -7,14 +7,28 @@ table says what to build:
     [build]
     source = "."             # folder holding the module (relative to the manifest)
     module = "app"           # the module with the export classes
-    world = "actor-world"    # or "supervisor-actor" (the default when the supervisor handler is granted)
+    world = "actor-world"    # optional: a world of the WIT folder; default: one generated from the grant
     wit = "wit"              # WIT folder (default: SOURCE/wit, else the manifest's wit/, else theater-otp's)
+
+The generated world. componentize-py makes the component import every
+interface its world lists, and theater-otp refuses to start a component that
+imports an interface its manifest does not grant. So, unless `[build] world`
+names one, build writes a world `granted` that imports exactly what the
+manifest grants: runtime and message-server-host always, plus the interfaces
+(in theater:simple) of each `[[handler]]` type, read from the handler
+registry; it exports actor and message-server-client, and
+supervisor-handlers when the supervisor handler is granted (or `[interface]
+implements` lists it). The world file goes into a build-private copy of the
+WIT folder beside the output (`build/actor-wit/theater-otp-granted.wit` for
+`build/actor.wasm`); an interface the project's WIT folder lacks (a project
+created before that handler existed) is taken from theater-otp's own WIT.
 
 A stamp next to the output (`actor.wasm.stamp`) records the SHA-256 of every
 input: each .py file under `source`, the SDK when it comes from theater-otp,
-each .wit file, the world, the module, the componentize-py version. When it
-matches (and the .wasm and its compiled artifact are still there), build does
-nothing and returns in milliseconds.
+each .wit file, the world (the generated world's text, so a changed grant
+rebuilds), the module, the componentize-py version. When it matches (and the
+.wasm and its compiled artifact are still there), build does nothing and
+returns in milliseconds.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,11 +50,17 @@ import tomli
 
 from ..errors import TheaterError
 from ..worker.component import artifact_path
-from .checks import Problem, compile_with_progress, component_problems
+from ..worker.handlers import PACKAGE, REGISTRY
+from .checks import Problem, compile_with_progress, component_problems, wit_interfaces
 from .sdk import SDK_DIR
 
 #: Bumped when the stamp's meaning changes.
 STAMP_FORMAT = 1
+#: The world build generates when `[build] world` is not given, and the file it is written to.
+GENERATED_WORLD = "granted"
+GENERATED_WORLD_FILE = "theater-otp-granted.wit"
+#: Exported by every actor the generated world describes; supervisor-handlers is added for supervisors.
+BASE_EXPORTS = ("actor", "message-server-client")
 #: Folders never scanned for .py inputs.
 _SKIP_DIRS = {"__pycache__", "build", "wit", "venv", ".venv", "node_modules", "site-packages", "dist"}
 
@@ -67,10 +87,22 @@ class BuildSpec:
     sdk_dir: Path | None            # on the Python path after `source` when the project has no theater_sdk.py
     granted: frozenset[str]
     implements: tuple[str, ...] | None
+    #: the generated world (None when `[build] world` names one): the text of its .wit file
+    world_wit: str | None = None
+    #: the interfaces the generated world imports / exports (short names in theater:simple)
+    world_imports: tuple[str, ...] = ()
+    world_exports: tuple[str, ...] = ()
+    #: .wit files of theater-otp added to the build's WIT copy (interfaces the project's WIT lacks)
+    extra_wit: tuple[Path, ...] = ()
 
     @property
     def stamp_file(self) -> Path:
         return self.output.with_name(self.output.name + ".stamp")
+
+    @property
+    def build_wit(self) -> Path:
+        """Where the build-private WIT copy with the generated world goes (`build/actor-wit/`)."""
+        return self.output.with_name(self.output.stem + "-wit")
 
     @property
     def python_path(self) -> list[Path]:
@@ -94,6 +126,8 @@ class BuildResult:
     compile_s: float = 0.0
     total_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: the generated world's imports (theater:simple/...); None when `[build] world` names a world
+    imports: list[str] | None = None
 
     def to_plain(self) -> dict:
         return asdict(self)
@@ -134,7 +168,7 @@ def read_spec(target: Path) -> BuildSpec:
     granted = frozenset({"runtime", "message-server", *handlers})
     source = (here / table.get("source", ".")).resolve()
     module = table.get("module", "app")
-    world = table.get("world", "supervisor-actor" if "supervisor" in granted else "actor-world")
+    world = table.get("world", GENERATED_WORLD)
     if not ((source / f"{module}.py").is_file() or (source / module / "__init__.py").is_file()):
         raise BuildError(f"{manifest}: build.module: no module {module!r} in {source} "
                          f"(expected {source / (module + '.py')})")
@@ -154,9 +188,101 @@ def read_spec(target: Path) -> BuildSpec:
     iface = data.get("interface")
     if isinstance(iface, dict) and isinstance(iface.get("implements"), list):
         implements = tuple(str(v) for v in iface["implements"])
-    return BuildSpec(manifest=manifest, name=name, output=(here / component).resolve(), source=source,
+    spec = BuildSpec(manifest=manifest, name=name, output=(here / component).resolve(), source=source,
                      module=module, world=world, wit=wit, sdk_dir=None if has_sdk else SDK_DIR,
                      granted=granted, implements=implements)
+    if "world" not in table:
+        spec = _with_generated_world(spec)
+    return spec
+
+
+# ---- the generated world -------------------------------------------------------------------------
+
+def granted_interfaces(granted: frozenset[str] | set[str]) -> tuple[str, ...]:
+    """The theater:simple interfaces a component may import with this grant, as the handler registry
+    names them: those of the always-granted handlers (runtime, message-server-host) first, then the
+    others, each group sorted (so the world's text, and the stamp, do not depend on the registry's
+    order). Unknown types are left out (`validate` and `up` name them)."""
+    always: set[str] = set()
+    others: set[str] = set()
+    for handler_type, handler in REGISTRY.items():
+        if handler.in_manifest and PACKAGE in handler.packages and (handler.always_granted or handler_type in granted):
+            (always if handler.always_granted else others).update(handler.interfaces)
+    return tuple(sorted(always, key=lambda i: (i != "runtime", i))) + tuple(sorted(others - always))
+
+
+def generated_world_text(imports: tuple[str, ...], exports: tuple[str, ...], world: str = GENERATED_WORLD) -> str:
+    """The .wit text of the generated world."""
+    lines = [f"package {PACKAGE};", "",
+             "// Written by `theater-otp build` from the manifest's handlers: the component imports exactly",
+             "// what the manifest grants. Name a world in the manifest's [build] table to use another one.",
+             f"world {world} {{"]
+    lines += [f"    import {i};" for i in imports] + [""] + [f"    export {e};" for e in exports] + ["}", ""]
+    return "\n".join(lines)
+
+
+def _with_generated_world(spec: BuildSpec) -> BuildSpec:
+    """`spec` with the world generated from its grant, and the theater-otp .wit files its WIT lacks."""
+    imports = granted_interfaces(spec.granted)
+    exports = list(BASE_EXPORTS)
+    wants_handlers = any(str(i).split("@", 1)[0].rsplit("/", 1)[-1] == "supervisor-handlers"
+                         for i in spec.implements or ())
+    if "supervisor" in spec.granted or wants_handlers:
+        exports.append("supervisor-handlers")
+    declared, worlds = wit_interfaces(spec.wit)
+    if GENERATED_WORLD in worlds or (spec.wit / GENERATED_WORLD_FILE).exists():
+        raise BuildError(f"{spec.manifest}: build.world: {spec.wit} already declares a world {GENERATED_WORLD!r} "
+                         f"(the name of the world build generates): rename it, or name the world to build "
+                         f"in [build] world")
+    extra: list[Path] = []
+    missing = [i for i in (*imports, *exports) if f"{PACKAGE}/{i}" not in declared]
+    if missing:
+        from .scaffold import repo_wit_dir
+        repo = repo_wit_dir()
+        by_file = {f: wit_interfaces_of_file(f) for f in sorted(repo.glob("*.wit"))}
+        for name in missing:
+            found = next((f for f, names in by_file.items() if f"{PACKAGE}/{name}" in names), None)
+            if found is None:
+                raise BuildError(f"{spec.manifest}: handler: the generated world needs {PACKAGE}/{name}, which "
+                                 f"neither {spec.wit} nor theater-otp's WIT ({repo}) declares")
+            if (spec.wit / found.name).exists():
+                raise BuildError(f"{spec.manifest}: build.wit: {spec.wit / found.name} does not declare "
+                                 f"{PACKAGE}/{name}: replace it with theater-otp's {found}")
+            if found not in extra:
+                extra.append(found)
+    return replace(spec, world_wit=generated_world_text(imports, tuple(exports)), world_imports=imports,
+                   world_exports=tuple(exports), extra_wit=tuple(extra))
+
+
+def wit_interfaces_of_file(path: Path) -> set[str]:
+    """The full interface names one .wit file declares (top-level `interface NAME {` lines)."""
+    package, names = PACKAGE, set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("//", 1)[0]
+        if m := re.match(r"^\s*package\s+([a-z0-9-]+:[a-z0-9-]+)", line):
+            package = m.group(1)
+        elif m := re.match(r"^interface\s+([a-z][a-z0-9-]*)\s*\{", line):
+            names.add(f"{package}/{m.group(1)}")
+    return names
+
+
+def write_build_wit(spec: BuildSpec) -> Path:
+    """The WIT folder componentize-py reads: the project's own, or (generated world) a build-private
+    copy of it with theater-otp's missing files and the world file."""
+    if spec.world_wit is None:
+        return spec.wit
+    target = spec.build_wit
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for f in sorted(spec.wit.glob("*.wit")):
+        shutil.copyfile(f, target / f.name)
+    if (spec.wit / "deps").is_dir():
+        shutil.copytree(spec.wit / "deps", target / "deps")
+    for f in spec.extra_wit:
+        shutil.copyfile(f, target / f.name)
+    (target / GENERATED_WORLD_FILE).write_text(spec.world_wit, encoding="utf-8")
+    return target
 
 
 def componentize_version() -> str:
@@ -191,12 +317,17 @@ def _inputs(spec: BuildSpec) -> list[Path]:
 def input_stamp(spec: BuildSpec, version: str | None = None) -> str:
     """SHA-256 over every build input (names and contents) and the build settings."""
     h = hashlib.sha256()
-    h.update(json.dumps({"format": STAMP_FORMAT, "world": spec.world, "module": spec.module,
-                         "componentize-py": version or componentize_version()}, sort_keys=True).encode())
-    for label, base, files in (("py", spec.source, _inputs(spec)), ("wit", spec.wit, sorted(spec.wit.rglob("*.wit")))):
+    settings = {"format": STAMP_FORMAT, "world": spec.world, "module": spec.module,
+                "componentize-py": version or componentize_version()}
+    if spec.world_wit is not None:  # the generated world: its text changes with the grant
+        settings["world_wit"] = spec.world_wit
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    wit_files = [f for f in sorted(spec.wit.rglob("*.wit")) if spec.build_wit not in f.parents]  # not our copy
+    for label, base, files in (("py", spec.source, _inputs(spec)), ("wit", spec.wit, wit_files),
+                               ("wit+", None, list(spec.extra_wit))):
         for f in files:
             try:
-                rel = f.relative_to(base).as_posix()
+                rel = f.relative_to(base).as_posix() if base is not None else f.name
             except ValueError:
                 rel = f"sdk/{f.name}"
             h.update(f"{label}:{rel}\0".encode())
@@ -265,14 +396,19 @@ def _componentize(spec: BuildSpec, say: Say) -> float:
     exe = componentize_executable()
     spec.output.parent.mkdir(parents=True, exist_ok=True)
     partial = spec.output.with_name(f".{spec.output.name}.partial")
-    cmd = [exe, "-d", str(spec.wit), "-w", spec.world, "componentize", spec.module]
+    wit = write_build_wit(spec)
+    for f in spec.extra_wit:
+        say(f"note: {spec.wit} lacks {f.name}'s interface(s): using theater-otp's {f}")
+    cmd = [exe, "-d", str(wit), "-w", spec.world, "componentize", spec.module]
     for folder in spec.python_path:
         cmd += ["-p", str(folder)]
     cmd += ["-o", str(partial)]
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)   # else componentize-py adds that venv's site-packages before ours
     env["RUST_BACKTRACE"] = "0"    # the Rust backtrace is noise to an actor author
-    say(f"building {spec.name}: componentize-py {spec.module}.py (world {spec.world}) ...")
+    what = (f"world {spec.world}: imports {', '.join(spec.world_imports)}" if spec.world_wit is not None
+            else f"world {spec.world}")
+    say(f"building {spec.name}: componentize-py {spec.module}.py ({what}) ...")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=spec.source, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -350,7 +486,8 @@ def build(target: Path, force: bool = False, say: Say | None = None) -> BuildRes
                        bytes=st.st_size, artifact=str(artifact), world=spec.world, module=spec.module,
                        skipped=same_inputs and not compiled, componentized=componentized, compiled=compiled,
                        componentize_s=round(componentize_s, 3), compile_s=round(compile_s, 3),
-                       total_s=round(time.monotonic() - t_start, 3), warnings=warnings)
+                       total_s=round(time.monotonic() - t_start, 3), warnings=warnings,
+                       imports=[f"{PACKAGE}/{i}" for i in spec.world_imports] if spec.world_wit is not None else None)
 
 
 def is_supervision(target: Path) -> bool:
@@ -409,5 +546,6 @@ def _component_warnings(spec: BuildSpec, component) -> list[Problem]:
         return []
 
 
-__all__ = ["BuildError", "BuildResult", "BuildSpec", "build", "build_tree", "buildable_manifests", "extract_error",
-           "input_stamp", "is_supervision", "read_spec"]
+__all__ = ["GENERATED_WORLD", "BuildError", "BuildResult", "BuildSpec", "build", "build_tree", "buildable_manifests",
+           "extract_error", "generated_world_text", "granted_interfaces", "input_stamp", "is_supervision", "read_spec",
+           "write_build_wit"]

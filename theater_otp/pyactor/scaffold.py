@@ -28,52 +28,72 @@ class ScaffoldError(TheaterError):
 
 @dataclass(frozen=True)
 class Template:
-    world: str
+    world: str             # the fixed world that would fit (a comment in the manifest; build generates one)
     implements: tuple[str, ...]
     initial_state: str
-    handlers: str          # TOML text of the [[handler]] tables
+    handlers: str          # TOML text of the [[handler]] tables (`${name}` is replaced)
     description: str
     try_lines: str         # shell lines for the README
     extra_classes: str = ""
-    grant_note: str = ""
+    grant_note: str = ""   # README: what the handlers are for
 
+
+_WORLD_NOTE = ("# No `world` here: build generates one that imports exactly the handlers granted below.\n"
+               "# A fixed world imports all of its interfaces (grant every one), e.g.:\n")
 
 TEMPLATES: dict[str, Template] = {
     "basic": Template(
         world="actor-world",
         implements=("actor", "message-server-client"),
         initial_state='{"count": 0}',
-        handlers='# componentize-py imports every interface of the world, used or not: grant them all.\n'
+        handlers='# timing: sdk.now_ms() in "roll" reads its clock.\n'
                  '[[handler]]\ntype = "timing"\n',
         description="Counts the messages it gets; `get` replies the count.",
         try_lines='theater-otp send ${name} hi\ntheater-otp request ${name} get\ntheater-otp state ${name}\n'
                   'theater-otp send ${name} boom        # a Python exception: crash, traceback, restart\n'
                   'theater-otp tree',
+        grant_note="`timing` (its clock in `roll`)",
     ),
     "message-server": Template(
         world="actor-world",
         implements=("actor", "message-server-client"),
         initial_state='{"data": {}}',
-        handlers='# componentize-py imports every interface of the world, used or not: grant them all.\n'
-                 '[[handler]]\ntype = "timing"\n',
+        handlers='# Messaging (message-server) and runtime are every actor\'s: no [[handler]] needed.\n',
         description="A key-value store that talks to other actors: set/get/wait/ask/tell.",
         try_lines='theater-otp request ${name} "set colour blue"\ntheater-otp request ${name} "get colour"\n'
                   'theater-otp request ${name} "wait size" &    # answered when size is set\n'
                   'theater-otp request ${name} "set size 9"\ntheater-otp request ${name} "ask ${name} get colour"',
+        grant_note="nothing beyond runtime and messaging, which every actor has",
     ),
     "supervisor": Template(
         world="supervisor-actor",
         implements=("actor", "message-server-client", "supervisor-handlers"),
         initial_state='{"spawn": []}',
-        handlers='# componentize-py imports every interface of the world, used or not: grant them all.\n'
-                 '[[handler]]\ntype = "timing"\n\n'
-                 '# The runtime restarts crashed children one_for_one; this actor is told through supervisor-handlers.\n'
+        handlers='# The runtime restarts crashed children one_for_one; this actor is told through supervisor-handlers\n'
+                 '# (the generated world exports it because the supervisor handler is granted).\n'
                  '[[handler]]\ntype = "supervisor"\nstrategy = "one_for_one"\nintensity = 5\nperiod = 10\n',
         description="Spawns and watches child actors through theater:simple/supervisor.",
         try_lines='theater-otp request ${name} "spawn ../worker/manifest.toml"   # any built actor manifest\n'
                   'theater-otp request ${name} children\ntheater-otp tree\ntheater-otp request ${name} events',
         extra_classes=", `SupervisorHandlers`",
-        grant_note=" and `supervisor`",
+        grant_note="`supervisor` (spawning and watching children)",
+    ),
+    "storage": Template(
+        world="actor-world",
+        implements=("actor", "message-server-client"),
+        initial_state='{"added": 0}',
+        handlers='# store: the notes, under the label "notes" of the named store "${name}" (kept in the\n'
+                 '# node\'s home: they survive restarts).\n'
+                 '[[handler]]\ntype = "store"\nstores = ["${name}"]\n\n'
+                 '# filesystem: a daily file notes/YYYY-MM-DD.md in a folder of its own under the node\'s home.\n'
+                 '[[handler]]\ntype = "filesystem"\nnew_dir = true\n',
+        description="Keeps notes in a store label and appends each to a daily file.",
+        try_lines='theater-otp request ${name} "add buy milk"\ntheater-otp request ${name} "add call Ada"\n'
+                  'theater-otp request ${name} list\ntheater-otp request ${name} today\n'
+                  'theater-otp request ${name} stats\n'
+                  'theater-otp send ${name} boom            # a crash: restarted from initial_state\n'
+                  'theater-otp request ${name} list         # the notes survived the restart',
+        grant_note="`store` (the notes) and `filesystem` (the daily files)",
     ),
 }
 
@@ -102,10 +122,11 @@ def manifest_text(name: str, tpl: Template) -> str:
         f'\n'
         f'[build]                              # read by `theater-otp build`; the runtime ignores it\n'
         f'module = "app"                       # app.py: the classes named after the exported interfaces\n'
-        f'world = "{tpl.world}"\n'
         f'wit = "wit"\n'
+        f'{_WORLD_NOTE}'
+        f'# world = "{tpl.world}"\n'
         f'\n'
-        f'{tpl.handlers}'
+        f'{string.Template(tpl.handlers).safe_substitute(name=name)}'
     )
 
 
