@@ -41,7 +41,7 @@ from theater_otp.worker.cpu import EpochTicker  # noqa: E402
 from theater_otp.worker.handlers import grants  # noqa: E402
 from theater_otp.worker.handlers.base import ActorInfo  # noqa: E402
 from theater_otp.worker.handlers.filesystem import HANDLER as FS  # noqa: E402
-from theater_otp.worker.handlers.store import HANDLER as STORE, StoreSettings  # noqa: E402
+from theater_otp.worker.handlers.store import StoreSettings  # noqa: E402
 from theater_otp.worker.host import Actor  # noqa: E402
 
 WAT = REPO / "actors" / "wat"

@@ -15,7 +15,7 @@ from typing import Any
 import tomli
 
 from ..errors import ConfigError
-from ..worker.handlers import ALWAYS_GRANTED, MANIFEST_TYPES, parse_handler_settings
+from ..worker.handlers import MANIFEST_TYPES, parse_handler_settings
 from ..worker.handlers.base import MAX_LIST_BYTES
 from .fields import Fields, parse_flags, read_enum
 from .model import (
@@ -25,7 +25,6 @@ from .model import (
     ActorLimits,
     ActorManifest,
     AutoShutdown,
-    Backoff,
     ChildSpec,
     ChildType,
     HandlerConfig,
@@ -43,7 +42,7 @@ KNOWN_HANDLERS = MANIFEST_TYPES
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class _Source:
+class Source:
     """The text of one TOML file, for error messages that carry a line number."""
 
     def __init__(self, path: Path, text: str | None = None):
@@ -92,11 +91,11 @@ class _Source:
         return ConfigError(self.path, key, message, line=self.line_of(leaf, value))
 
 
-def _enum(src: _Source, key: str, value: object, enum_cls: type, default: Any) -> Any:
+def _enum(src: Source, key: str, value: object, enum_cls: type, default: Any) -> Any:
     return read_enum(src, key, value, enum_cls, default)
 
 
-def _shutdown(src: _Source, key: str, value: object, child_type: ChildType) -> Shutdown:
+def _shutdown(src: Source, key: str, value: object, child_type: ChildType) -> Shutdown:
     if value is None:
         return INFINITY if child_type is ChildType.SUPERVISOR else WORKER_DEFAULT_SHUTDOWN
     if value == "brutal_kill":
@@ -108,7 +107,7 @@ def _shutdown(src: _Source, key: str, value: object, child_type: ChildType) -> S
     raise src.error(key, f"{value!r} is not valid: expected milliseconds >= 0, \"brutal_kill\" or \"infinity\"", value)
 
 
-def parse_child_spec(src: _Source, table: object, key: str, parent: SupFlags) -> ChildSpec:
+def parse_child_spec(src: Source, table: object, key: str, parent: SupFlags) -> ChildSpec:
     """One child spec, checked field by field in OTP §1.10's order."""
     if not isinstance(table, dict):
         raise src.error(key, "a child must be a table with at least `id`")
@@ -152,7 +151,7 @@ def parse_child_spec(src: _Source, table: object, key: str, parent: SupFlags) ->
                      significant=significant, flags=flags, children=children)
 
 
-def _parse_children(src: _Source, items: object, key: str, flags: SupFlags) -> tuple[ChildSpec, ...]:
+def _parse_children(src: Source, items: object, key: str, flags: SupFlags) -> tuple[ChildSpec, ...]:
     if not isinstance(items, list):
         raise src.error(key, "expected a list of child tables ([[...children]])")
     specs = tuple(parse_child_spec(src, item, f"{key}[{i}]", flags) for i, item in enumerate(items))
@@ -168,13 +167,13 @@ def _parse_children(src: _Source, items: object, key: str, flags: SupFlags) -> t
 
 def parse_dynamic_child(table: dict[str, Any], origin: str, flags: SupFlags) -> ChildSpec:
     """A child spec given at run time (`start-child`); errors name `origin` instead of a file."""
-    src = _Source(Path(origin), text="")
+    src = Source(Path(origin), text="")
     return parse_child_spec(src, table, "child", flags)
 
 
 def load_supervision(path: str | Path) -> ChildSpec:
     """Load a supervision.toml: the root supervisor as a ChildSpec of type SUPERVISOR."""
-    src = _Source(Path(path).resolve())
+    src = Source(Path(path).resolve())
     data = src.parse()
     root = data.get("supervisor")
     if not isinstance(root, dict):
@@ -185,7 +184,7 @@ def load_supervision(path: str | Path) -> ChildSpec:
     return parse_child_spec(src, root, "supervisor", SupFlags())
 
 
-def parse_handler_entry(src: _Source, entry: object, key: str) -> HandlerConfig:
+def parse_handler_entry(src: Source, entry: object, key: str) -> HandlerConfig:
     """One `[[handler]]` table (`key` is its dotted path, e.g. `handler[1]`); its settings are read
     by its handler's module (the registry's `parse_settings`)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
@@ -203,7 +202,7 @@ def parse_handler_entry(src: _Source, entry: object, key: str) -> HandlerConfig:
     return HandlerConfig(type=htype, config=tuple(sorted(settings.items())), settings=typed)
 
 
-def handler_entries(src: _Source, data: dict[str, Any]) -> list[tuple[str, object]]:
+def handler_entries(src: Source, data: dict[str, Any]) -> list[tuple[str, object]]:
     """(dotted key, entry) of every `[[handler]]` and the seed's `[[handlers]]` table, in order."""
     found: list[tuple[str, object]] = []
     for table_key in ("handler", "handlers"):
@@ -214,7 +213,7 @@ def handler_entries(src: _Source, data: dict[str, Any]) -> list[tuple[str, objec
     return found
 
 
-def _handlers(src: _Source, data: dict[str, Any]) -> tuple[HandlerConfig, ...]:
+def parse_handlers(src: Source, data: dict[str, Any]) -> tuple[HandlerConfig, ...]:
     """Accept `[[handler]] type=… key=…` and the seed's `[[handlers]] type=… config={…}`; a type
     may be listed once."""
     out: list[HandlerConfig] = []
@@ -231,7 +230,7 @@ def _handlers(src: _Source, data: dict[str, Any]) -> tuple[HandlerConfig, ...]:
 
 def load_manifest(path: str | Path) -> ActorManifest:
     """Load an actor manifest; the component path is resolved against the manifest's folder."""
-    src = _Source(Path(path).resolve())
+    src = Source(Path(path).resolve())
     data = src.parse()
     name = data.get("name")
     if not isinstance(name, str) or not name:
@@ -243,7 +242,7 @@ def load_manifest(path: str | Path) -> ActorManifest:
     if not component_path.is_file():
         key = "component" if "component" in data else "component_path"
         raise src.error(key, f"component file not found: {component_path}", component)
-    initial_state = _initial_state(src, data)
+    initial_state = parse_initial_state(src, data)
     version = data.get("version", "0.1.0")
     return ActorManifest(
         name=name,
@@ -252,12 +251,12 @@ def load_manifest(path: str | Path) -> ActorManifest:
         version=str(version),
         description=str(data.get("description", "")),
         initial_state=initial_state,
-        handlers=_handlers(src, data),
+        handlers=parse_handlers(src, data),
         limits=_limits(src, data),
     )
 
 
-def _limits(src: _Source, data: dict[str, Any]) -> ActorLimits:
+def _limits(src: Source, data: dict[str, Any]) -> ActorLimits:
     """`[limits]`: every key optional; defaults from ActorLimits (the one place they live)."""
     table = data.get("limits", {})
     if not isinstance(table, dict):
@@ -276,7 +275,7 @@ def _limits(src: _Source, data: dict[str, Any]) -> ActorLimits:
     return limits
 
 
-def _initial_state(src: _Source, data: dict[str, Any]) -> bytes | None:
+def parse_initial_state(src: Source, data: dict[str, Any]) -> bytes | None:
     """`initial_state = "text"`, `initial_state = { file = "state.json" }`, or the seed's `[state] initial`."""
     value = data.get("initial_state", data.get("init_state"))
     if value is None and isinstance(data.get("state"), dict):

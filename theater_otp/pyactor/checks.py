@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config.loader import (
-    ALWAYS_GRANTED,
-    _handlers,
+    parse_handlers,
     handler_entries,
     parse_handler_entry,
-    _initial_state,
-    _Source,
+    parse_initial_state,
+    Source,
     load_manifest,
     load_supervision,
     parse_child_spec,
@@ -36,7 +35,7 @@ from ..config.loader import (
 from ..config.fields import parse_flags
 from ..config.model import Strategy, SupFlags
 from ..errors import ComponentError, ConfigError, TheaterError
-from ..worker.handlers import owner_of
+from ..worker.handlers import ALWAYS_GRANTED, owner_of
 from ..worker.component import (
     ACTOR_EXPORT,
     CompiledComponent,
@@ -196,7 +195,7 @@ def run_with_progress(fn: Callable[[], Any], label: str, say: Say, every: float 
 # ---- a component against its manifest ----------------------------------------------------------
 
 def component_problems(compiled: CompiledComponent, manifest: Path, granted: set[str],
-                       implements: list[str] | None, src: _Source | None = None) -> list[Problem]:
+                       implements: list[str] | None, src: Source | None = None) -> list[Problem]:
     """Exports against `[interface] implements` (and actor.init), imports against the granted handlers."""
     problems: list[Problem] = []
     ifaces, _ = known_interfaces()
@@ -274,7 +273,7 @@ class _Checker:
         self.done_manifests.add(path)
         report.manifests.append(str(path))
         try:
-            src = _Source(path)
+            src = Source(path)
             data = src.parse()
         except ConfigError as exc:
             report.add(Problem.of(exc))
@@ -306,7 +305,7 @@ class _Checker:
                 problems.append(Problem.of(src.error(component_key, f"component file not found: {component_path}"
                                                      f"{hint}", component)))
                 component_path = None
-        check(lambda: _initial_state(src, data))
+        check(lambda: parse_initial_state(src, data))
         granted = set(ALWAYS_GRANTED)
         for table_key in ("handler", "handlers"):
             entries = check(lambda: handler_entries(src, {table_key: data.get(table_key, [])})) or []
@@ -314,7 +313,7 @@ class _Checker:
                 parsed = check(lambda: parse_handler_entry(src, entry, key))
                 if parsed:
                     granted.add(parsed.type)
-        check(lambda: _handlers(src, data) if not problems else None)  # a type listed twice
+        check(lambda: parse_handlers(src, data) if not problems else None)  # a type listed twice
         implements = self._implements(src, data, problems)
         self._build_table(src, data, problems)
         for p in problems:
@@ -335,7 +334,7 @@ class _Checker:
             except ConfigError as exc:
                 report.add(Problem.of(exc))
 
-    def _implements(self, src: _Source, data: dict, problems: list[Problem]) -> list[str] | None:
+    def _implements(self, src: Source, data: dict, problems: list[Problem]) -> list[str] | None:
         if "interface" not in data:
             return None
         table = data["interface"]
@@ -357,7 +356,7 @@ class _Checker:
                     f"{name!r} is not an interface an actor can implement: expected {', '.join(EXPORTABLE)}")))
         return value
 
-    def _build_table(self, src: _Source, data: dict, problems: list[Problem]) -> None:
+    def _build_table(self, src: Source, data: dict, problems: list[Problem]) -> None:
         table = data.get("build")
         if table is None:
             return
@@ -383,7 +382,7 @@ class _Checker:
 
     def supervision(self, path: Path, report: Report) -> None:
         try:
-            src = _Source(path.resolve())
+            src = Source(path.resolve())
             data = src.parse()
         except ConfigError as exc:
             report.add(Problem.of(exc))
@@ -404,7 +403,7 @@ class _Checker:
             except ConfigError as exc:
                 report.add(Problem.of(exc))
 
-    def _spec(self, src: _Source, table: dict, key: str, parent: SupFlags, report: Report) -> None:
+    def _spec(self, src: Source, table: dict, key: str, parent: SupFlags, report: Report) -> None:
         """The child-spec fields of one child; errors raised inside its manifest are left to self.manifest."""
         try:
             parse_child_spec(src, table, key, parent)
@@ -412,7 +411,7 @@ class _Checker:
             if exc.file == str(src.path) and _S1FO_COUNT not in exc.message:
                 report.add(Problem.of(exc))
 
-    def _supervisor(self, src: _Source, table: dict, key: str, parent: SupFlags, report: Report,
+    def _supervisor(self, src: Source, table: dict, key: str, parent: SupFlags, report: Report,
                     manifests: list[Path]) -> None:
         self._spec(src, {**table, "children": []}, key, parent, report)
         try:
