@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from pathlib import Path
-from typing import Any, Mapping, Protocol, TypeVar
+from typing import Any, Mapping, Protocol, TypeAlias, TypeVar, overload
 
 from ..errors import ConfigError
 from .model import AutoShutdown, Backoff, Strategy, SupFlags
@@ -33,20 +33,28 @@ class Where(Protocol):
     def error(self, key: str, message: str, value: object = None) -> ConfigError: ...
 
 
+# The readers below are named after the types they read (`Fields.int`, `Fields.str`), which hides
+# those builtins inside the class body: its annotations use these names instead.
+Str: TypeAlias = str
+Int: TypeAlias = int
+Bool: TypeAlias = bool
+Float: TypeAlias = float
+
+
 class Fields:
     """Reads the settings in `raw` (the table at dotted `key` of `where`), one typed getter per
     field; `done()` refuses keys no getter asked for, listing the known ones."""
 
-    def __init__(self, where: Where, key: str, raw: Mapping[str, object]):
+    def __init__(self, where: Where, key: Str, raw: Mapping[Str, object]):
         self.where = where
         self.key = key
         self.raw = dict(raw)
-        self.seen: set[str] = set()
+        self.seen: set[Str] = set()
         source = getattr(where, "path", None)
         #: the folder of the file being read: relative paths in settings resolve against it
         self.folder: Path | None = Path(source).parent if source is not None else None
 
-    def path(self, name: str) -> Path | None:
+    def path(self, name: Str) -> Path | None:
         """A filesystem path setting, resolved against the file's folder (not the working directory)."""
         value = self.str(name, None)
         if value is None:
@@ -56,68 +64,83 @@ class Fields:
             path = self.folder / path
         return path.resolve()
 
-    def _get(self, name: str) -> object:
+    def _get(self, name: Str) -> object:
         self.seen.add(name)
         return self.raw.get(name)
 
-    def error(self, name: str, message: str, value: object = None) -> ConfigError:
+    def error(self, name: Str, message: Str, value: object = None) -> ConfigError:
         return self.where.error(f"{self.key}.{name}", message, value)
 
-    def int(self, name: str, default: int | None, minimum: int = 0, maximum: int = MAX_SETTING) -> int | None:
+    @overload
+    def int(self, name: Str, default: Int, minimum: Int = ..., maximum: Int = ...) -> Int: ...
+    @overload
+    def int(self, name: Str, default: None, minimum: Int = ..., maximum: Int = ...) -> Int | None: ...
+
+    def int(self, name: Str, default: Int | None, minimum: Int = 0, maximum: Int = MAX_SETTING) -> Int | None:
         value = self._get(name)
         if value is None:
             return default
         return read_int(self.where, f"{self.key}.{name}", value, 0, minimum, maximum)
 
-    def float(self, name: str, default: float | None, minimum: float = 0.0) -> float | None:
+    def float(self, name: Str, default: Float | None, minimum: Float = 0.0) -> Float | None:
         value = self._get(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+        if isinstance(value, Bool) or not isinstance(value, (int, Float)) or not math.isfinite(value) \
                 or value < minimum:
             raise self.error(name, f"{value!r} is not valid: expected a number >= {minimum}", value)
         return float(value)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: Str, default: Bool) -> Bool:
         value = self._get(name)
         if value is None:
             return default
-        if not isinstance(value, bool):
+        if not isinstance(value, Bool):
             raise self.error(name, f"{value!r} is not valid: expected true or false", value)
         return value
 
-    def str(self, name: str, default: str | None) -> str | None:
+    def str(self, name: Str, default: Str | None) -> Str | None:
         value = self._get(name)
         if value is None:
             return default
-        if not isinstance(value, str) or "\x00" in value:
+        if not isinstance(value, Str) or "\x00" in value:
             raise self.error(name, f"{value!r} is not valid: expected a string", value)
         return value
 
-    def str_list(self, name: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    @overload
+    def str_list(self, name: Str, default: tuple[Str, ...]) -> tuple[Str, ...]: ...
+    @overload
+    def str_list(self, name: Str, default: None) -> tuple[Str, ...] | None: ...
+
+    def str_list(self, name: Str, default: tuple[Str, ...] | None) -> tuple[Str, ...] | None:
         value = self._get(name)
         if value is None:
             return default
-        if not isinstance(value, list) or not all(isinstance(v, str) and "\x00" not in v for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, Str) and "\x00" not in v for v in value):
             raise self.error(name, f"{value!r} is not valid: expected a list of strings", value)
         return tuple(value)
 
-    def str_table(self, name: str) -> dict[str, str]:
+    def str_table(self, name: Str) -> dict[Str, Str]:
         value = self._get(name)
         if value is None:
             return {}
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        if not isinstance(value, dict) or not all(isinstance(v, Str) for v in value.values()):
             raise self.error(name, "expected a table of strings, e.g. { KEY = \"value\" }", value)
         return dict(value)
 
-    def enum(self, name: str, enum_cls: type[E], default: E | None) -> E | None:
+    @overload
+    def enum(self, name: Str, enum_cls: type[E], default: E) -> E: ...
+    @overload
+    def enum(self, name: Str, enum_cls: type[E], default: None) -> E | None: ...
+
+    def enum(self, name: Str, enum_cls: type[E], default: E | None) -> E | None:
         return read_enum(self.where, f"{self.key}.{name}", self._get(name), enum_cls, default)
 
-    def take(self, name: str) -> object:
+    def take(self, name: Str) -> object:
         """The raw value (for a reader defined elsewhere); marks the key as known."""
         return self._get(name)
 
-    def done(self, also_known: tuple[str, ...] = ()) -> None:
+    def done(self, also_known: tuple[Str, ...] = ()) -> None:
         unknown = sorted(set(self.raw) - self.seen - set(also_known))
         if unknown:
             known = sorted(self.seen | set(also_known))

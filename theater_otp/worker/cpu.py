@@ -30,7 +30,7 @@ CHECK_TICKS = 5
 
 _CALLBACK = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[1]
 _FINALIZER = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[3]
-_NO_FINALIZER = ctypes.cast(None, _FINALIZER)
+_NO_FINALIZER = _FINALIZER()  # a null function pointer: the store owns nothing of ours to free
 _CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
 
 

@@ -67,7 +67,7 @@ class FilesystemSettings:
 
 # ---- chain records ----------------------------------------------------------------------------
 
-def _content(data: bytes) -> dict:
+def _content(data: bytes | bytearray | memoryview | list) -> dict:
     """Bytes as the chain holds them: hash and size, and the bytes themselves when small."""
     data = bytes(data)
     shown: dict[str, Any] = {"sha256": content_hash(data), "size": len(data)}

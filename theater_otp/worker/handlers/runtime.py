@@ -131,9 +131,7 @@ class Runtime(Handler):
         actor = ctx.actor
 
         def get_chain() -> wc.Record:
-            chain = wc.Record()
-            chain.events = [chain_event_record(e) for e in s.own_events()]
-            return chain
+            return record_of(events=[chain_event_record(e) for e in s.own_events()])
 
         def no_replay(data: dict) -> Any:
             raise _NotReplayable("host.runtime.get-chain")

@@ -38,7 +38,7 @@ class StoreSettings:
     quota_bytes: int | None = None
 
 
-def _digest(data: bytes) -> dict:
+def _digest(data: bytes | bytearray) -> dict:
     return {"sha256": content_hash(bytes(data)), "size": len(data)}
 
 
@@ -50,7 +50,7 @@ def _content_args(args: tuple, result: Any) -> dict:
 
 
 def _record_get(args: tuple, result: Any) -> dict:
-    data = {"args": [recordable(a) for a in args]}
+    data: dict[str, Any] = {"args": [recordable(a) for a in args]}
     if isinstance(result, fastabi.Ok):
         data["result"] = {"ok": _digest(result.value)}
     else:

@@ -16,16 +16,14 @@ from typing import Any, Callable
 
 import wasmtime.component as wc
 
-from .base import ActorCrash, FunctionTable, Handler, HostContext, HostFunction
+from .base import ActorCrash, FunctionTable, Handler, HostContext, HostFunction, record_of
 
 #: The most bytes one get-random-bytes call may ask for.
 MAX_RANDOM_BYTES = 1024 * 1024
 
 
 def datetime_record(seconds: int, nanoseconds: int) -> wc.Record:
-    record = wc.Record()
-    record.seconds, record.nanoseconds = seconds, nanoseconds
-    return record
+    return record_of(seconds=seconds, nanoseconds=nanoseconds)
 
 
 def _no_clock_waits(func: str) -> Callable[..., Any]:
