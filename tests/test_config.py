@@ -669,7 +669,7 @@ def test_unknown_handlers_type_is_refused(tmp_path):
         type = "timing"
 
         [[handlers]]
-        type = "http-client"
+        type = "carrier-pigeon"
         config = {{}}
     """)
     err = refuse(m, load_manifest)

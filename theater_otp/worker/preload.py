@@ -11,6 +11,7 @@ import msgpack  # noqa: F401
 import wasmtime  # noqa: F401
 import wasmtime.component  # noqa: F401
 import zmq  # noqa: F401
+import httpx  # noqa: F401  (the http-client handler: ~40 ms off its first call in each worker)
 
 from ..chain import writer  # noqa: F401
 from . import main  # noqa: F401

@@ -45,8 +45,9 @@ ALWAYS_GRANTED: frozenset[str] = frozenset(t for t, h in REGISTRY.items() if h.a
 #: The types a manifest may list, in the order `validate` names them.
 MANIFEST_TYPES: tuple[str, ...] = tuple(t for t, h in REGISTRY.items() if h.in_manifest)
 
-#: Interfaces that hold only types: a component may import them whatever it is granted.
-TYPES_ONLY: frozenset[str] = frozenset(f"{p}/types" for p in PACKAGES)
+#: Interfaces that hold only types: a component may import them whatever it is granted
+#: (`http-types`: the records of http-client and http-server).
+TYPES_ONLY: frozenset[str] = frozenset(f"{p}/{i}" for p in PACKAGES for i in ("types", "http-types"))
 
 _OWNERS: dict[str, Handler] = {iface: h for h in REGISTRY.values() for iface in h.provides()}
 
