@@ -11,6 +11,7 @@ from ..config.loader import load_supervision
 from ..config.model import ChildSpec, ChildType
 from ..errors import ComponentError, TheaterError
 from ..home import Home
+from .http import listeners, port_problems
 from ..worker.handlers import granted_types
 from ..worker.component import (CompiledComponent, artifact_path, check_actor_abi, compile_component,
                                 content_hash, new_engine)
@@ -56,8 +57,15 @@ def compile_tree(tree: ChildSpec, progress=None) -> dict[Path, CompiledComponent
     return compiled
 
 
+class PortUnavailable(TheaterError):
+    """An http-server port that two actors claim or that another process holds."""
+
+
 def load_and_check(config: Path, progress=None) -> tuple[ChildSpec, dict[Path, CompiledComponent]]:
     tree = load_supervision(config)
+    problems = port_problems(listeners(tree))
+    if problems:
+        raise PortUnavailable("; ".join(problems))
     return tree, compile_tree(tree, progress)
 
 

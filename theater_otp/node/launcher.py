@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 
 from ..chain.writer import writer_main
+from ..http.listener import GatewayConfig
 from ..home import Home
 from ..worker.main import WorkerConfig, worker_main
 
@@ -75,5 +76,12 @@ class Launcher:
 
     def start_writer(self, home: Home) -> ChildProcess:
         proc = self.ctx.Process(target=writer_main, args=(home, os.getpid()), name="chain-writer", daemon=True)
+        proc.start()
+        return ChildProcess(proc)
+
+    def start_gateway(self, cfg: GatewayConfig) -> ChildProcess:
+        from ..http.gateway import gateway_main  # aiohttp: loaded only by nodes that serve HTTP
+
+        proc = self.ctx.Process(target=gateway_main, args=(cfg,), name="http-gateway", daemon=True)
         proc.start()
         return ChildProcess(proc)

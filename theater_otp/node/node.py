@@ -36,11 +36,13 @@ from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
+from ..http.listener import GATEWAY_IDENTITY, GatewayConfig
 from ..worker.handlers import granted_types
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from ..worker.main import WorkerConfig
 from .actor_supervision import ActorSupervision
 from .channels import ChannelTable
+from .http import listeners as http_listeners
 from .launcher import ChildProcess, Launcher
 from .registry import Registry, WorkerHandle
 
@@ -149,6 +151,9 @@ class Node(ActorSupervision):
         self.poller.register(self.wake_r, zmq.POLLIN)
         self.signals: deque[int] = deque()
         self.writer: ChildProcess | None = None
+        #: the HTTP gateway process (theater_otp/http/gateway.py), when some actor serves HTTP
+        self.gateway: ChildProcess | None = None
+        self.http_listeners: tuple = ()
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(kind)
@@ -180,6 +185,9 @@ class Node(ActorSupervision):
         self.writer = self.launcher.start_writer(self.home)
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.writer.pid)
+        self.http_listeners = http_listeners(self.tree)
+        if self.http_listeners:
+            self._start_gateway()
         root = _SubSupervisor(Supervisor(self.tree.id, self.tree), None, self.tree.id, 1)
         self.supervisors[self.tree.id] = root
         self._enqueue(self.tree.id, ev.Start())
@@ -194,6 +202,11 @@ class Node(ActorSupervision):
         return self.exit_code
 
     def _close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.kill()
+            self.gateway.proc.join(2)
+            self.gateway.release()
+            self.gateway = None
         for handle in list(self.registry.workers.values()):
             handle.process.kill()
         if self.writer is not None:
@@ -250,6 +263,8 @@ class Node(ActorSupervision):
             self._run_finished()
         if self.writer is not None and self.writer.sentinel in ready:
             self._on_writer_exit()
+        if self.gateway is not None and self.gateway.sentinel in ready:
+            self._on_gateway_exit()
         for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.registry.by_sentinel]:
             self._on_worker_exit(self.registry.by_sentinel[fd])
         if self.router in ready:
@@ -610,7 +625,8 @@ class Node(ActorSupervision):
         for corr, pending in list(self.pending.items()):
             if pending.target is handle:
                 del self.pending[corr]
-                self._answer(pending, {"error": f"actor {handle.path} exited before replying ({reason})"})
+                self._answer(pending, {"error": f"actor {handle.path} exited before replying ({reason})",
+                                       "exit": reason.kind.value})
         if handle.ready:
             report: ev.Event = ev.ChildExited(handle.child_id, handle.incarnation, reason)
         else:
@@ -642,7 +658,9 @@ class Node(ActorSupervision):
     def _on_worker_message(self, ident: bytes, env: Envelope) -> None:
         handle = self.registry.by_identity.get(ident)
         if handle is None:
-            return  # a late frame from a reaped incarnation
+            if ident == GATEWAY_IDENTITY:
+                self._on_gateway(env)
+            return  # else a late frame from a reaped incarnation
         kind = env.kind
         if kind == "ready":
             if not handle.ready:
@@ -761,6 +779,53 @@ class Node(ActorSupervision):
             self._to_worker(peer, Envelope("channel_close", "node", peer.actor_id, 0,
                                            {"channel": channel_id, "reason": f"{handle.path} ended"}))
 
+    # ---- HTTP (the gateway process holds the ports; node/http.py, http/gateway.py) -------------
+
+    def _start_gateway(self) -> None:
+        self.gateway = self.launcher.start_gateway(GatewayConfig(self.home, os.getpid(), self.http_listeners))
+        self.poller.register(self.gateway.sentinel, zmq.POLLIN)
+
+    def _on_gateway_exit(self) -> None:
+        """A gateway that ended is started again (its ports reopen); one that could not bind exits 2
+        and is not (the port is someone else's: logged)."""
+        assert self.gateway is not None
+        code = self.gateway.exitcode()
+        self.poller.unregister(self.gateway.sentinel)
+        self.gateway.release()
+        self.gateway = None
+        if self.stopping:
+            return
+        if code == 2:
+            log.error("http gateway could not open its ports: HTTP is not served (see the lines above)")
+            return
+        log.error("http gateway exited (%s): starting a new one", code)
+        self._start_gateway()
+
+    def _send_gateway(self, env: Envelope) -> None:
+        try:
+            self.router.send_multipart([GATEWAY_IDENTITY, encode(env)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the gateway is gone: its clients' connections went with it
+            log.warning("could not answer the http gateway: %s", exc)
+
+    def _on_gateway(self, env: Envelope) -> None:
+        if env.kind == "http_ready":
+            log.info("http gateway ready: ports %s", (env.body or {}).get("ports") if isinstance(env.body, dict) else "?")
+            return
+        if env.kind != "http_request" or not isinstance(env.body, dict):
+            log.error("dropped %r from the http gateway", env.kind)
+            return
+        target, why = self.registry.resolve(env.to)
+        pending = _PendingRequest("gateway", GATEWAY_IDENTITY, env.corr, target)  # type: ignore[arg-type]
+        if target is None or not target.ready:
+            # restarting (or not started yet): the gateway holds the request and asks again
+            self._answer(pending, {"error": why or f"actor {env.to} is starting", "retry": True})
+            return
+        refusal = self._admit(target, env.body.get("body"))
+        if refusal is not None:
+            self._answer(pending, {"error": refusal, "retry": True})
+            return
+        self._forward_request(pending, "gateway", env.body, None, kind="http_request")
+
     def _send_now(self, handle: WorkerHandle, env: Envelope) -> bool:
         try:
             self.router.send_multipart([handle.identity, encode(env)], zmq.NOBLOCK)
@@ -826,6 +891,9 @@ class Node(ActorSupervision):
             pending.timer = self._after(timeout_ms / 1000, expire)
 
     def _answer(self, pending: _PendingRequest, body: dict) -> None:
+        if pending.origin == "gateway":
+            self._send_gateway(Envelope("reply", "node", "gateway", pending.origin_corr, body))
+            return
         if pending.origin == "cli":
             if "error" in body:
                 self._control_error(pending.origin_ident, pending.origin_corr, "request_failed", str(body["error"]))

@@ -20,7 +20,7 @@ MAX_FRAME = 16 * 1024 * 1024
 
 
 #: Envelope kinds that carry an actor message into a mailbox (what the `mailbox` limit counts).
-MAILBOX_KINDS = frozenset({"send", "request", "channel_open", "channel_message"})
+MAILBOX_KINDS = frozenset({"send", "request", "channel_open", "channel_message", "http_request"})
 
 
 def message_size(env: "Envelope") -> int:
@@ -28,8 +28,10 @@ def message_size(env: "Envelope") -> int:
     body = env.body
     if isinstance(body, (bytes, bytearray)):
         return len(body)
-    if isinstance(body, dict) and isinstance(body.get("msg"), (bytes, bytearray)):
-        return len(body["msg"])
+    if isinstance(body, dict):
+        inner = body.get("msg", body.get("body"))  # a channel's message, an HTTP request's body
+        if isinstance(inner, (bytes, bytearray)):
+            return len(inner)
     return 0
 
 

@@ -8,6 +8,7 @@ produces byte-identical data when the actor behaves the same.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ class ExportCall:
             return f"message.{self.kind}"
         if self.kind.startswith("channel-"):
             return f"channel.{self.kind.removeprefix('channel-')}"
+        if self.kind == "http-request":
+            return "http.request"
         return f"supervisor.{self.kind}"
 
 
@@ -38,7 +41,7 @@ class ExportCall:
 class CallOutcome:
     event_type: str
     data: dict
-    reply: bytes | None = None
+    reply: Any = None  # a request's reply bytes, or an HTTP request's response
     crash: ActorCrash | None = None
 
 
@@ -61,7 +64,15 @@ def perform(actor: Actor, call: ExportCall) -> CallOutcome:
         data["reason"] = call.meta.get("reason")
     reply = None
     try:
-        if call.kind == "channel-open":
+        if call.kind == "http-request":
+            response = actor.handle_http_request(call.params[0] if call.params and isinstance(call.params[0], dict)
+                                                 else {})
+            body = response.get("body")
+            data["response"] = {"status": response["status"], "headers": response["headers"],
+                                "body": None if body is None else {"sha256": hashlib.sha256(body).hexdigest(),
+                                                                   "size": len(body)}}
+            reply = response
+        elif call.kind == "channel-open":
             accepted, message = actor.handle_channel_open(str(call.meta.get("channel")), _bytes(call.params[0]))
             data["accepted"], data["message"] = accepted, message
             reply = message

@@ -27,9 +27,10 @@ from .component import ACTOR_EXPORT, MESSAGE_CLIENT_EXPORT, PACKAGE
 from .cpu import CpuBudget, EpochTicker
 from .handlers import interface_name, owner_of
 from .handlers.base import (MAX_LIST_BYTES, PACKAGES, ActorCrash, ActorInfo, HostAbort, HostContext, HostFunction, HostServices,
-                            recordable)
+                            record_of, recordable)
 
 SUPERVISOR_HANDLERS_EXPORT = f"{PACKAGE}/supervisor-handlers"
+HTTP_SERVER_EXPORT = f"{PACKAGE}/http-server"
 
 fastabi.install()
 
@@ -89,6 +90,7 @@ class Actor:
                             (MESSAGE_CLIENT_EXPORT, "handle-channel-open"),
                             (MESSAGE_CLIENT_EXPORT, "handle-channel-message"),
                             (MESSAGE_CLIENT_EXPORT, "handle-channel-close"),
+                            (HTTP_SERVER_EXPORT, "handle-request"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-error"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-exit"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-external-stop")):
@@ -233,6 +235,20 @@ class Actor:
     def handle_request(self, request_id: str, msg: bytes) -> bytes | None:
         self.state, (reply,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-request", self.state, (request_id, msg))
         return reply
+
+    def handle_http_request(self, request: dict) -> dict:
+        """An HTTP request (the gateway's record) to http-server.handle-request; the response as
+        plain data: {status, headers: [[name, value]], body}."""
+        if not self.exports(HTTP_SERVER_EXPORT, "handle-request"):
+            raise ActorCrash(f"an HTTP request arrived but the component does not export "
+                             f"{HTTP_SERVER_EXPORT}.handle-request")
+        record = record_of(method=str(request.get("method", "")), uri=str(request.get("uri", "")),
+                           path=str(request.get("path", "")), query=str(request.get("query", "")),
+                           headers=[(str(k), str(v)) for k, v in request.get("headers") or []],
+                           body=request.get("body"))
+        self.state, (response,) = self._call(HTTP_SERVER_EXPORT, "handle-request", self.state, (record,))
+        return {"status": getattr(response, "status"), "body": getattr(response, "body"),
+                "headers": [[k, v] for k, v in getattr(response, "headers")]}
 
     def handle_channel_open(self, channel_id: str, msg: bytes) -> tuple[bool, bytes | None]:
         """(accepted, message). An actor that does not export handle-channel-open refuses channels."""

@@ -393,6 +393,18 @@ class Worker:
             if self.producer.full:
                 return
 
+    def _http_request(self, env: Envelope) -> None:
+        """A request from the HTTP gateway: the actor's response goes back; a crash answers the
+        gateway first (the client gets 500) and then ends the actor."""
+        request = env.body if isinstance(env.body, dict) else {}
+        outcome = perform(self.actor, ExportCall("http-request", [request], {}))
+        self.record(outcome.event_type, outcome.data)
+        if outcome.crash is not None:
+            self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
+                                           {"error": str(outcome.crash), "exit": "abnormal"})))
+            raise outcome.crash
+        self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": outcome.reply})))
+
     def _channel_event(self, env: Envelope) -> None:
         """A channel opened to this actor, a message on one, or its close; an open is answered to
         the node with the actor's accept (or refusal)."""
@@ -478,6 +490,8 @@ class Worker:
                                   {"child": str(body.get("child", "")), "reason": str(body.get("reason", ""))}))
         elif kind in ("channel_open", "channel_message", "channel_close"):
             self._channel_event(env)
+        elif kind == "http_request":
+            self._http_request(env)
         elif kind == "undeliverable":
             self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
         elif kind == "stop":

@@ -1,0 +1,161 @@
+"""The HTTP gateway (theater_otp/http/gateway.py) against a stand-in node: real HTTP clients, a
+real ROUTER socket answering as the node would. The real node and actors are in test_http_server.py."""
+
+import asyncio
+import http.client
+import socket
+import threading
+
+import pytest
+import zmq
+
+from theater_otp.home import Home
+from theater_otp.http.gateway import GatewayConfig, Listener, serve
+from theater_otp.protocol import Envelope, decode, encode
+
+pytestmark = pytest.mark.integration
+
+
+class StandIn:
+    """A ROUTER on the home's router endpoint that answers http_request envelopes by path."""
+
+    def __init__(self, home: Home):
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.bind(home.router_endpoint)
+        self.seen: list[dict] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def answer(self, b: dict) -> dict:
+        if b["path"] == "/restarting":
+            return {"error": "root/web is starting", "retry": True}
+        if b["path"] == "/killed":
+            return {"error": "exited before replying (killed)", "exit": "killed"}
+        if b["path"] == "/crash":
+            return {"error": "trap in handle-request: unreachable", "exit": "abnormal"}
+        if b["path"] == "/bad-status":
+            return {"ok": {"status": 999, "headers": [], "body": b""}}
+        if b["path"] == "/bad-header":
+            return {"ok": {"status": 200, "headers": [["x", "a\r\nSet-Cookie: evil"]], "body": b""}}
+        return {"ok": {"status": 201, "headers": [["content-type", "text/plain"], ["x-seen", "1"]],
+                       "body": f"{b['method']} {b['uri']} {b['path']} {b['query']}|".encode() + (b["body"] or b"")}}
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            if not self.router.poll(50):
+                continue
+            ident, frame = self.router.recv_multipart()
+            env = decode(frame)
+            if env.kind == "http_request":
+                self.seen.append(env.body)
+                self.router.send_multipart([ident, encode(Envelope("reply", "node", "gateway", env.corr,
+                                                                   self.answer(env.body)))])
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(2)
+        self.router.close(linger=0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    home = Home(tmp_path / "home")
+    home.prepare()
+    node = StandIn(home)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    listener = Listener(port, "127.0.0.1", "root/web", "web.toml", max_body_bytes=1000, max_header_bytes=2048,
+                        timeout_ms=600, max_connections=4, hold_ms=300)
+    loop = asyncio.new_event_loop()
+
+    async def run() -> None:
+        try:
+            await serve(GatewayConfig(home, 0, (listener,)))
+        except asyncio.CancelledError:
+            pass  # the fixture's teardown
+
+    task = loop.create_task(run())
+    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+    thread.start()
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+    for _ in range(200):
+        if up():
+            break
+        threading.Event().wait(0.01)
+    yield port, node
+    loop.call_soon_threadsafe(task.cancel)
+    thread.join(5)
+    loop.close()
+    node.close()
+
+
+def call(port: int, path: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read(), r
+    finally:
+        c.close()
+
+
+def raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_a_request_is_handed_over_whole_and_the_answer_comes_back(gateway):
+    port, node = gateway
+    status, body, r = call(port, "/a%20b/c?x=1&y=%20", "POST", b"payload", {"X-One": "1"})
+    assert status == 201 and body == b"POST /a%20b/c?x=1&y=%20 /a b/c x=1&y=%20|payload"
+    assert r.getheader("x-seen") == "1"
+    assert ["X-One", "1"] in node.seen[-1]["headers"]
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(gateway):
+    port, _ = gateway
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for i in range(5):
+        c.request("GET", f"/n{i}")
+        r = c.getresponse()
+        assert r.status == 201 and r.read().startswith(f"GET /n{i}".encode())
+    c.close()
+
+
+def test_client_limits(gateway):
+    port, node = gateway
+    before = len(node.seen)
+    assert call(port, "/big", "POST", b"x" * 1001)[0] == 413
+    assert call(port, "/h", headers={"X-Big": "v" * 3000})[0] == 431
+    assert raw(port, b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab").startswith(b"HTTP/1.1 408")
+    assert raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n").startswith(b"HTTP/1.1 408")
+    first = raw(port, b"NOT HTTP AT ALL\r\n\r\n").split(b"\r\n")[0]
+    assert first.startswith(b"HTTP/1.") and b" 400 " in first
+    assert len(node.seen) == before  # none of it reached the node
+
+
+def test_what_the_node_answers_becomes_the_right_status(gateway):
+    port, _ = gateway
+    status, body, r = call(port, "/restarting")       # held for hold_ms, then given up on
+    assert status == 503 and r.getheader("Retry-After") == "1"
+    assert call(port, "/killed")[0] == 503
+    status, body, _ = call(port, "/crash")
+    assert status == 500 and b"unreachable" in body
+    status, body, _ = call(port, "/bad-status")
+    assert status == 500 and b"invalid status 999" in body
+    status, body, _ = call(port, "/bad-header")
+    assert status == 500 and b"invalid header" in body

@@ -1,0 +1,1 @@
+"""HTTP serving: the gateway process that holds the actors' ports (docs/http.md)."""
