@@ -166,7 +166,8 @@ def test_generated_world_imports_exactly_the_grant(tmp_path):
     imports, exports = world_lines(full.world_wit)
     assert set(imports) == {i for t in {"runtime", "message-server", *MANIFEST_TYPES} for i in REGISTRY[t].interfaces}
     assert {"timing", "supervisor", "store", "filesystem", "environment", "random"} <= set(imports)
-    assert exports == ["actor", "message-server-client", "supervisor-handlers"]   # the supervisor handler
+    # the supervisor handler's optional callbacks, and what a handler needs exported (http-server)
+    assert exports == ["actor", "message-server-client", "supervisor-handlers", "http-server"]
     for t in MANIFEST_TYPES:  # the registry is the only source of interface names
         assert set(REGISTRY[t].interfaces) <= set(granted_interfaces({"runtime", "message-server", t}))
 

@@ -229,6 +229,9 @@ def _with_generated_world(spec: BuildSpec) -> BuildSpec:
                          for i in spec.implements or ())
     if "supervisor" in spec.granted or wants_handlers:
         exports.append("supervisor-handlers")
+    for handler_type in sorted(spec.granted):
+        handler = REGISTRY.get(handler_type)
+        exports.extend(e for e in (handler.exports if handler else ()) if e not in exports)
     declared, worlds = wit_interfaces(spec.wit)
     if GENERATED_WORLD in worlds or (spec.wit / GENERATED_WORLD_FILE).exists():
         raise BuildError(f"{spec.manifest}: build.world: {spec.wit} already declares a world {GENERATED_WORLD!r} "

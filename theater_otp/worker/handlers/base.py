@@ -191,8 +191,11 @@ class Handler:
     always_granted: ClassVar[bool] = False
     #: False for the host's own interfaces that no manifest names (WASI)
     in_manifest: ClassVar[bool] = True
-    #: interface names, inside each package in `packages`
+    #: interface names, inside each package in `packages` (what the actor imports)
     interfaces: ClassVar[tuple[str, ...]] = ()
+    #: interfaces an actor holding this handler exports for it (http-server's handle-request):
+    #: `build` puts them in the world it generates
+    exports: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = PACKAGES
     #: one line for `validate` and the docs
     summary: ClassVar[str] = ""

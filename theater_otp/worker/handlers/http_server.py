@@ -38,6 +38,7 @@ class HttpServerSettings:
 class HttpServer(Handler):
     type = "http-server"
     interfaces = ()
+    exports = ("http-server",)
     summary = "serve HTTP on a port: every request reaches the actor's http-server.handle-request"
 
     def parse_settings(self, fields: Fields) -> HttpServerSettings:
