@@ -880,7 +880,8 @@ class Node(ActorSupervision):
                          kind: str = "request") -> None:
         corr = next(self._corr)
         if not self._to_worker(pending.target, Envelope(kind, sender, pending.target.actor_id, corr, body)):
-            self._answer(pending, {"error": f"actor {pending.target.path} is not reachable"})
+            # gone between its death and its reaping: the HTTP gateway holds the request and asks again
+            self._answer(pending, {"error": f"actor {pending.target.path} is not reachable", "retry": True})
             return
         self.pending[corr] = pending
         if timeout_ms:

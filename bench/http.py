@@ -1,0 +1,199 @@
+"""HTTP served by an actor against the same server library answering directly, same run.
+
+    python bench/http.py [--requests 2000] [--clients 4]
+
+  baseline   aiohttp's low-level server (what the gateway uses) answering in its own process
+  actor      a real tree: the node's HTTP gateway -> node -> worker -> actors/wat/httpecho.wat
+
+For each: latency over one keep-alive connection (p50, p99), and requests/s with `--clients`
+keep-alive connections in parallel. Then a kill -9 of the serving actor under load: every
+response's status, and how long after the replacement's init (its chain timestamp) the first 200
+came back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import Tree  # noqa: E402
+
+WAT = REPO / "actors" / "wat"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _baseline_server(port: int) -> None:
+    from aiohttp import web
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        body = await request.read()
+        return web.Response(status=200, body=f"{request.method} {request.path}?{request.query_string}\n".encode() + body,
+                            headers={"content-type": "text/plain"})
+
+    async def main() -> None:
+        server = web.Server(handler)
+        await asyncio.get_running_loop().create_server(server, "127.0.0.1", port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def wait_port(port: int) -> None:
+    for _ in range(500):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.01)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def latencies(port: int, n: int) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        conn.request("GET", f"/bench/{i}?x=1")
+        r = conn.getresponse()
+        r.read()
+        out.append(time.perf_counter() - t)
+        assert r.status == 200, r.status
+    conn.close()
+    return out
+
+
+def throughput(port: int, n: int, clients: int) -> float:
+    per = n // clients
+
+    def run() -> None:
+        latencies(port, per)
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return per * clients / (time.perf_counter() - t)
+
+
+def figures(port: int, n: int, clients: int) -> tuple[float, float, float]:
+    latencies(port, 100)  # warm up
+    lat = sorted(latencies(port, n))
+    return (statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99) - 1] * 1e3, throughput(port, n, clients))
+
+
+def kill_under_load(tree: Tree, port: int) -> dict:
+    statuses: list[int] = []
+    first_ok_after: list[float] = []
+    stop = threading.Event()
+    killed_at: list[float] = []
+
+    def load() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        while not stop.is_set():
+            try:
+                conn.request("GET", "/load")
+                r = conn.getresponse()
+                r.read()
+                statuses.append(r.status)
+                if r.status == 200 and killed_at and not first_ok_after:
+                    first_ok_after.append(time.time_ns())
+            except (OSError, http.client.HTTPException):
+                statuses.append(-1)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.close()
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for th in threads:
+        th.start()
+    time.sleep(0.5)
+    pid = tree.node("root/web")["pid"]
+    killed_at.append(time.time_ns())
+    os.kill(pid, signal.SIGKILL)
+    tree.wait_for(lambda: first_ok_after, timeout=10, what="a 200 after the kill")
+    time.sleep(0.3)
+    stop.set()
+    for th in threads:
+        th.join(10)
+    actor_id = tree.node("root/web")["actor_id"]
+    inits = [e for e in tree.events(actor_id, "actor.init") if e.incarnation == 2]
+    ready_ns = inits[0].timestamp if inits else killed_at[0]
+    return {"responses": len(statuses), "200": statuses.count(200), "503": statuses.count(503),
+            "other": len([s for s in statuses if s not in (200, 503)]),
+            "first_200_after_ready_ms": (first_ok_after[0] - ready_ns) / 1e6,
+            "kill_to_first_200_ms": (first_ok_after[0] - killed_at[0]) / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+
+    base_port = free_port()
+    ctx = multiprocessing.get_context("spawn")
+    base = ctx.Process(target=_baseline_server, args=(base_port,), daemon=True)
+    base.start()
+    wait_port(base_port)
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    port = free_port()
+    (folder / "web.toml").write_text(f'name = "web"\ncomponent = "{WAT / "httpecho.wat"}"\n\n'
+                                     f'[[handler]]\ntype = "http-server"\nport = {port}\n')
+    tree = Tree(folder, """
+        [supervisor]
+        id = "root"
+        intensity = 10
+        period = 10
+        [[supervisor.children]]
+        id = "web"
+        manifest = "web.toml"
+    """)
+    try:
+        with tree:
+            tree.wait_running()
+            wait_port(port)
+            rows = []
+            for _ in range(2):  # alternate, so drift hits both alike
+                rows.append(("baseline", *figures(base_port, args.requests, args.clients)))
+                rows.append(("actor", *figures(port, args.requests, args.clients)))
+            print(f"{'':<9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9}   ({args.requests} requests, "
+                  f"{args.clients} clients for req/s)")
+            for name, p50, p99, rps in rows:
+                print(f"{name:<9} {p50:>8.3f} {p99:>8.3f} {rps:>9,.0f}")
+            b = [r for r in rows if r[0] == "baseline"]
+            a = [r for r in rows if r[0] == "actor"]
+            best_b = min(r[1] for r in b), max(r[3] for r in b)
+            best_a = min(r[1] for r in a), max(r[3] for r in a)
+            print(f"actor - baseline p50: {best_a[0] - best_b[0]:+.3f} ms (goal <= +1 ms); "
+                  f"actor / baseline req/s: {best_a[1] / best_b[1]:.2f} (goal >= 0.50)")
+            print("kill -9 under load:", kill_under_load(tree, port))
+    finally:
+        base.kill()
+        base.join()
+
+
+if __name__ == "__main__":
+    main()
