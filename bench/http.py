@@ -13,19 +13,24 @@ came back.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import http.client
-import multiprocessing
 import os
-import signal
-import socket
-import statistics
 import sys
-import tempfile
-import threading
-import time
-from pathlib import Path
+
+# this file is named http.py: its own folder must not shadow the standard library's http package
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import http.client  # noqa: E402
+import multiprocessing  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -104,10 +109,10 @@ def figures(port: int, n: int, clients: int) -> tuple[float, float, float]:
 
 
 def kill_under_load(tree: Tree, port: int) -> dict:
-    statuses: list[int] = []
-    first_ok_after: list[float] = []
+    """kill -9 of the serving actor while two clients keep asking: every status, and how long after
+    the replacement's init (its chain timestamp) the first request ended with 200."""
+    done: list[tuple[int, int]] = []  # (end ns, status)
     stop = threading.Event()
-    killed_at: list[float] = []
 
     def load() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -116,11 +121,9 @@ def kill_under_load(tree: Tree, port: int) -> dict:
                 conn.request("GET", "/load")
                 r = conn.getresponse()
                 r.read()
-                statuses.append(r.status)
-                if r.status == 200 and killed_at and not first_ok_after:
-                    first_ok_after.append(time.time_ns())
+                done.append((time.time_ns(), r.status))
             except (OSError, http.client.HTTPException):
-                statuses.append(-1)
+                done.append((time.time_ns(), -1))
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.close()
@@ -130,20 +133,22 @@ def kill_under_load(tree: Tree, port: int) -> dict:
         th.start()
     time.sleep(0.5)
     pid = tree.node("root/web")["pid"]
-    killed_at.append(time.time_ns())
+    killed_ns = time.time_ns()
     os.kill(pid, signal.SIGKILL)
-    tree.wait_for(lambda: first_ok_after, timeout=10, what="a 200 after the kill")
-    time.sleep(0.3)
+    tree.wait_for(lambda: (n := tree.node("root/web"))["pid"] not in (None, pid) and n["status"] == "running",
+                  what="the replacement")
+    time.sleep(0.5)
     stop.set()
     for th in threads:
         th.join(10)
     actor_id = tree.node("root/web")["actor_id"]
-    inits = [e for e in tree.events(actor_id, "actor.init") if e.incarnation == 2]
-    ready_ns = inits[0].timestamp if inits else killed_at[0]
+    ready_ns = [e for e in tree.events(actor_id, "actor.init") if e.incarnation == 2][0].timestamp
+    statuses = [s for _, s in done]
+    first_200 = min(t for t, s in done if s == 200 and t > ready_ns)
     return {"responses": len(statuses), "200": statuses.count(200), "503": statuses.count(503),
             "other": len([s for s in statuses if s not in (200, 503)]),
-            "first_200_after_ready_ms": (first_ok_after[0] - ready_ns) / 1e6,
-            "kill_to_first_200_ms": (first_ok_after[0] - killed_at[0]) / 1e6}
+            "kill_to_ready_ms": round((ready_ns - killed_ns) / 1e6, 1),
+            "ready_to_first_200_ms": round((first_200 - ready_ns) / 1e6, 1)}
 
 
 def main() -> None:
