@@ -202,3 +202,14 @@ def test_http_server_settings_are_checked_with_file_and_line(tmp_path):
     assert "handler[0].max_body_bytes" in validate("port = 8080\nmax_body_bytes = 99999999")
     assert "unknown setting 'portt'" in validate("port = 8080\nportt = 1")
 
+
+
+def test_a_component_without_the_http_server_export_is_refused_before_it_starts(tmp_path):
+    (tmp_path / "w.toml").write_text(f'name = "w"\ncomponent = "{WAT / "echo.wat"}"\n\n'
+                                     f'[[handler]]\ntype = "http-server"\nport = {free_port()}\n')
+    out = cli("validate", str(tmp_path / "w.toml"))
+    assert out.returncode == 1
+    assert "the manifest grants http-server but the component does not export theater:simple/http-server" in out.stderr
+    (tmp_path / "s.toml").write_text('[supervisor]\nid = "root"\n[[supervisor.children]]\nid = "w"\nmanifest = "w.toml"\n')
+    out = cli("up", str(tmp_path / "s.toml"), "--detach", home=tmp_path / "home")
+    assert out.returncode == 1 and "does not export theater:simple/http-server" in out.stderr

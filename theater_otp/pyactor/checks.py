@@ -54,6 +54,7 @@ FALLBACK_INTERFACES: dict[str, tuple[str, ...]] = {
     f"{PACKAGE}/message-server-client": ("handle-send", "handle-request", "handle-channel-open",
                                          "handle-channel-message", "handle-channel-close"),
     f"{PACKAGE}/supervisor-handlers": ("handle-child-error", "handle-child-exit", "handle-child-external-stop"),
+    f"{PACKAGE}/http-server": ("handle-request",),
 }
 EXPORTABLE = tuple(FALLBACK_INTERFACES)
 _S1FO_COUNT = "simple_one_for_one needs exactly one child spec"
@@ -209,7 +210,7 @@ def component_problems(compiled: CompiledComponent, manifest: Path, granted: set
     try:
         check_actor_abi(replace(compiled, imports=()), granted, manifest)
     except ComponentError as exc:
-        problems.append(problem("component", _strip_prefix(str(exc), compiled.source)))
+        problems.append(problem("component", _strip_prefix(_strip_prefix(str(exc), manifest), compiled.source)))
     if implements is not None:
         for i, name in enumerate(implements):
             full = full_interface_name(name)
@@ -233,7 +234,7 @@ def component_problems(compiled: CompiledComponent, manifest: Path, granted: set
     for name in compiled.imports:
         try:
             check_actor_abi(replace(compiled, imports=(name,), exports={ACTOR_EXPORT: ("init",)}), granted,
-                            manifest)
+                            manifest, exports_too=False)
         except ComponentError as exc:
             message = _strip_prefix(_strip_prefix(str(exc), manifest), compiled.source)
             handler = owner_of(name)

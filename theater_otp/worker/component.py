@@ -20,7 +20,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from ..errors import ComponentError
-from .handlers import check_imports
+from .handlers import check_imports, missing_exports
 from .handlers.base import PACKAGE
 from ..home import cache_dir
 
@@ -109,13 +109,18 @@ def _describe(component: wc.Component, engine: wasmtime.Engine) -> tuple[dict[st
     return exports, imports
 
 
-def check_actor_abi(compiled: CompiledComponent, granted: Iterable[str], manifest_path: Path) -> None:
+def check_actor_abi(compiled: CompiledComponent, granted: Iterable[str], manifest_path: Path,
+                    exports_too: bool = True) -> None:
     """The component exports actor.init and imports only what the manifest grants (the registry's
     check): the first problem, as a ComponentError naming the interface and the line to add."""
     if "init" not in compiled.exports.get(ACTOR_EXPORT, ()):
         raise ComponentError(
             f"{compiled.source}: component does not export {ACTOR_EXPORT}.init: every actor must implement "
             f"`init: func(state: option<list<u8>>) -> result<tuple<option<list<u8>>>, string>`")
+    granted = list(granted)
+    for handler_type, iface in missing_exports(compiled.exports, granted) if exports_too else ():
+        raise ComponentError(f"{manifest_path}: the manifest grants {handler_type} but the component does not export "
+                             f"{iface}: every request would crash the actor")
     problems = check_imports(compiled.imports, granted)
     if problems:
         first = problems[0]

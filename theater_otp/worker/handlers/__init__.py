@@ -117,6 +117,14 @@ def check_imports(imports: Iterable[str], granted: Iterable[str]) -> list[Missin
     return problems
 
 
+def missing_exports(exported: Iterable[str], granted: Iterable[str]) -> list[tuple[str, str]]:
+    """(handler type, interface) for each interface a granted handler needs exported and the
+    component does not export (an http-server actor without http-server.handle-request)."""
+    have = {interface_name(e) for e in exported}
+    return [(t, f"{PACKAGE}/{e}") for t in sorted(set(granted)) if t in REGISTRY
+            for e in REGISTRY[t].exports if f"{PACKAGE}/{e}" not in have]
+
+
 __all__ = ["ALWAYS_GRANTED", "MANIFEST_TYPES", "PACKAGE", "REGISTRY", "TYPES_ONLY", "Handler", "MissingGrant",
-           "check_imports", "grants", "granted_types", "interface_name", "owner_of", "parse_handler_settings",
+           "check_imports", "grants", "missing_exports", "granted_types", "interface_name", "owner_of", "parse_handler_settings",
            "provided_interfaces"]
