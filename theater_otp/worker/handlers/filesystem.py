@@ -20,7 +20,7 @@ actor's `err`: its message names the actor's path and the rule.
 
 Chain: contents never bloat it. write-file and append-file record their content
 argument as `{"sha256", "size"}`, plus `"inline": bytes` when it is at most
-INLINE_MAX bytes; read-file records its `ok` the same way, and keeps larger
+recorded_bytes.INLINE_MAX bytes; read-file records its `ok` the same way, and keeps larger
 content in the node's `store.db` (`ContentStore.put_blob`) so that replay
 serves it by hash without the directory. Other results are recorded as
 returned and revived into their WIT values on replay.
@@ -36,15 +36,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...config.fields import Fields
-from ...contentstore import ContentStore, StoreError, content_hash
+from ...contentstore import StoreError
 from ...sandboxfs import (NOT_OFFERED, OPERATIONS, FsFailure, FsMetadata, SandboxFS, check_allowed_commands,
                           new_actor_dir)
 from .. import fastabi
 from .base import (MAX_LIST_BYTES, FunctionTable, Handler, HostAbort, HostContext, HostFunction, record_of, recordable,
                    same_functions)
+from .recorded_bytes import NodeBlobs, digest
 
-#: Content of at most this many bytes is kept inline in the chain event (as well as its hash).
-INLINE_MAX = 256
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
 #: `max_read_bytes` may not exceed what one host call can copy into the guest (see base.MAX_LIST_BYTES).
 MAX_READ_LIMIT = MAX_LIST_BYTES
@@ -67,26 +66,17 @@ class FilesystemSettings:
 
 # ---- chain records ----------------------------------------------------------------------------
 
-def _content(data: bytes | bytearray | memoryview | list) -> dict:
-    """Bytes as the chain holds them: hash and size, and the bytes themselves when small."""
-    data = bytes(data)
-    shown: dict[str, Any] = {"sha256": content_hash(data), "size": len(data)}
-    if len(data) <= INLINE_MAX:
-        shown["inline"] = data
-    return shown
-
-
 def _record_write(args: tuple, result: Any) -> dict:
     """write-file / append-file: the path as given, the content by hash and size."""
     path, content = args
-    shown = _content(content) if isinstance(content, (bytes, bytearray, memoryview, list)) else recordable(content)
+    shown = digest(content) if isinstance(content, (bytes, bytearray, memoryview, list)) else recordable(content)
     return {"args": [recordable(path), shown], "result": recordable(result)}
 
 
 def _record_read(args: tuple, result: Any) -> dict:
     data: dict[str, Any] = {"args": [recordable(a) for a in args]}
     if isinstance(result, fastabi.Ok):
-        data["result"] = {"ok": _content(result.value)}
+        data["result"] = {"ok": digest(result.value)}
     else:
         data["result"] = recordable(result)
     return data
@@ -158,7 +148,7 @@ class _Fs:
         self.ctx = ctx
         self.settings = settings
         self._sandbox: SandboxFS | None = None
-        self._blobs: ContentStore | None = None
+        self.blobs = NodeBlobs(ctx, "read-file content")
 
     def sandbox(self) -> SandboxFS:
         if self._sandbox is None:
@@ -181,52 +171,26 @@ class _Fs:
                                       max_read_bytes=s.max_read_bytes)
         return self._sandbox
 
-    def blobs(self) -> ContentStore:
-        if self._blobs is None:
-            home = self.ctx.actor.home
-            if home is None:
-                raise StoreError("no node home")
-            self._blobs = ContentStore(home.store_db)
-        return self._blobs
-
     def close(self) -> None:
         sandbox, self._sandbox = self._sandbox, None
         if sandbox is not None:
             sandbox.close()
-        blobs, self._blobs = self._blobs, None
-        if blobs is not None:
-            blobs.close()
+        self.blobs.close()
 
     def read_file(self, path: str) -> bytes:
         data = self.sandbox().read_file(path)
-        if len(data) > INLINE_MAX:
-            try:
-                self.blobs().put_blob(data)
-            except StoreError as exc:
-                self.ctx.services.log_line(f"filesystem: read-file content not kept for replay: {exc}")
-                raise FsFailure(f"{json.dumps(str(path)[:120], ensure_ascii=False)}: refused: the content could "
-                                f"not be kept in the node's store for replay") from None
+        try:
+            self.blobs.keep(data)
+        except StoreError as exc:
+            self.ctx.services.log_line(f"filesystem: read-file content not kept for replay: {exc}")
+            raise FsFailure(f"{json.dumps(str(path)[:120], ensure_ascii=False)}: refused: the content could "
+                            f"not be kept in the node's store for replay") from None
         return data
 
     def replay_read(self, data: dict) -> Any:
         value = data.get("result")
         if isinstance(value, dict) and isinstance(value.get("ok"), dict):
-            digest = value["ok"]
-            if "inline" in digest:
-                return fastabi.Ok(bytes(digest["inline"]))
-            home = self.ctx.actor.home
-            if home is None or not home.store_db.is_file():
-                raise HostAbort(f"read-file content {digest.get('sha256')} ({digest.get('size')} bytes) cannot be "
-                                f"served: replay needs the home the actor ran in (its store.db)")
-            try:
-                blob = self.blobs().blob(str(digest.get("sha256")))
-            except StoreError as exc:
-                raise HostAbort(f"read-file content {digest.get('sha256')} cannot be read from the node's "
-                                f"store: {exc}") from None
-            if blob is None:
-                raise HostAbort(f"read-file content {digest.get('sha256')} ({digest.get('size')} bytes) is not in "
-                                f"this node's store: replay needs the home the actor ran in")
-            return fastabi.Ok(blob)
+            return fastabi.Ok(self.blobs.fetch(value["ok"]))
         return _tagged(value)
 
 

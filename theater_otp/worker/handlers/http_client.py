@@ -20,7 +20,7 @@ first call in the worker and closed with the instance.
 
 Chain (`host.http-client.send-http`): the request as method, URI, header
 names in order (values only for the non-secret names in RECORDED_VALUES), the
-body by hash and size (inline when at most INLINE_MAX bytes); the response's
+body by hash and size (inline when small: recorded_bytes.py); the response's
 status, every header pair and its body the same way, larger bodies kept in
 the node's `store.db` (`ContentStore.put_blob`); the elapsed ms and the
 redirects followed. Replay rebuilds the response from that record and the
@@ -38,16 +38,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...config.fields import Fields
-from ...contentstore import ContentStore, StoreError, content_hash
+from ...contentstore import StoreError
 from .. import fastabi
 from .base import (MAX_LIST_BYTES, FunctionTable, Handler, HostAbort, HostContext, HostFunction, record_of,
                    same_functions)
+from .recorded_bytes import NodeBlobs, digest
 
 if TYPE_CHECKING:  # httpx is imported in the worker, on the first call (see _client)
     import httpx
 
-#: Bodies of at most this many bytes are kept inline in the chain event (as well as their hash).
-INLINE_MAX = 256
 DEFAULT_TIMEOUT_MS = 10_000
 #: The longest `timeout_ms`: a call blocks the actor's worker for up to this long.
 MAX_TIMEOUT_MS = 600_000
@@ -145,13 +144,7 @@ def _url_host(url: "httpx.URL") -> str:
 # ---- the chain record ---------------------------------------------------------------------------
 
 def _body_record(data: bytes | None) -> dict | None:
-    if data is None:
-        return None
-    data = bytes(data)
-    shown: dict[str, Any] = {"sha256": content_hash(data), "size": len(data)}
-    if len(data) <= INLINE_MAX:
-        shown["inline"] = data
-    return shown
+    return None if data is None else digest(data)
 
 
 def _request_record(req: Any) -> dict:
@@ -376,23 +369,13 @@ class _Http:
         self.settings = settings
         self.deadline = _Deadline()
         self._client: "httpx.Client | None" = None
-        self._blobs: ContentStore | None = None
+        self.blobs = NodeBlobs(ctx, "http-client response body")
 
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             client.close()
-        blobs, self._blobs = self._blobs, None
-        if blobs is not None:
-            blobs.close()
-
-    def blobs(self) -> ContentStore:
-        if self._blobs is None:
-            home = self.ctx.actor.home
-            if home is None:
-                raise StoreError("no node home")
-            self._blobs = ContentStore(home.store_db)
-        return self._blobs
+        self.blobs.close()
 
     def client(self) -> "httpx.Client":
         if self._client is None:
@@ -469,13 +452,12 @@ class _Http:
             info["redirects"].append(str(target))
             url = target
         if content:
-            if len(content) > INLINE_MAX:  # kept in the node's store so replay needs no network
-                try:
-                    self.blobs().put_blob(content)
-                except StoreError as exc:
-                    self.ctx.services.log_line(f"http-client: response body not kept for replay: {exc}")
-                    raise _Refused(f"{_url_host(url)}: the response body ({len(content)} bytes) could not be kept "
-                                   f"in the node's store for replay") from None
+            try:  # a large body is kept in the node's store, so replay needs no network
+                self.blobs.keep(content)
+            except StoreError as exc:
+                self.ctx.services.log_line(f"http-client: response body not kept for replay: {exc}")
+                raise _Refused(f"{_url_host(url)}: the response body ({len(content)} bytes) could not be kept "
+                               f"in the node's store for replay") from None
         return record_of(status=status, headers=reply_headers, body=content or None)
 
     def _check_url(self, uri: Any, settings: HttpClientSettings, redirected_from: str | None) -> "httpx.URL":
@@ -550,24 +532,9 @@ class _Http:
         body = payload.get("body")
         content: bytes | None = None
         if isinstance(body, dict):
-            content = bytes(body["inline"]) if "inline" in body else self._replay_blob(body)
+            content = self.blobs.fetch(body)
         headers = [(str(n), str(v)) for n, v in payload.get("headers") or ()]
         return _Sent(record_of(status=payload.get("status"), headers=headers, body=content), info)
-
-    def _replay_blob(self, body: dict) -> bytes:
-        sha, size = body.get("sha256"), body.get("size")
-        home = self.ctx.actor.home
-        if home is None or not home.store_db.is_file():
-            raise HostAbort(f"http-client response body {sha} ({size} bytes) cannot be served: replay needs the "
-                            f"home the actor ran in (its store.db)")
-        try:
-            blob = self.blobs().blob(str(sha))
-        except StoreError as exc:
-            raise HostAbort(f"http-client response body {sha} cannot be read from the node's store: {exc}") from None
-        if blob is None:
-            raise HostAbort(f"http-client response body {sha} ({size} bytes) is not in this node's store: replay "
-                            f"needs the home the actor ran in")
-        return blob
 
 
 class HttpClient(Handler):
