@@ -35,8 +35,8 @@ from theater_otp.errors import ConfigError
 from theater_otp.home import Home
 from theater_otp.worker.handlers import REGISTRY
 from theater_otp.worker.handlers.base import MAX_LIST_BYTES
-from theater_otp.worker.handlers.http_client import (DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_MS, INLINE_MAX,
-                                                     HttpClientSettings)
+from theater_otp.worker.handlers.http_client import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_MS, HttpClientSettings
+from theater_otp.worker.handlers.recorded_bytes import INLINE_MAX
 
 pytestmark = pytest.mark.integration
 
