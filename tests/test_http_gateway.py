@@ -159,3 +159,19 @@ def test_what_the_node_answers_becomes_the_right_status(gateway):
     assert status == 500 and b"invalid status 999" in body
     status, body, _ = call(port, "/bad-header")
     assert status == 500 and b"invalid header" in body
+
+
+def test_a_keep_alive_connection_that_sent_its_body_later_is_not_cut_by_the_header_timeout(gateway):
+    """The slow-header guard watches only the first header block: a body in a later packet and an
+    idle pause under the keep-alive timeout do not earn an unsolicited 408."""
+    port, _ = gateway
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+        threading.Event().wait(0.1)
+        s.sendall(b"body")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 201") and first.endswith(b"|body")
+        threading.Event().wait(0.8)  # past the 600 ms header timeout, under the 1 s keep-alive
+        s.sendall(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = s.recv(65536)
+        assert second.startswith(b"HTTP/1.1 201") and b"GET /two" in second

@@ -169,15 +169,17 @@ def _response(value: Any, target: str) -> web.StreamResponse:
 
 
 class _HeaderGuard(asyncio.Protocol):
-    """In front of aiohttp's protocol: a connection whose request line and headers have not all
-    arrived within `timeout_s` of their first byte is answered 408 and closed (a client sending
-    one byte a second cannot hold a connection)."""
+    """In front of aiohttp's protocol: a connection whose first request line and headers have not
+    all arrived within `timeout_s` of its first byte is answered 408 and closed (a client sending
+    one byte a second cannot hold a connection). After that first header block the guard stands
+    aside: bodies are timed by the handler, idle keep-alive connections by aiohttp."""
 
     def __init__(self, inner: asyncio.Protocol, timeout_s: float):
         self.inner = inner
         self.timeout_s = timeout_s
         self.transport: asyncio.Transport | None = None
-        self.pending = b""
+        self.tail = b""          # the last bytes seen, to find a header block's end across packets
+        self.guarding = True
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -185,13 +187,17 @@ class _HeaderGuard(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.pending = (self.pending + data)[-8:] if self.timer is not None else data[-8:]
-        if b"\r\n\r\n" in self.pending or b"\r\n\r\n" in data:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-        elif self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._too_slow)
+        if self.guarding:
+            seen = self.tail + data
+            if b"\r\n\r\n" in seen:
+                self.guarding = False
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+            else:
+                self.tail = seen[-3:]
+                if self.timer is None:
+                    self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._too_slow)
         self.inner.data_received(data)  # type: ignore[attr-defined]
 
     def _too_slow(self) -> None:
