@@ -226,3 +226,25 @@ def test_sync_waits_for_every_running_worker_and_gives_up_on_a_frozen_one(tmp_pa
             os.kill(pid, signal.SIGCONT)
         assert not answered_at_once
         assert "sync: not waiting any longer for root/counter" in (tree.home / "node.log").read_text()
+
+
+def test_an_actor_that_keeps_sending_itself_ticks_still_gets_its_events_stored(tmp_path):
+    """pump sleeps in handle-send, then sends itself the next tick, which is always queued already:
+    a worker turn is bounded in time, so its events reach the store without anyone asking (no sync)."""
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    write_manifest(tmp_path, "pump", "pump.wat", initial_state="pump\ncounter", handlers=("timing",))
+    with Tree(tmp_path, TREE + """
+    [[supervisor.children]]
+    id = "pump"
+    manifest = "pump.toml"
+""") as tree:
+        tree.wait_running()
+        pump_id = tree.node("root/pump")["actor_id"]
+
+        def stored_ticks() -> int:
+            conn = connect(Home.at(tree.home).chain_db, readonly=True)
+            try:
+                return len(read_events(conn, pump_id, event_type="message.send"))
+            finally:
+                conn.close()
+        tree.wait_for(lambda: stored_ticks() >= 4, timeout=10, what="the pump's ticks stored without a sync")

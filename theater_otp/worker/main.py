@@ -46,6 +46,9 @@ log = logging.getLogger("theater_otp.worker")
 FINAL_FLUSH_TIMEOUT_MS = 3000
 #: Most queued envelopes handled in one turn of the serve loop before its events are flushed.
 MAX_ENVELOPES_PER_TURN = 256
+#: Longest turn: an actor that sleeps and sends itself the next tick must not hold its events back
+#: (they are flushed, and acks and syncs answered, between turns).
+MAX_TURN_S = 0.05
 _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
 #: How long a supervisor-interface call waits for the node's answer.
@@ -351,7 +354,8 @@ class Worker:
         listening = False
         while True:
             self._check_stop()
-            while self.inbox and not self.producer.full:
+            turn_ends = time.monotonic() + MAX_TURN_S
+            while self.inbox and not self.producer.full and time.monotonic() < turn_ends:
                 self._handle(self.inbox.popleft())
                 self._check_stop()
             paused = self.producer.full
@@ -367,6 +371,8 @@ class Worker:
             self._report_took()
             deadline = self.producer.resend_deadline()
             timeout = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            if self.inbox and not paused:
+                timeout = 0  # the turn ended with envelopes still waiting: only look, then serve them
             ready = dict(poller.poll(timeout))
             if self.wake_r in ready or self.wake_r.fileno() in ready:
                 self.wake_r.recv(4096)
@@ -381,6 +387,7 @@ class Worker:
         """Handle the envelopes already queued (up to MAX_ENVELOPES_PER_TURN), so their events
         go to the chain-writer as one batch: one frame, one commit slot and one ack for many
         messages when they arrive faster than one at a time."""
+        turn_ends = time.monotonic() + MAX_TURN_S
         for _ in range(MAX_ENVELOPES_PER_TURN):
             try:
                 frame = self.node.recv(zmq.NOBLOCK)
@@ -390,7 +397,7 @@ class Worker:
             if env is not None:
                 self._handle(env)
                 self._check_stop()
-            if self.producer.full:
+            if self.producer.full or time.monotonic() >= turn_ends:
                 return
 
     def _http_request(self, env: Envelope) -> None:
