@@ -20,7 +20,7 @@ from .errors import TheaterError
 DevJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 NameArg = Annotated[str, typer.Argument(help="The actor's name (the folder's too, unless --dir).")]
 TemplateOpt = Annotated[str, typer.Option("--template", "-t",
-                                          help="basic | message-server | supervisor | storage")]
+                                          help="basic | message-server | supervisor | storage | http")]
 DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Where to create the project (default ./NAME).")]
 ProjectArg = Annotated[Path, typer.Argument(help="Project folder (with manifest.toml), a manifest, or a supervision.toml.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Build even if nothing changed since the last build.")]

@@ -95,6 +95,30 @@ TEMPLATES: dict[str, Template] = {
                   'theater-otp request ${name} list         # the notes survived the restart',
         grant_note="`store` (the notes) and `filesystem` (the daily files)",
     ),
+    "http": Template(
+        world="",           # no fixed world exports http-server: the generated one does
+        implements=("actor", "message-server-client", "http-server"),
+        initial_state='{"requests": 0}',
+        handlers='# http-server: the node\'s HTTP gateway listens on host:port and hands every request to\n'
+                 '# HttpServer.handle_request (the generated world exports theater:simple/http-server).\n'
+                 '# port: the port to serve (required, 1-65535); `up` refuses a port another process holds.\n'
+                 '# Also: max_body_bytes (413 beyond), timeout_ms, hold_ms (see docs/http.md).\n'
+                 '[[handler]]\ntype = "http-server"\nport = 8080\nhost = "127.0.0.1"\n\n'
+                 '# store: the items, one label each in the named store "${name}" (kept in the node\'s home:\n'
+                 '# they survive restarts).\n'
+                 '[[handler]]\ntype = "store"\nstores = ["${name}"]\n',
+        description="A small JSON API over HTTP: GET /, GET /items, GET/PUT/DELETE /items/{id}.",
+        try_lines='curl -s http://127.0.0.1:8080/\n'
+                  'curl -s -X PUT --data \'{"title": "buy milk"}\' http://127.0.0.1:8080/items/1   # 201\n'
+                  'curl -s http://127.0.0.1:8080/items/1\n'
+                  'curl -s http://127.0.0.1:8080/items\n'
+                  'curl -si -X POST http://127.0.0.1:8080/items/1     # 405, with Allow\n'
+                  'curl -s -X DELETE http://127.0.0.1:8080/items/1\n'
+                  'curl -s http://127.0.0.1:8080/boom                 # a crash: 500, restarted; items stay\n'
+                  'theater-otp events ${name} --type http.request --limit 5',
+        extra_classes=", `HttpServer`",
+        grant_note="`http-server` (port 8080) and `store` (the items)",
+    ),
 }
 
 
@@ -105,6 +129,12 @@ def repo_wit_dir() -> Path:
         raise ScaffoldError(f"cannot find the theater:simple WIT at {wit}: theater-otp must be installed from "
                             f"its source tree (pip install -e .)")
     return wit
+
+
+def _world_note(tpl: Template) -> str:
+    if not tpl.world:
+        return "# No `world` here: build generates one from the handlers granted below.\n"
+    return f'{_WORLD_NOTE}# world = "{tpl.world}"\n'
 
 
 def manifest_text(name: str, tpl: Template) -> str:
@@ -123,8 +153,7 @@ def manifest_text(name: str, tpl: Template) -> str:
         f'[build]                              # read by `theater-otp build`; the runtime ignores it\n'
         f'module = "app"                       # app.py: the classes named after the exported interfaces\n'
         f'wit = "wit"\n'
-        f'{_WORLD_NOTE}'
-        f'# world = "{tpl.world}"\n'
+        f'{_world_note(tpl)}'
         f'\n'
         f'{string.Template(tpl.handlers).safe_substitute(name=name)}'
     )

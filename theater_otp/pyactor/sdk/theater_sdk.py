@@ -39,6 +39,8 @@ Handlers a manifest may grant, each a small namespace over its interface:
                               is_file, is_dir, listdir, scandir, stat, mkdir, remove, rmtree
     sdk.env                   environment: get(name, default), all(), has(name)
     sdk.rand                  random: bytes(n), randrange(a, b), randint(a, b), random(), uuid(), choice(seq)
+    sdk.http                  http-server: Router (routes, path parameters), Request, Response, json_response,
+                              HttpError; http-client: fetch(method, url, headers, body, json)
 
 A function of a handler the manifest does not grant raises `NotGranted` (the
 generated world imports only the granted interfaces, so the bindings module
@@ -65,8 +67,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import traceback
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import parse_qsl
 
 from componentize_py_types import Err
 from wit_world.imports import message_server_host, runtime
@@ -94,12 +98,20 @@ try:
     from wit_world.imports import random as _wit_random
 except ImportError:
     _wit_random = None
+try:  # the HTTP records: present when the world imports http-client or exports http-server
+    from wit_world.imports import http_types as _wit_http_types
+except ImportError:
+    _wit_http_types = None
+try:
+    from wit_world.imports import http_client as _wit_http_client
+except ImportError:
+    _wit_http_client = None
 
 __all__ = [
     "CallError", "HostError", "NotGranted", "Guard", "NoChannels", "Err", "load", "dump", "text", "to_bytes", "send",
     "request", "request_json", "respond", "outstanding", "log", "log_at", "now", "now_ms", "sleep", "shutdown",
     "actor_id", "actor_name", "metric", "event", "system_info", "theater_version", "format_exception",
-    "Store", "fs", "env", "rand", "open_channel", "send_on_channel", "close_channel",
+    "Store", "fs", "env", "rand", "http", "open_channel", "send_on_channel", "close_channel",
 ]
 
 #: Longest traceback put into an Err (the chain stores it; the end of a traceback matters most).
@@ -554,6 +566,347 @@ class Random:
 
 
 rand = Random()
+
+
+# ---- HTTP ----------------------------------------------------------------------------------------
+
+class Headers(list):
+    """HTTP header pairs `(name, value)` in order (a name may repeat). Lookups by name ignore case:
+    `h.get("content-type")`, `h["Content-Type"]` (KeyError when absent), `"accept" in h`,
+    `h.get_all("set-cookie")`; `h.set(name, value)` replaces every pair of that name.
+    A dict or any iterable of pairs makes one."""
+
+    def __init__(self, pairs: Any = ()):
+        if isinstance(pairs, dict):
+            pairs = pairs.items()
+        super().__init__((str(name), str(value)) for name, value in (pairs or ()))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower()
+        for n, v in self:
+            if n.lower() == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for n, v in self if n.lower() == key]
+
+    def set(self, name: str, value: str) -> None:
+        key = name.lower()
+        self[:] = [(n, v) for n, v in self if n.lower() != key]
+        self.append((str(name), str(value)))
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            value = self.get(key)
+            if value is None:
+                raise KeyError(key)
+            return value
+        return super().__getitem__(key)
+
+    def __contains__(self, name: Any) -> bool:
+        if isinstance(name, str):
+            key = name.lower()
+            return any(n.lower() == key for n, _ in self)
+        return super().__contains__(name)
+
+
+_UNSET = object()
+
+
+class HttpError(Exception):
+    """Raise it in a route to answer `status` with the JSON body {"error": message}: an answer, not a
+    crash (any other exception crashes the actor and the client gets 500)."""
+
+    def __init__(self, status: int, message: str | None = None, headers: Any = None):
+        super().__init__(message or f"HTTP {status}")
+        self.status = int(status)
+        self.message = message or f"HTTP {status}"
+        self.headers = headers
+
+    def response(self) -> "Response":
+        return Response(self.status, {"error": self.message}, self.headers)
+
+
+class Request:
+    """An HTTP request as a route gets it.
+
+    method ("GET", as the client sent it), uri (the target as sent: "/kv/a?x=1"), path ("/kv/a",
+    percent-decoded), query_string ("x=1"), query ({"x": "1"}: decoded, the first value of each name),
+    query_all ({"x": ["1"]}), headers (Headers), body (bytes, b"" when none), params (the route's path
+    parameters). `text()`, `json()` (HttpError 400 when the body is not JSON), `header(name)`.
+    `state`: the actor's state decoded with `load(state, Router(default=...))`, loaded on first use;
+    whatever it holds after the route (or a value assigned to it) becomes the new state. A route that
+    never touches it keeps the state as it was.
+    """
+
+    def __init__(self, method: str, path: str = "/", query: str = "", headers: Any = (), body: bytes | None = None,
+                 uri: str | None = None, state: bytes | None = None, default: Any = None):
+        self.method = method
+        self.path = path or "/"
+        self.query_string = query or ""
+        self.query_all: dict[str, list[str]] = {}
+        for name, value in parse_qsl(self.query_string, keep_blank_values=True):
+            self.query_all.setdefault(name, []).append(value)
+        self.query = {name: values[0] for name, values in self.query_all.items()}
+        self.headers = Headers(headers)
+        self.body = bytes(body or b"")
+        self.uri = uri or (self.path + ("?" + self.query_string if self.query_string else ""))
+        self.params: dict[str, Any] = {}
+        self._raw_state = state
+        self._default = default
+        self._state: Any = _UNSET
+
+    @classmethod
+    def from_record(cls, record: Any, state: bytes | None = None, default: Any = None) -> "Request":
+        """From the http-server export's incoming-request record."""
+        return cls(record.method, record.path, record.query, record.headers, record.body, record.uri, state, default)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.body.decode(encoding, "replace")
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError as exc:
+            raise HttpError(400, f"the request body is not valid JSON: {exc}") from None
+
+    @property
+    def state(self) -> Any:
+        if self._state is _UNSET:
+            self._state = load(self._raw_state, self._default)
+        return self._state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._state = value
+
+    def new_state(self) -> bytes | None:
+        """The state to return: `dump(state)` when a route used it, else the state as it came."""
+        return self._raw_state if self._state is _UNSET else dump(self._state)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response:
+    """An HTTP response: what a route returns, and what `fetch` gives back.
+
+    `Response(status=200, body=b"", headers=None)`: body bytes as they are; str as UTF-8 (Content-Type
+    text/plain; charset=utf-8 unless headers set one); any other value as JSON (application/json).
+    `.status`, `.headers` (Headers), `.body` (bytes), `.ok` (2xx), `.text()`, `.json()`, `.header(name)`.
+    """
+
+    def __init__(self, status: int = 200, body: Any = b"", headers: Any = None):
+        self.status = int(status)
+        self.headers = Headers(headers)
+        content_type = None
+        if body is None:
+            data = b""
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            data = bytes(body)
+        elif isinstance(body, str):
+            data, content_type = body.encode("utf-8"), "text/plain; charset=utf-8"
+        else:
+            data, content_type = dump(body) + b"\n", "application/json"
+        if content_type and "content-type" not in self.headers:
+            self.headers.append(("Content-Type", content_type))
+        self.body = data
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.body.decode(encoding, "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+    def to_record(self) -> Any:
+        """The WIT http-response record (this object itself when the bindings have no HTTP types)."""
+        if _wit_http_types is None:
+            return self
+        return _wit_http_types.HttpResponse(status=self.status, headers=[(n, v) for n, v in self.headers],
+                                            body=self.body or None)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+def json_response(value: Any, status: int = 200, headers: Any = None) -> Response:
+    """A JSON response (compact, keys sorted, a newline at the end), Content-Type application/json."""
+    hdrs = Headers(headers)
+    if "content-type" not in hdrs:
+        hdrs.append(("Content-Type", "application/json"))
+    return Response(status, dump(value) + b"\n", hdrs)
+
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
+_CONVERT = {"str": (r"[^/]+", str), "int": (r"-?[0-9]+", int), "path": (r".+", str)}
+
+
+def _trim(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+class _Route:
+    def __init__(self, methods: tuple[str, ...], pattern: str, fn: Callable):
+        self.methods, self.pattern, self.fn = methods, pattern, fn
+        regex, pos, self.converters = "", 0, {}
+        for m in _PARAM.finditer(_trim(pattern)):
+            kind = m.group(2) or "str"
+            regex += re.escape(_trim(pattern)[pos:m.start()]) + f"(?P<{m.group(1)}>{_CONVERT[kind][0]})"
+            self.converters[m.group(1)] = _CONVERT[kind][1]
+            pos = m.end()
+        self.regex = re.compile(regex + re.escape(_trim(pattern)[pos:]))
+
+    def match(self, path: str) -> dict | None:
+        m = self.regex.fullmatch(path)
+        return None if m is None else {k: self.converters[k](v) for k, v in m.groupdict().items()}
+
+
+def _as_response(result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(204)
+    if isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[1], int):
+        return Response(result[1], result[0], result[2] if len(result) == 3 else None)
+    return Response(200, result)
+
+
+class Router:
+    """Routes for an actor that serves HTTP (the http-server handler):
+
+        router = sdk.http.Router(default={"hits": 0})      # `default`: the state's default (sdk.load)
+
+        @router.get("/items/{id}")                          # {name}: one path segment; {name:int}, {name:path}
+        def item(req, id):
+            req.state["hits"] += 1                          # the actor's state, saved after the route
+            return {"id": id}                               # dict/list: JSON; str: text; bytes; None: 204;
+                                                            # (body, status[, headers]); or a Response
+        class HttpServer(sdk.Guard, exports.HttpServer):
+            handle_request = router.handler
+
+    A path that no route matches answers 404; one that matches only with other methods 405 with
+    `Allow` (OPTIONS answers 204 with it; HEAD runs the GET route). A trailing slash is ignored.
+    `raise sdk.http.HttpError(400, "why")` answers {"error": "why"} with that status; any other
+    exception crashes the actor (the client gets 500, the supervisor restarts it).
+    """
+
+    def __init__(self, default: Any = None):
+        self.default = default
+        self.routes: list[_Route] = []
+
+    def route(self, methods: Any, pattern: str) -> Callable:
+        """Decorator: `fn(req, **params)` answers `methods` ("GET" or ["PUT", "POST"]) on `pattern`."""
+        names = (methods,) if isinstance(methods, str) else tuple(methods)
+
+        def add(fn: Callable) -> Callable:
+            self.routes.append(_Route(tuple(m.upper() for m in names), pattern, fn))
+            return fn
+        return add
+
+    def get(self, pattern: str) -> Callable:
+        return self.route("GET", pattern)
+
+    def post(self, pattern: str) -> Callable:
+        return self.route("POST", pattern)
+
+    def put(self, pattern: str) -> Callable:
+        return self.route("PUT", pattern)
+
+    def patch(self, pattern: str) -> Callable:
+        return self.route("PATCH", pattern)
+
+    def delete(self, pattern: str) -> Callable:
+        return self.route("DELETE", pattern)
+
+    def dispatch(self, req: Request) -> Response:
+        """The response of the route that matches `req` (404, 405 or 204 for OPTIONS otherwise)."""
+        path = _trim(req.path)
+        allowed: set[str] = set()
+        for route in self.routes:
+            params = route.match(path)
+            if params is None:
+                continue
+            if req.method in route.methods or (req.method == "HEAD" and "GET" in route.methods):
+                req.params = params
+                try:
+                    return _as_response(route.fn(req, **params))
+                except HttpError as exc:
+                    return exc.response()
+            allowed.update(route.methods)
+        if not allowed:
+            return Response(404, {"error": f"not found: {req.method} {req.path}"})
+        allow = ", ".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set()) | {"OPTIONS"}))
+        if req.method == "OPTIONS":
+            return Response(204, None, {"Allow": allow})
+        return Response(405, {"error": f"method {req.method} not allowed on {req.path}: use {allow}"},
+                        {"Allow": allow})
+
+    def handle(self, state: bytes | None, params: tuple) -> tuple:
+        """http-server.handle-request: (state, (incoming-request,)) -> (state, (http-response,))."""
+        (record,) = params
+        req = Request.from_record(record, state, self.default)
+        response = self.dispatch(req)
+        return (req.new_state(), (response.to_record(),))
+
+    @property
+    def handler(self) -> Callable:
+        """`handle` as a method for the export class: `handle_request = router.handler`."""
+        router = self
+
+        def handle_request(_export: Any, state: bytes | None, params: tuple) -> tuple:
+            return router.handle(state, params)
+        return handle_request
+
+
+def fetch(method: str, url: str, headers: Any = None, body: Any = None, json: Any = None) -> Response:
+    """Send one HTTP request through the http-client handler and return its Response (any status:
+    check `.ok` or `.status`). `body`: bytes, str (text/plain) or a JSON value (application/json);
+    or `json=value`. A refusal or failure (a host not in allowed_hosts, a refused connection, a
+    timeout, a body over a limit) raises HostError with the host's message."""
+    if _wit_http_client is None or _wit_http_types is None:
+        _host(None, "http-client", "send_http")             # raises NotGranted
+    hdrs = Headers(headers)
+    content_type = None
+    if json is not None:
+        data, content_type = dump(json), "application/json"
+    elif body is None:
+        data = None
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        data = bytes(body)
+    elif isinstance(body, str):
+        data, content_type = body.encode("utf-8"), "text/plain; charset=utf-8"
+    else:
+        data, content_type = dump(body), "application/json"
+    if content_type and "content-type" not in hdrs:
+        hdrs.append(("Content-Type", content_type))
+    req = _wit_http_types.HttpRequest(method=method, uri=url, headers=[(n, v) for n, v in hdrs], body=data)
+    resp = _host(_wit_http_client, "http-client", "send_http", req)
+    return Response(resp.status, resp.body, resp.headers)
+
+
+class http:  # noqa: N801 - a namespace, used as sdk.http.Router, sdk.http.fetch ...
+    """HTTP for actors: serving (the http-server handler: Router, Request, Response, json_response,
+    HttpError) and calling out (the http-client handler: fetch). See Router and fetch."""
+
+    Router = Router
+    Request = Request
+    Response = Response
+    Headers = Headers
+    HttpError = HttpError
+    json_response = staticmethod(json_response)
+    fetch = staticmethod(fetch)
 
 
 # ---- crashes that say why -----------------------------------------------------------------------
