@@ -27,6 +27,7 @@ import multiprocessing  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -73,12 +74,12 @@ def wait_port(port: int) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
-def latencies(port: int, n: int) -> list[float]:
+def latencies(port: int, n: int, path: str | None = None) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     out = []
     for i in range(n):
         t = time.perf_counter()
-        conn.request("GET", f"/bench/{i}?x=1")
+        conn.request("GET", path or f"/bench/{i}?x=1")
         r = conn.getresponse()
         r.read()
         out.append(time.perf_counter() - t)
@@ -87,11 +88,11 @@ def latencies(port: int, n: int) -> list[float]:
     return out
 
 
-def throughput(port: int, n: int, clients: int) -> float:
+def throughput(port: int, n: int, clients: int, path: str | None = None) -> float:
     per = n // clients
 
     def run() -> None:
-        latencies(port, per)
+        latencies(port, per, path)
 
     threads = [threading.Thread(target=run) for _ in range(clients)]
     t = time.perf_counter()
@@ -102,10 +103,10 @@ def throughput(port: int, n: int, clients: int) -> float:
     return per * clients / (time.perf_counter() - t)
 
 
-def figures(port: int, n: int, clients: int) -> tuple[float, float, float]:
-    latencies(port, 100)  # warm up
-    lat = sorted(latencies(port, n))
-    return (statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99) - 1] * 1e3, throughput(port, n, clients))
+def figures(port: int, n: int, clients: int, path: str | None = None) -> tuple[float, float, float]:
+    latencies(port, 100, path)  # warm up
+    lat = sorted(latencies(port, n, path))
+    return (statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99) - 1] * 1e3, throughput(port, n, clients, path))
 
 
 def kill_under_load(tree: Tree, port: int) -> dict:
@@ -151,11 +152,39 @@ def kill_under_load(tree: Tree, port: int) -> dict:
             "ready_to_first_200_ms": round((first_200 - ready_ns) / 1e6, 1)}
 
 
+def python_kv(n: int) -> tuple[float, float, float]:
+    """The http-demo's kv (a Python actor) on a free port: built if needed (cached after)."""
+    demo = REPO / "manifests" / "http-demo"
+    subprocess.run([sys.executable, "-m", "theater_otp.cli", "build", str(demo / "supervision.toml")], check=True,
+                   capture_output=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-http-kv-"))
+    port = free_port()
+    text = (demo / "kv.toml").read_text().replace("8088", str(port))
+    text = text.replace('component = "build/kv.wasm"', f'component = "{demo / "build" / "kv.wasm"}"')
+    text = text.replace('source = "../../actors/python"', f'source = "{REPO / "actors" / "python"}"')
+    text = text.replace('wit = "../../wit"', f'wit = "{REPO / "wit"}"')
+    (folder / "kv.toml").write_text(text)
+    tree = Tree(folder, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "kv"
+        manifest = "kv.toml"
+    """)
+    with tree:
+        tree.wait_running(timeout=60)
+        wait_port(port)
+        return figures(port, n, 4, path="/kv")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--python", action="store_true", help="also the http-demo's kv, a Python actor (builds it)")
     args = parser.parse_args()
+
+    python_row = python_kv(args.requests // 2) if args.python else None
 
     base_port = free_port()
     ctx = multiprocessing.get_context("spawn")
@@ -195,6 +224,10 @@ def main() -> None:
             print(f"actor - baseline p50: {best_a[0] - best_b[0]:+.3f} ms (goal <= +1 ms); "
                   f"actor / baseline req/s: {best_a[1] / best_b[1]:.2f} (goal >= 0.50)")
             print("kill -9 under load:", kill_under_load(tree, port))
+            if python_row is not None:
+                p50, p99, rps = python_row
+                print(f"python actor (manifests/http-demo kv, GET /kv over the store handler): p50 {p50:.3f} ms, "
+                      f"p99 {p99:.3f} ms, {rps:,.0f} req/s")
     finally:
         base.kill()
         base.join()
