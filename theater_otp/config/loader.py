@@ -35,10 +35,6 @@ from .model import (
 )
 from .substitute import substitute
 
-#: Handler types a manifest may grant (the registry's); the always-granted ones
-#: (runtime, message-server) may be listed to give them settings.
-KNOWN_HANDLERS = MANIFEST_TYPES
-
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -190,9 +186,9 @@ def parse_handler_entry(src: Source, entry: object, key: str) -> HandlerConfig:
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         raise src.error(key, "each handler needs `type = \"...\"`")
     htype = entry["type"].lower()
-    if htype not in KNOWN_HANDLERS:
+    if htype not in MANIFEST_TYPES:
         raise src.error(f"{key}.type", f"unknown handler {entry['type']!r}: expected one of "
-                                       f"{', '.join(KNOWN_HANDLERS)}", entry["type"])
+                                       f"{', '.join(MANIFEST_TYPES)}", entry["type"])
     settings = {k: v for k, v in entry.items() if k not in ("type", "config", "interface")}
     nested = entry.get("config", {})
     if not isinstance(nested, dict):
