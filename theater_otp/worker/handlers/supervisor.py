@@ -28,10 +28,6 @@ class SupervisorSettings:
     child_restart: RestartType = RestartType.TEMPORARY
 
 
-def _replay_unit(data: dict) -> Any:
-    return data.get("result")
-
-
 def _replay_events(data: dict) -> Any:
     value = replay_tagged(data)
     if isinstance(value, fastabi.Ok):
@@ -78,9 +74,8 @@ class SupervisorHandler(Handler):
             "resume": HostFunction(lambda manifest, state: tagged(call("spawn", manifest=manifest, init=state)),
                                    replay=replay_tagged),
             "list-children": HostFunction(lambda: list(call("list-children").get("ok", []))),
-            "stop-child": HostFunction(lambda child: unit(call("stop-child", child=child)), replay=_replay_unit),
-            "restart-child": HostFunction(lambda child: unit(call("restart-child", child=child)),
-                                          replay=_replay_unit),
+            "stop-child": HostFunction(lambda child: unit(call("stop-child", child=child))),
+            "restart-child": HostFunction(lambda child: unit(call("restart-child", child=child))),
             "get-child-state": HostFunction(lambda child: tagged(call("get-child-state", child=child)),
                                             replay=replay_tagged),
             "get-child-events": HostFunction(get_child_events, replay=_replay_events),
