@@ -26,18 +26,18 @@ import sys
 import textwrap
 import time
 import types
-import uuid
 from pathlib import Path
 
 import pytest
 
 from harness import REPO, Tree, cli
-from theater_otp.pyactor.build import (GENERATED_WORLD, build, componentize_executable, granted_interfaces,
+from pybuilds import kept_build
+from theater_otp.pyactor.build import (GENERATED_WORLD, componentize_executable, granted_interfaces,
                                        input_stamp, read_spec, write_build_wit)
 from theater_otp.pyactor.checks import validate
 from theater_otp.pyactor.scaffold import create_project
 from theater_otp.pyactor.sdk import SDK_FILE
-from theater_otp.worker.component import artifact_path, compile_component, new_engine
+from theater_otp.worker.component import compile_component, new_engine
 from theater_otp.worker.handlers import MANIFEST_TYPES, REGISTRY, TYPES_ONLY
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -52,35 +52,9 @@ ALWAYS = {"theater:simple/runtime", "theater:simple/message-server-host"}
 # ---- building once, kept between runs ------------------------------------------------------------
 
 def cached_build(scratch: Path, manifest_rel: str) -> Path:
-    """Build the project copied at `scratch` (its manifest at `manifest_rel`) in the kept build folder
-    for its inputs; return the kept manifest. Only the first run on a machine pays for the build."""
-    key = input_stamp(read_spec(scratch / manifest_rel))[:24]
-    keep = BUILDS / key
-    folder = keep / "project"
-    if not (folder / manifest_rel).is_file():
-        keep.mkdir(parents=True, exist_ok=True)
-        tmp = keep / f".project-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(scratch, tmp)
-        os.replace(tmp, folder)
-    manifest = folder / manifest_rel
-    spec = read_spec(manifest)
-    kept_artifact = keep / "artifact.cwasm"
-    if spec.stamp_file.is_file() and kept_artifact.is_file():
-        wanted = artifact_path(json.loads(spec.stamp_file.read_text())["wasm_sha256"])
-        if not wanted.is_file():  # seed this run's component cache: no wasmtime compile
-            wanted.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(kept_artifact, wanted)
-    result = build(manifest, say=lambda line: None)
-    assert Path(result.wasm).is_file() and Path(result.artifact).is_file()
-    assert result.world == GENERATED_WORLD and result.warnings == []
-    if not kept_artifact.is_file():
-        shutil.copyfile(result.artifact, kept_artifact)
-    keep.touch()
-    others = sorted((d for d in BUILDS.iterdir() if d.is_dir() and d != keep and not d.name.startswith(".")),
-                    key=lambda d: d.stat().st_mtime, reverse=True)
-    for stale in others[KEEP_BUILDS - 1:]:
-        shutil.rmtree(stale, ignore_errors=True)
-    return manifest
+    """Build the project copied at `scratch` (its manifest at `manifest_rel`) once per machine; return
+    the kept manifest."""
+    return kept_build(scratch, [manifest_rel], BUILDS, KEEP_BUILDS) / manifest_rel
 
 
 @pytest.fixture(scope="module")

@@ -30,17 +30,16 @@ import socket
 import sys
 import time
 import types
-import uuid
 from pathlib import Path
 
 import pytest
 
 from harness import REPO, Tree, cli
-from theater_otp.pyactor.build import GENERATED_WORLD, build, input_stamp, read_spec
+from pybuilds import kept_build
+from theater_otp.pyactor.build import read_spec
 from theater_otp.pyactor.checks import validate
 from theater_otp.pyactor.scaffold import create_project
 from theater_otp.pyactor.sdk import SDK_FILE
-from theater_otp.worker.component import artifact_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -230,37 +229,6 @@ def test_http_template_grants_http_server_and_store(tmp_path):
 
 # ---- the demo, built once and kept ----------------------------------------------------------------
 
-def _kept_build(scratch: Path) -> Path:
-    """Build both demo actors of the mirrored tree at `scratch` in the kept folder for their inputs;
-    return the kept demo folder (only the first run on a machine pays for the builds)."""
-    stamps = [input_stamp(read_spec(scratch / DEMO / f"{a}.toml")) for a in ACTORS]
-    keep = BUILDS / hashlib.sha256("".join(stamps).encode()).hexdigest()[:24]
-    folder = keep / "project"
-    if not (folder / DEMO / "supervision.toml").is_file():
-        keep.mkdir(parents=True, exist_ok=True)
-        tmp = keep / f".project-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(scratch, tmp)
-        os.replace(tmp, folder)
-    for actor in ACTORS:
-        spec = read_spec(folder / DEMO / f"{actor}.toml")
-        kept_artifact = keep / f"{actor}.cwasm"
-        if spec.stamp_file.is_file() and kept_artifact.is_file():
-            wanted = artifact_path(json.loads(spec.stamp_file.read_text())["wasm_sha256"])
-            if not wanted.is_file():  # seed this run's component cache: no wasmtime compile
-                wanted.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(kept_artifact, wanted)
-        result = build(spec.manifest, say=lambda line: None)
-        assert result.world == GENERATED_WORLD and result.warnings == []
-        if not kept_artifact.is_file():
-            shutil.copyfile(result.artifact, kept_artifact)
-    keep.touch()
-    others = sorted((d for d in BUILDS.iterdir() if d.is_dir() and d != keep and not d.name.startswith(".")),
-                    key=lambda d: d.stat().st_mtime, reverse=True)
-    for stale in others[KEEP_BUILDS - 1:]:
-        shutil.rmtree(stale, ignore_errors=True)
-    return folder / DEMO
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """manifests/http-demo built, in a mirror of the repository's layout (no output in the repository)."""
@@ -270,7 +238,7 @@ def demo(tmp_path_factory) -> Path:
     for actor in ACTORS:
         shutil.copyfile(REPO / "actors" / "python" / f"{actor}.py", scratch / "actors" / "python" / f"{actor}.py")
     shutil.copytree(REPO / "wit", scratch / "wit")
-    return _kept_build(scratch)
+    return kept_build(scratch, [f"{DEMO}/{a}.toml" for a in ACTORS], BUILDS, KEEP_BUILDS) / DEMO
 
 
 def free_port() -> int:
