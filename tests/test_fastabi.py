@@ -329,3 +329,81 @@ def test_wrong_argument_type_leaves_the_in_process_instance_usable(echo):
         with pytest.raises(TypeError):
             echo.typed[name](echo.store, *args)
     assert echo.fast("handle-request", b"s", ("id", b"ok")) == (b"s", (b"ok",))
+
+
+# ---- records and lists (httpecho: an http-request record in, an http-response record out) --------
+
+HTTP = "theater:simple/http-server"
+
+
+@pytest.fixture(scope="module")
+def httpecho():
+    engine = wasmtime.Engine()
+    component = wc.Component(engine, (WAT / "httpecho.wat").read_text())
+    store = wasmtime.Store(engine)
+    linker = wc.Linker(engine)
+    with linker.root() as r:
+        with r.add_instance("theater:simple/http-types"):
+            pass
+    instance = linker.instantiate(store, component)
+    func = instance.get_func(store, component.get_export_index(
+        "handle-request", component.get_export_index(HTTP)))
+    assert func is not None
+    yield store, func, fastabi.TypedFunc(func, store)
+    linker.close()
+    store.close()
+
+
+def _request(method: str, path: str, query: str, headers: list, body: bytes | None) -> _types.Record:
+    rec = _types.Record()
+    rec.method, rec.uri, rec.path, rec.query = method, f"{path}?{query}", path, query
+    rec.headers, rec.body = headers, body
+    return rec
+
+
+def _plain(value: Any) -> Any:
+    """A lifted value with its records as dicts, so two results compare field by field."""
+    if isinstance(value, _types.Record):
+        return {k: _plain(v) for k, v in sorted(vars(value).items())}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+HEADERS = [[], [("Host", "h")], [("a", ""), ("ünï", "☃ 日本")] * 20, [("x-" + str(i), "v" * i) for i in range(50)]]
+
+
+@pytest.mark.parametrize("headers", HEADERS, ids=["none", "one", "unicode-40", "fifty"])
+@pytest.mark.parametrize("body", [None, b"", ALL_BYTES])
+def test_httpecho_record_and_list_conversion_matches_stock(httpecho, headers, body):
+    """A record holding a list of tuples of strings goes in, and a record with a list comes out, exactly as the
+    stock path converts them; the response echoes method, path, query and body."""
+    store, func, typed = httpecho
+    req = _request("PUT", "/kv/ünï", "x=1&y=☃", headers, body)
+    fast = typed(store, b"\x05\x00\x00\x00", (req,))
+    typed.post_return(store)
+    stock = func(store, b"\x05\x00\x00\x00", (req,))
+    func.post_return(store)
+    assert _plain(fast) == _plain(stock)
+    state, (response,) = fast
+    assert state == b"\x06\x00\x00\x00"  # the count, one more
+    assert response.status == 200 and response.headers == [("content-type", "text/plain")]
+    assert response.body == "PUT /kv/ünï?x=1&y=☃\n".encode() + (body or b"")
+
+
+def test_httpecho_mistyped_record_fields_raise_and_leave_the_instance_usable(httpecho):
+    store, func, typed = httpecho
+    bad = [_request("GET", "/", "", [("a", 1)], None),            # an int where a string goes
+           _request("GET", "/", "", [("a", "b", "c")], None),     # a tuple of three
+           _request("GET", "/", "", "not a list", None),          # a str where a list goes
+           _request(7, "/", "", [], None)]                        # an int method
+    for req in bad:
+        with pytest.raises(TypeError):
+            typed(store, None, (req,))
+    missing = _types.Record()
+    missing.method = "GET"
+    with pytest.raises(AttributeError):
+        typed(store, None, (missing,))
+    state, (response,) = typed(store, None, (_request("GET", "/count", "", [], None),))
+    typed.post_return(store)
+    assert state == b"\x01\x00\x00\x00" and response.body == b"1"

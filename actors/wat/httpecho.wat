@@ -1,9 +1,10 @@
 ;; httpecho: a theater:simple actor that serves HTTP (exports theater:simple/http-server), for the
-;; http-server tests. State: one "." per request served (none counts as empty).
+;; http-server tests and bench/http.py. State: the number of requests served, a 4-byte little-endian
+;; u32 (none counts as 0), so every call costs the same however long the actor has run.
 ;;   handle-request by path:
 ;;     "/crash"   traps (unreachable)            "/err"    returns err("asked to fail")
 ;;     "/status"  answers status 999 (invalid: the host turns it into 500)
-;;     "/count"   200, the state's length (after this request) in decimal
+;;     "/count"   200, the count (after this request) in decimal
 ;;     anything else: 200, content-type text/plain, body = METHOD " " PATH "?" QUERY "\n" ++ the body
 ;; Params (16 flat: exactly the canonical ABI's limit): state (d p l), incoming-request
 ;; (method, uri, path, query: ptr len each; headers ptr len; body d p l).
@@ -114,11 +115,12 @@
           (i32.store offset=4 (global.get $ret) (i32.const 96))
           (i32.store offset=8 (global.get $ret) (i32.const 13))
           (return (global.get $ret))))
-      ;; state' = state ++ "."
-      (if (i32.eqz (local.get $d)) (then (local.set $l (i32.const 0))))
-      (local.set $sl (i32.add (local.get $l) (i32.const 1)))
-      (local.set $state (call $alloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $sl)))
-      (i32.store8 (call $put (local.get $state) (local.get $p) (local.get $l)) (i32.const 46))
+      ;; state' = count + 1 ($sl holds the new count)
+      (if (i32.and (local.get $d) (i32.ge_u (local.get $l) (i32.const 4)))
+        (then (local.set $sl (i32.load (local.get $p)))))
+      (local.set $sl (i32.add (local.get $sl) (i32.const 1)))
+      (local.set $state (call $alloc (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 4)))
+      (i32.store (local.get $state) (local.get $sl))
       ;; one header: ("content-type", "text/plain")
       (local.set $hdr (call $alloc (i32.const 0) (i32.const 0) (i32.const 4) (i32.const 16)))
       (i32.store (local.get $hdr) (i32.const 112))
@@ -143,7 +145,7 @@
       (i32.store8 (global.get $ret) (i32.const 0))
       (i32.store8 offset=4 (global.get $ret) (i32.const 1))
       (i32.store offset=8 (global.get $ret) (local.get $state))
-      (i32.store offset=12 (global.get $ret) (local.get $sl))
+      (i32.store offset=12 (global.get $ret) (i32.const 4))
       (i32.store16 offset=16 (global.get $ret)
         (select (i32.const 999) (i32.const 200) (call $eq (local.get $pp) (local.get $pl) (i32.const 80) (i32.const 7))))
       (i32.store offset=20 (global.get $ret) (local.get $hdr))
