@@ -78,5 +78,6 @@ def test_every_manifest_handler_accepts_its_defaults_or_names_what_it_needs():
         try:
             REGISTRY[handler_type].parse_settings(Fields(_Where(), f"handler.{handler_type}", {}))
         except AssertionError as needs:  # some settings have no default: each names what it needs
-            expected = {"filesystem": "needs a directory", "http-server": "needs `port"}[handler_type]
+            expected = {"filesystem": "needs a directory", "http-server": "needs `port",
+                        "websocket-server": "needs `port"}[handler_type]
             assert expected in str(needs)

@@ -1,5 +1,5 @@
 """The HTTP gateway (theater_otp/http/gateway.py) against a stand-in node: real HTTP clients, a
-real ROUTER socket answering as the node would. The real node and actors are in test_http_server.py."""
+real ROUTER socket telling it routes as the node would and a real DEALER answering as the worker would. The real node and actors are in test_http_server.py."""
 
 import asyncio
 import http.client
@@ -17,22 +17,31 @@ pytestmark = pytest.mark.integration
 
 
 class StandIn:
-    """A ROUTER on the home's router endpoint that answers http_request envelopes by path."""
+    """The node and the serving worker, stood in for: a ROUTER on the home's router endpoint (the
+    gateway's `http_ready` in, `route`/`unroute` out) and a DEALER with the worker's identity on the
+    gateway's endpoint, answering http_request envelopes by path."""
+
+    IDENTITY = b"actor-1/1"
 
     def __init__(self, home: Home):
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.bind(home.router_endpoint)
+        self.worker = self.ctx.socket(zmq.DEALER)
+        self.worker.setsockopt(zmq.IDENTITY, self.IDENTITY)
+        self.worker.connect(home.gateway_endpoint)
         self.seen: list[dict] = []
+        self.gateway_ident: bytes | None = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
-    def answer(self, b: dict) -> dict:
-        if b["path"] == "/restarting":
-            return {"error": "root/web is starting", "retry": True}
-        if b["path"] == "/killed":
-            return {"error": "exited before replying (killed)", "exit": "killed"}
+    def answer(self, b: dict) -> dict | None:
+        if b["path"] == "/killed":  # the worker dies holding it: the node says so
+            self.tell("unroute", {"target": "root/web", "identity": self.IDENTITY, "exit": "killed",
+                                  "reason": "exited (killed)"})
+            self.tell("route", {"target": "root/web", "identity": self.IDENTITY})  # and its replacement is up
+            return None
         if b["path"] == "/crash":
             return {"error": "trap in handle-request: unreachable", "exit": "abnormal"}
         if b["path"] == "/bad-status":
@@ -42,21 +51,34 @@ class StandIn:
         return {"ok": {"status": 201, "headers": [["content-type", "text/plain"], ["x-seen", "1"]],
                        "body": f"{b['method']} {b['uri']} {b['path']} {b['query']}|".encode() + (b["body"] or b"")}}
 
+    def tell(self, kind: str, body: dict) -> None:
+        assert self.gateway_ident is not None
+        self.router.send_multipart([self.gateway_ident, encode(Envelope(kind, "node", "gateway", 0, body))])
+
     def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.worker, zmq.POLLIN)
         while not self.stopping.is_set():
-            if not self.router.poll(50):
-                continue
-            ident, frame = self.router.recv_multipart()
-            env = decode(frame)
-            if env.kind == "http_request":
-                self.seen.append(env.body)
-                self.router.send_multipart([ident, encode(Envelope("reply", "node", "gateway", env.corr,
-                                                                   self.answer(env.body)))])
+            ready = dict(poller.poll(50))
+            if self.router in ready:
+                ident, frame = self.router.recv_multipart()
+                if decode(frame).kind == "http_ready":
+                    self.gateway_ident = ident
+                    self.tell("route", {"target": "root/web", "identity": self.IDENTITY})
+            if self.worker in ready:
+                env = decode(self.worker.recv())
+                if env.kind == "http_request":
+                    self.seen.append(env.body)
+                    answer = self.answer(env.body)
+                    if answer is not None:
+                        self.worker.send(encode(Envelope("reply", "actor-1", "gateway", env.corr, answer)))
 
     def close(self) -> None:
         self.stopping.set()
         self.thread.join(2)
         self.router.close(linger=0)
+        self.worker.close(linger=0)
         self.ctx.term()
 
 
@@ -148,11 +170,10 @@ def test_client_limits(gateway):
     assert len(node.seen) == before  # none of it reached the node
 
 
-def test_what_the_node_answers_becomes_the_right_status(gateway):
-    port, _ = gateway
-    status, body, r = call(port, "/restarting")       # held for hold_ms, then given up on
+def test_what_the_worker_answers_becomes_the_right_status(gateway):
+    port, node = gateway
+    status, body, r = call(port, "/killed")           # the worker ended holding it
     assert status == 503 and r.getheader("Retry-After") == "1"
-    assert call(port, "/killed")[0] == 503
     status, body, _ = call(port, "/crash")
     assert status == 500 and b"unreachable" in body
     status, body, _ = call(port, "/bad-status")
@@ -175,3 +196,42 @@ def test_a_keep_alive_connection_that_sent_its_body_later_is_not_cut_by_the_head
         s.sendall(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
         second = s.recv(65536)
         assert second.startswith(b"HTTP/1.1 201") and b"GET /two" in second
+
+
+def test_a_path_no_worker_serves_is_held_then_answered_503(gateway):
+    """Between a worker's end and its replacement's route the request is held (hold_ms = 300), and
+    then answered: 503 + Retry-After if nobody came, the new worker's answer if one did."""
+    port, node = gateway
+    assert call(port, "/a")[0] == 201
+    node.tell("unroute", {"target": "root/web", "identity": node.IDENTITY, "exit": "killed", "reason": "killed"})
+    status, body, r = call(port, "/held")
+    assert status == 503 and r.getheader("Retry-After") == "1" and b"restarting" in body
+    timer = threading.Timer(0.1, node.tell, ("route", {"target": "root/web", "identity": node.IDENTITY}))
+    timer.start()
+    status, body, _ = call(port, "/held-then-served")
+    timer.join()
+    assert status == 201 and body.startswith(b"GET /held-then-served")
+
+
+def test_a_route_to_a_worker_that_is_not_connected_is_held_not_lost(gateway):
+    """The node names a worker the gateway has no connection from (ROUTER_MANDATORY: EHOSTUNREACH):
+    the request is held like one for a restarting actor, then served when the route is right."""
+    port, node = gateway
+    assert call(port, "/first")[0] == 201
+    node.tell("route", {"target": "root/web", "identity": b"nobody/9"})
+    timer = threading.Timer(0.1, node.tell, ("route", {"target": "root/web", "identity": node.IDENTITY}))
+    timer.start()
+    status, body, _ = call(port, "/x")
+    timer.join()
+    assert status == 201
+
+
+def test_frames_that_are_not_ours_are_dropped_and_the_gateway_serves_on(gateway):
+    port, node = gateway
+    assert call(port, "/first")[0] == 201  # the gateway said it is ready and has its route
+    node.router.send_multipart([node.gateway_ident, b"\xc1garbage"])
+    node.tell("route", {"target": 7})
+    node.tell("teleport", {"target": "root/web", "identity": node.IDENTITY})
+    node.worker.send(b"not msgpack")
+    node.worker.send(encode(Envelope("reply", "actor-1", "gateway", 999_999, {"ok": {}})))  # nobody waits for it
+    assert call(port, "/still")[0] == 201

@@ -68,6 +68,11 @@ class Home:
         return self.endpoint("chain")
 
     @property
+    def gateway_endpoint(self) -> str:
+        """Where the HTTP gateway takes connections from the workers that serve HTTP."""
+        return self.endpoint("gateway")
+
+    @property
     def pidfile(self) -> Path:
         return self.run_dir / "node.pid"
 

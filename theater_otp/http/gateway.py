@@ -2,15 +2,19 @@
 
 An actor whose manifest grants `http-server` serves a port; the gateway (not
 the actor's worker) owns that port, so it stays open while the actor
-restarts, and untrusted clients are parsed here, outside the node. Each
-request goes to the node as an `http_request` envelope addressed to the
-actor's tree path; the node routes it to the worker like any message and
-answers with the actor's response, or with why there is none:
+restarts, and untrusted clients are parsed here, outside the node and the
+worker. Requests go straight to the serving worker: the gateway binds a
+ROUTER (`gateway.sock`) that each http-serving worker connects to, and the
+node tells the gateway which worker serves which tree path (`route` when the
+worker is ready, `unroute` with its exit when it ends). The node is not on a
+request's path. What a client gets when there is no response:
 
-* the actor is not running (restarting): the gateway asks again every
-  RETRY_MS until the listener's `hold_ms`, then answers 503 + Retry-After;
-* the actor was killed while serving it: 503 + Retry-After;
-* its handle-request trapped or returned err (a crash of the actor): 500;
+* no worker serves the path now (restarting, not started yet): the gateway
+  looks again every RETRY_MS until the listener's `hold_ms`, then answers
+  503 + Retry-After;
+* the worker ended while the request was with it: 503 + Retry-After if it was
+  killed or stopped, 500 if it crashed; a crash in its handle-request answers
+  500 itself (the worker answers before it ends);
 * no answer within `timeout_ms`: 504.
 
 Client limits, per listener: a body over `max_body_bytes` is 413, headers
@@ -26,65 +30,141 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 import zmq
-import zmq.asyncio
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..home import Home
 from ..protocol import Envelope, ProtocolError, decode, encode
-from .listener import GATEWAY_IDENTITY, GatewayConfig, Listener
+from .listener import GATEWAY_IDENTITY, GatewayConfig, Listener, ListenerKind
 
 log = logging.getLogger("theater_otp.http")
 
-#: How often a request for an actor that is not running asks again while it is held.
+#: How often a request for a path no worker serves now looks again while it is held.
 RETRY_MS = 20
 #: aiohttp's own line and field limits: far above any max_header_bytes, only against abuse.
 PARSER_LIMIT = 64 * 1024
+#: After the node says a worker ended, how long its own last answers may still arrive (a crashing
+#: handle-request answers 500 just before the worker exits) before what it held is failed.
+LATE_ANSWER_S = 0.05
 
 
-class _Node:
-    """The gateway's DEALER to the node's router: one outstanding future per request."""
+def _reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
+            on_frames: Callable[[list[bytes]], None]) -> Callable[[], None]:
+    """Call `on_frames` for every message `sock` receives, from the event loop (no zmq.asyncio:
+    a plain socket whose descriptor the loop watches costs a fraction of its futures). Returns
+    the drain function: zmq's descriptor is edge-triggered and a send can consume the edge, so
+    the caller runs it after each send."""
+
+    def drain() -> None:
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            on_frames(sock.recv_multipart(zmq.NOBLOCK))
+
+    loop.add_reader(sock.getsockopt(zmq.FD), drain)
+    loop.call_soon(drain)
+    return drain
+
+
+class Links:
+    """The gateway's sockets: a DEALER to the node (routes in, `http_ready` out) and the ROUTER the
+    serving workers connect to (requests out, answers in). One future per request in flight."""
 
     def __init__(self, home: Home):
-        self.ctx = zmq.asyncio.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, GATEWAY_IDENTITY)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(home.router_endpoint)
+        self.ctx = zmq.Context()
+        self.node = self.ctx.socket(zmq.DEALER)
+        self.node.setsockopt(zmq.IDENTITY, GATEWAY_IDENTITY)
+        self.node.setsockopt(zmq.LINGER, 0)
+        self.node.connect(home.router_endpoint)
+        self.workers = self.ctx.socket(zmq.ROUTER)
+        self.workers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a worker not connected (yet): an error, not a drop
+        self.workers.setsockopt(zmq.LINGER, 0)
+        self.workers.bind(home.gateway_endpoint)
         self.corr = itertools.count(1)
-        self.waiting: dict[int, asyncio.Future] = {}
+        #: corr -> (future, worker identity)
+        self.waiting: dict[int, tuple[asyncio.Future, bytes]] = {}
+        #: tree path -> identity of the worker serving it now
+        self.routes: dict[str, bytes] = {}
+        self._drain_node: Callable[[], None] = lambda: None
+        self._drain_workers: Callable[[], None] = lambda: None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._drain_node = _reader(loop, self.node, self._from_node)
+        self._drain_workers = _reader(loop, self.workers, self._from_worker)
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        self.node.close(linger=0)
+        self.workers.close(linger=0)
         self.ctx.term()
 
-    async def ask(self, target: str, body: dict, timeout_s: float) -> dict | None:
+    def tell_node(self, env: Envelope) -> None:
+        self.node.send(encode(env), zmq.NOBLOCK)
+        asyncio.get_running_loop().call_soon(self._drain_node)
+
+    async def ask(self, target: str, body: dict, timeout_s: float, kind: str = "http_request") -> dict | None:
+        """The serving worker's answer for `target`: {"ok": response}, {"error", "exit"}, or
+        {"retry": True} when no worker serves it now; None after `timeout_s`."""
+        ident = self.routes.get(target)
+        if ident is None:
+            return {"retry": True}
         corr = next(self.corr)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.waiting[corr] = future
         try:
-            await self.sock.send(encode(Envelope("http_request", "gateway", target, corr, body)))
+            self.workers.send_multipart([ident, encode(Envelope(kind, "gateway", target, corr, body))], zmq.NOBLOCK)
+        except zmq.ZMQError:  # EHOSTUNREACH: not connected yet (or gone); EAGAIN: its queue is full
+            return {"retry": True}
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._drain_workers)
+        future: asyncio.Future = loop.create_future()
+        self.waiting[corr] = (future, ident)
+        try:
             return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
             return None
         finally:
             self.waiting.pop(corr, None)
 
-    async def receive(self) -> None:
-        while True:
-            frame = await self.sock.recv()
-            try:
-                env = decode(frame, peer="node")
-            except ProtocolError as exc:
-                log.error("gateway: dropped a frame from the node: %s", exc)
-                continue
-            future = self.waiting.get(env.corr)
-            if future is not None and not future.done():
-                future.set_result(env.body if isinstance(env.body, dict) else {"error": "malformed answer"})
+    def _from_worker(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            log.error("gateway: dropped a %d-part message from a worker", len(frames))
+            return
+        ident, frame = frames
+        try:
+            env = decode(frame, peer="worker")
+        except ProtocolError as exc:
+            log.error("gateway: dropped a frame from a worker: %s", exc)
+            return
+        waiting = self.waiting.get(env.corr)
+        if waiting is not None and waiting[1] == ident and not waiting[0].done():
+            waiting[0].set_result(env.body if isinstance(env.body, dict) else {"error": "malformed answer"})
+
+    def _from_node(self, frames: list[bytes]) -> None:
+        try:
+            env = decode(frames[-1], peer="node")
+        except ProtocolError as exc:
+            log.error("gateway: dropped a frame from the node: %s", exc)
+            return
+        body = env.body if isinstance(env.body, dict) else {}
+        target, ident = body.get("target"), body.get("identity")
+        if not isinstance(target, str) or not isinstance(ident, bytes):
+            log.error("gateway: dropped %r from the node: no target and identity", env.kind)
+        elif env.kind == "route":
+            self.routes[target] = ident
+        elif env.kind == "unroute":
+            if self.routes.get(target) == ident:
+                del self.routes[target]
+            answer = {"error": f"{target} {body.get('reason', 'ended')} before answering",
+                      "exit": str(body.get("exit", "abnormal"))}
+            asyncio.get_running_loop().call_later(LATE_ANSWER_S, self._fail, ident, answer)
+        else:
+            log.error("gateway: dropped unknown %r from the node", env.kind)
+
+    def _fail(self, ident: bytes, answer: dict) -> None:
+        """What the ended worker `ident` still held gets `answer`."""
+        for future, owner in list(self.waiting.values()):
+            if owner == ident and not future.done():
+                future.set_result(answer)
 
 
 def _plain(status: int, text: str, **headers: str) -> web.Response:
@@ -94,9 +174,9 @@ def _plain(status: int, text: str, **headers: str) -> web.Response:
 class _Front:
     """The request handler of one listener."""
 
-    def __init__(self, listener: Listener, node: _Node):
+    def __init__(self, listener: Listener, links: Links):
         self.listener = listener
-        self.node = node
+        self.links = links
         self.slots = asyncio.Semaphore(listener.max_connections)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -127,7 +207,7 @@ class _Front:
         lst = self.listener
         held_until = time.monotonic() + lst.hold_ms / 1000
         while True:
-            answer = await self.node.ask(lst.target, record, lst.timeout_ms / 1000)
+            answer = await self.links.ask(lst.target, record, lst.timeout_ms / 1000)
             if answer is None:
                 return _plain(504, f"{lst.target} did not answer within {lst.timeout_ms} ms")
             if "ok" in answer:
@@ -138,6 +218,90 @@ class _Front:
             if answer.get("retry") or answer.get("exit") in ("killed", "shutdown"):
                 return _plain(503, f"{lst.target} is restarting", **{"Retry-After": "1"})
             return _plain(500, f"{lst.target} failed to answer: {answer.get('error', 'unknown error')}")
+
+
+class _WsFront:
+    """The handler of one WebSocket listener: the upgrade at its path, then every event of each
+    connection to the serving worker, one at a time and in order, and its answer back."""
+
+    def __init__(self, listener: Listener, links: Links, ids: Iterator[int]):
+        self.listener = listener
+        self.links = links
+        self.ids = ids
+        self.open = 0
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        lst = self.listener
+        if request.path != lst.ws_path:
+            return _plain(404, f"this port serves WebSocket at {lst.ws_path} only")
+        ws = web.WebSocketResponse(max_msg_size=lst.max_body_bytes, autoping=True)
+        if not ws.can_prepare(request).ok:
+            return _plain(426, f"{lst.ws_path} is a WebSocket endpoint: upgrade to websocket",
+                          Upgrade="websocket", Connection="Upgrade")
+        if self.open >= lst.max_connections:
+            return _plain(503, f"{lst.target} has {self.open} WebSocket connections, its limit max_connections",
+                          **{"Retry-After": "1"})
+        self.open += 1
+        try:
+            await ws.prepare(request)
+            conn = next(self.ids)
+            if await self._event(ws, conn, {"ty": "connect"}):
+                await self._frames(ws, conn)
+            if not ws.closed:
+                await ws.close()
+        finally:
+            self.open -= 1
+        return ws
+
+    async def _frames(self, ws: web.WebSocketResponse, conn: int) -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                event: dict[str, Any] = {"ty": "text", "text": msg.data}
+            elif msg.type == WSMsgType.BINARY:
+                event = {"ty": "binary", "data": msg.data}
+            else:  # aiohttp answers pings itself; errors end the loop
+                continue
+            if not await self._event(ws, conn, event):
+                return
+        if ws.close_code != WSCloseCode.MESSAGE_TOO_BIG:  # the client closed: the actor hears it
+            await self._event(ws, conn, {"ty": "close"}, answer_back=False)
+
+    async def _event(self, ws: web.WebSocketResponse, conn: int, event: dict, answer_back: bool = True) -> bool:
+        """`event` of connection `conn` to the actor and its messages back; False when the
+        connection is to end (the actor closed it, crashed, or did not answer)."""
+        lst = self.listener
+        held_until = time.monotonic() + lst.hold_ms / 1000
+        while True:
+            answer = await self.links.ask(lst.target, {"connection": conn, "message": event},
+                                          lst.timeout_ms / 1000, kind="ws_message")
+            if answer is not None and answer.get("retry") and time.monotonic() < held_until:
+                await asyncio.sleep(RETRY_MS / 1000)
+                continue
+            break
+        if not answer_back:
+            return False
+        if answer is None:
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"the actor did not answer in time")
+            return False
+        if "ok" not in answer:
+            restarting = answer.get("retry") or answer.get("exit") in ("killed", "shutdown")
+            await ws.close(code=WSCloseCode.SERVICE_RESTART if restarting else WSCloseCode.INTERNAL_ERROR,
+                           message=(b"the actor is restarting" if restarting else b"the actor failed"))
+            return False
+        for out in answer["ok"] if isinstance(answer["ok"], list) else []:
+            ty = out.get("ty") if isinstance(out, dict) else None
+            if ty == "text" and isinstance(out.get("text"), str):
+                await ws.send_str(out["text"])
+            elif ty == "binary" and isinstance(out.get("data"), bytes):
+                await ws.send_bytes(out["data"])
+            elif ty == "ping":
+                await ws.ping(out.get("data") or b"")
+            elif ty == "pong":
+                await ws.pong(out.get("data") or b"")
+            elif ty == "close":
+                await ws.close()
+                return False
+        return True
 
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
@@ -222,26 +386,29 @@ class _HeaderGuard(asyncio.Protocol):
 
 
 async def serve(cfg: GatewayConfig) -> None:
-    node = _Node(cfg.home)
+    links = Links(cfg.home)
     loop = asyncio.get_running_loop()
-    receiver = asyncio.create_task(node.receive())
+    links.start(loop)
     servers = []
-    for lst in cfg.listeners:
-        server = web.Server(_Front(lst, node), max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT,
-                            keepalive_timeout=max(1.0, lst.timeout_ms / 1000), lingering_time=1.0)
-        timeout_s = lst.timeout_ms / 1000
-        servers.append(await loop.create_server(lambda s=server, t=timeout_s: _HeaderGuard(s(), t),
-                                                host=lst.host, port=lst.port, reuse_address=True))
-        log.info("http gateway: %s:%d serves %s", lst.host, lst.port, lst.target)
-    await node.sock.send(encode(Envelope("http_ready", "gateway", "node", 0,
-                                         {"ports": [lst.port for lst in cfg.listeners]})))
     try:
-        await receiver
+        connection_ids = itertools.count(1)
+        for lst in cfg.listeners:
+            front = _WsFront(lst, links, connection_ids) if lst.kind is ListenerKind.WEBSOCKET else _Front(lst, links)
+            server = web.Server(front, max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT,
+                                keepalive_timeout=max(1.0, lst.timeout_ms / 1000), lingering_time=1.0,
+                                access_log=None)
+            timeout_s = lst.timeout_ms / 1000
+            servers.append(await loop.create_server(lambda s=server, t=timeout_s: _HeaderGuard(s(), t),
+                                                    host=lst.host, port=lst.port, reuse_address=True))
+            log.info("http gateway: %s:%d serves %s", lst.host, lst.port, lst.target)
+        links.tell_node(Envelope("http_ready", "gateway", "node", 0, {"ports": [lst.port for lst in cfg.listeners]}))
+        await asyncio.Event().wait()  # until cancelled (the tests) or killed (the node)
     finally:
         for s in servers:
             s.close()
-        receiver.cancel()
-        node.close()
+        loop.remove_reader(links.node.getsockopt(zmq.FD))
+        loop.remove_reader(links.workers.getsockopt(zmq.FD))
+        links.close()
 
 
 def gateway_main(cfg: GatewayConfig) -> None:
@@ -261,4 +428,4 @@ def gateway_main(cfg: GatewayConfig) -> None:
     flush_and_exit(code)
 
 
-__all__ = ["GATEWAY_IDENTITY", "GatewayConfig", "Listener", "gateway_main", "serve"]
+__all__ = ["GATEWAY_IDENTITY", "GatewayConfig", "Links", "Listener", "gateway_main", "serve"]

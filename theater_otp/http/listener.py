@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from ..home import Home
 
@@ -10,9 +11,18 @@ from ..home import Home
 GATEWAY_IDENTITY = b"http-gateway"
 
 
+class ListenerKind(str, Enum):
+    """What a port serves, named by the handler that grants it."""
+
+    HTTP = "http-server"            # every request to the actor's http-server.handle-request
+    WEBSOCKET = "websocket-server"  # WebSocket connections at one path to websocket-server.handle-message
+    FRAMEWORK = "http-framework"    # requests routed by the actor's own routes (http-handlers)
+
+
 @dataclass(frozen=True)
 class Listener:
-    """One port and the actor (tree path) that serves it, with the manifest's limits."""
+    """One port and the actor (tree path) that serves it, with the manifest's limits
+    (`max_body_bytes` is a WebSocket listener's largest message)."""
 
     port: int
     host: str
@@ -23,6 +33,9 @@ class Listener:
     timeout_ms: int
     max_connections: int
     hold_ms: int
+    kind: ListenerKind = ListenerKind.HTTP
+    #: a WebSocket listener's one path
+    ws_path: str = "/"
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from typing import Iterator
 import psutil
 
 from ..config.model import ChildSpec, ChildType
-from ..http.listener import Listener
+from ..http.listener import Listener, ListenerKind
 from ..worker.handlers.http_server import HttpServerSettings
+from ..worker.handlers.websocket_server import WebSocketSettings
 
 
 def _workers(spec: ChildSpec, path: str) -> Iterator[tuple[str, ChildSpec]]:
@@ -28,17 +29,33 @@ def _workers(spec: ChildSpec, path: str) -> Iterator[tuple[str, ChildSpec]]:
 
 
 def listeners(tree: ChildSpec) -> tuple[Listener, ...]:
-    """A listener per worker of the tree whose manifest grants http-server."""
+    """A listener per worker of the tree whose manifest grants http-server, and one per
+    websocket-server grant."""
     found = []
     for path, spec in _workers(tree, tree.id):
-        config = spec.manifest.handler("http-server") if spec.manifest else None
-        if config is None or not isinstance(config.settings, HttpServerSettings):
-            continue
+        found.extend(of_manifest(spec, path))
+    return tuple(found)
+
+
+def of_manifest(spec: ChildSpec, path: str) -> list[Listener]:
+    """The listeners the manifest of worker `spec` at tree path `path` asks for."""
+    if spec.manifest is None:
+        return []
+    found = []
+    config = spec.manifest.handler("http-server")
+    if config is not None and isinstance(config.settings, HttpServerSettings):
         s = config.settings
         found.append(Listener(port=s.port, host=s.host, target=path, manifest=str(spec.manifest.source),
                               max_body_bytes=s.max_body_bytes, max_header_bytes=s.max_header_bytes,
                               timeout_ms=s.timeout_ms, max_connections=s.max_connections, hold_ms=s.hold_ms))
-    return tuple(found)
+    config = spec.manifest.handler("websocket-server")
+    if config is not None and isinstance(config.settings, WebSocketSettings):
+        w = config.settings
+        found.append(Listener(port=w.port, host=w.host, target=path, manifest=str(spec.manifest.source),
+                              max_body_bytes=w.max_message_bytes, max_header_bytes=16 * 1024,
+                              timeout_ms=w.timeout_ms, max_connections=w.max_connections, hold_ms=w.hold_ms,
+                              kind=ListenerKind.WEBSOCKET, ws_path=w.path))
+    return found
 
 
 def holder_of(port: int) -> str:
@@ -63,8 +80,8 @@ def port_problems(found: tuple[Listener, ...]) -> list[str]:
     seen: dict[int, Listener] = {}
     for lst in found:
         if lst.port in seen:
-            problems.append(f"{lst.manifest}: http-server port {lst.port} is also served by {seen[lst.port].target} "
-                            f"({seen[lst.port].manifest})")
+            problems.append(f"{lst.manifest}: {lst.kind.value} port {lst.port} is also served by "
+                            f"{seen[lst.port].target} ({seen[lst.port].manifest}, {seen[lst.port].kind.value})")
             continue
         seen[lst.port] = lst
         with socket.socket(socket.AF_INET6 if ":" in lst.host else socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -73,5 +90,5 @@ def port_problems(found: tuple[Listener, ...]) -> list[str]:
                 sock.bind((lst.host, lst.port))
             except OSError as exc:
                 why = f"in use by {holder_of(lst.port)}" if exc.errno == errno.EADDRINUSE else exc.strerror
-                problems.append(f"{lst.manifest}: http-server cannot listen on {lst.host}:{lst.port}: {why}")
+                problems.append(f"{lst.manifest}: {lst.kind.value} cannot listen on {lst.host}:{lst.port}: {why}")
     return problems

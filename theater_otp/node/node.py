@@ -153,7 +153,10 @@ class Node(ActorSupervision):
         self.writer: ChildProcess | None = None
         #: the HTTP gateway process (theater_otp/http/gateway.py), when some actor serves HTTP
         self.gateway: ChildProcess | None = None
+        self.gateway_ready = False
         self.http_listeners: tuple = ()
+        #: the tree paths that serve HTTP (the gateway is told which worker serves each)
+        self.http_targets: frozenset[str] = frozenset()
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(kind)
@@ -186,6 +189,7 @@ class Node(ActorSupervision):
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.writer.pid)
         self.http_listeners = http_listeners(self.tree)
+        self.http_targets = frozenset(lst.target for lst in self.http_listeners)
         if self.http_listeners:
             self._start_gateway()
         root = _SubSupervisor(Supervisor(self.tree.id, self.tree), None, self.tree.id, 1)
@@ -622,6 +626,10 @@ class Node(ActorSupervision):
                      {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
         self._worker_synced(handle.identity)  # it flushed on its way out, or it died: nothing to wait for
         self._close_channels_of(handle)
+        if handle.ready and handle.path in self.http_targets:  # the requests it held: 503 or 500
+            self._send_gateway(Envelope("unroute", "node", "gateway", 0,
+                                        {"target": handle.path, "identity": handle.identity,
+                                         "exit": reason.kind.value, "reason": f"exited ({reason})"}))
         for corr, pending in list(self.pending.items()):
             if pending.target is handle:
                 del self.pending[corr]
@@ -670,6 +678,9 @@ class Node(ActorSupervision):
                 backlog, handle.backlog = handle.backlog, []
                 for frame in backlog:  # already counted in its mailbox when it was queued
                     self._send_now(handle, frame)
+                if handle.path in self.http_targets:  # requests for its port may go to it now
+                    self._send_gateway(Envelope("route", "node", "gateway", 0,
+                                                {"target": handle.path, "identity": handle.identity}))
                 self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
         elif kind == "supervise":
             self._on_supervise(handle, env)
@@ -789,6 +800,7 @@ class Node(ActorSupervision):
         """A gateway that ended is started again (its ports reopen); one that could not bind exits 2
         and is not (the port is someone else's: logged)."""
         assert self.gateway is not None
+        self.gateway_ready = False
         code = self.gateway.exitcode()
         self.poller.unregister(self.gateway.sentinel)
         self.gateway.release()
@@ -802,29 +814,25 @@ class Node(ActorSupervision):
         self._start_gateway()
 
     def _send_gateway(self, env: Envelope) -> None:
+        if not self.gateway_ready:  # it learns every route when it says it is ready
+            return
         try:
             self.router.send_multipart([GATEWAY_IDENTITY, encode(env)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the gateway is gone: its clients' connections went with it
             log.warning("could not answer the http gateway: %s", exc)
 
     def _on_gateway(self, env: Envelope) -> None:
-        if env.kind == "http_ready":
-            log.info("http gateway ready: ports %s", (env.body or {}).get("ports") if isinstance(env.body, dict) else "?")
-            return
-        if env.kind != "http_request" or not isinstance(env.body, dict):
+        """The gateway is up (a new one after a crash too): it learns which worker serves each path."""
+        if env.kind != "http_ready":
             log.error("dropped %r from the http gateway", env.kind)
             return
-        target, why = self.registry.resolve(env.to)
-        pending = _PendingRequest("gateway", GATEWAY_IDENTITY, env.corr, target)  # type: ignore[arg-type]
-        if target is None or not target.ready:
-            # restarting (or not started yet): the gateway holds the request and asks again
-            self._answer(pending, {"error": why or f"actor {env.to} is starting", "retry": True})
-            return
-        refusal = self._admit(target, env.body.get("body"))
-        if refusal is not None:
-            self._answer(pending, {"error": refusal, "retry": True})
-            return
-        self._forward_request(pending, "gateway", env.body, None, kind="http_request")
+        log.info("http gateway ready: ports %s", (env.body or {}).get("ports") if isinstance(env.body, dict) else "?")
+        self.gateway_ready = True
+        for path in self.http_targets:
+            handle = self.registry.workers.get(path)
+            if handle is not None and handle.ready:
+                self._send_gateway(Envelope("route", "node", "gateway", 0,
+                                            {"target": path, "identity": handle.identity}))
 
     def _send_now(self, handle: WorkerHandle, env: Envelope) -> bool:
         try:
@@ -880,8 +888,7 @@ class Node(ActorSupervision):
                          kind: str = "request") -> None:
         corr = next(self._corr)
         if not self._to_worker(pending.target, Envelope(kind, sender, pending.target.actor_id, corr, body)):
-            # gone between its death and its reaping: the HTTP gateway holds the request and asks again
-            self._answer(pending, {"error": f"actor {pending.target.path} is not reachable", "retry": True})
+            self._answer(pending, {"error": f"actor {pending.target.path} is not reachable"})
             return
         self.pending[corr] = pending
         if timeout_ms:
@@ -892,9 +899,6 @@ class Node(ActorSupervision):
             pending.timer = self._after(timeout_ms / 1000, expire)
 
     def _answer(self, pending: _PendingRequest, body: dict) -> None:
-        if pending.origin == "gateway":
-            self._send_gateway(Envelope("reply", "node", "gateway", pending.origin_corr, body))
-            return
         if pending.origin == "cli":
             if "error" in body:
                 self._control_error(pending.origin_ident, pending.origin_corr, "request_failed", str(body["error"]))

@@ -20,7 +20,7 @@ MAX_FRAME = 16 * 1024 * 1024
 
 
 #: Envelope kinds that carry an actor message into a mailbox (what the `mailbox` limit counts).
-MAILBOX_KINDS = frozenset({"send", "request", "channel_open", "channel_message", "http_request"})
+MAILBOX_KINDS = frozenset({"send", "request", "channel_open", "channel_message"})
 
 
 def message_size(env: "Envelope") -> int:

@@ -18,7 +18,7 @@ from .host import Actor, ActorCrash, state_digest
 @dataclass(frozen=True)
 class ExportCall:
     """One call into the actor. `kind`: init | send | request | child-error | child-exit | child-external_stop |
-    channel-open | channel-message | channel-close."""
+    channel-open | channel-message | channel-close | http-request | websocket-message."""
 
     kind: str
     params: list
@@ -34,6 +34,8 @@ class ExportCall:
             return f"channel.{self.kind.removeprefix('channel-')}"
         if self.kind == "http-request":
             return "http.request"
+        if self.kind == "websocket-message":
+            return "websocket.message"
         return f"supervisor.{self.kind}"
 
 
@@ -72,6 +74,13 @@ def perform(actor: Actor, call: ExportCall) -> CallOutcome:
                                 "body": None if body is None else {"sha256": hashlib.sha256(body).hexdigest(),
                                                                    "size": len(body)}}
             reply = response
+        elif call.kind == "websocket-message":
+            event = call.params[0] if call.params and isinstance(call.params[0], dict) else {}
+            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            sent = actor.handle_websocket_message(int(event.get("connection") or 0), message)
+            data["sent"] = [{"ty": m["ty"], "size": len(m["text"].encode() if m["text"] is not None else
+                                                        m["data"] or b"")} for m in sent]
+            reply = sent
         elif call.kind == "channel-open":
             accepted, message = actor.handle_channel_open(str(call.meta.get("channel")), _bytes(call.params[0]))
             data["accepted"], data["message"] = accepted, message

@@ -31,6 +31,10 @@ from .handlers.base import (MAX_LIST_BYTES, PACKAGES, ActorCrash, ActorInfo, Hos
 
 SUPERVISOR_HANDLERS_EXPORT = f"{PACKAGE}/supervisor-handlers"
 HTTP_SERVER_EXPORT = f"{PACKAGE}/http-server"
+WEBSOCKET_EXPORT = f"{PACKAGE}/websocket-server"
+HTTP_HANDLERS_EXPORT = f"{PACKAGE}/http-handlers"
+#: message-type cases that carry nothing (the payload of `other` is a string)
+_WS_TYPES = ("text", "binary", "connect", "close", "ping", "pong")
 
 fastabi.install()
 
@@ -91,6 +95,8 @@ class Actor:
                             (MESSAGE_CLIENT_EXPORT, "handle-channel-message"),
                             (MESSAGE_CLIENT_EXPORT, "handle-channel-close"),
                             (HTTP_SERVER_EXPORT, "handle-request"),
+                            (HTTP_HANDLERS_EXPORT, "handle-request"),
+                            (WEBSOCKET_EXPORT, "handle-message"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-error"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-exit"),
                             (SUPERVISOR_HANDLERS_EXPORT, "handle-child-external-stop")):
@@ -249,6 +255,26 @@ class Actor:
         self.state, (response,) = self._call(HTTP_SERVER_EXPORT, "handle-request", self.state, (record,))
         return {"status": getattr(response, "status"), "body": getattr(response, "body"),
                 "headers": [[k, v] for k, v in getattr(response, "headers")]}
+
+    def handle_websocket_message(self, connection: int, message: dict) -> list[dict]:
+        """One WebSocket event (the gateway's {ty, text?, data?}) of `connection` to
+        websocket-server.handle-message; the messages to send back as plain data."""
+        if not self.exports(WEBSOCKET_EXPORT, "handle-message"):
+            raise ActorCrash(f"a WebSocket message arrived but the component does not export "
+                             f"{WEBSOCKET_EXPORT}.handle-message")
+        ty = str(message.get("ty", ""))
+        text, data = message.get("text"), message.get("data")
+        record = record_of(ty=wc.Variant(ty) if ty in _WS_TYPES else wc.Variant("other", ty),
+                           data=data if isinstance(data, bytes) else None,
+                           text=text if isinstance(text, str) else None)
+        self.state, (response,) = self._call(WEBSOCKET_EXPORT, "handle-message", self.state,
+                                             (int(connection), record))
+        out = []
+        for msg in getattr(response, "messages"):
+            variant = getattr(msg, "ty")
+            out.append({"ty": variant.tag if variant.tag != "other" else f"other:{variant.payload}",
+                        "text": getattr(msg, "text"), "data": getattr(msg, "data")})
+        return out
 
     def handle_channel_open(self, channel_id: str, msg: bytes) -> tuple[bool, bytes | None]:
         """(accepted, message). An actor that does not export handle-channel-open refuses channels."""

@@ -32,7 +32,7 @@ from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
 from .component import load_artifact, new_engine
 from .calls import ExportCall, perform
 from ..config.model import ActorLimits, HandlerConfig
-from .handlers import granted_types, grants
+from .handlers import REGISTRY, granted_types, grants
 from .handlers.base import ActorInfo
 from .cpu import EpochTicker
 from .fastabi import Err
@@ -113,6 +113,15 @@ class Worker:
         self.chain.setsockopt(zmq.LINGER, 2000)
         self.chain.connect(cfg.home.chain_endpoint)
         self.producer = ChainProducer(self.chain, f"{cfg.actor_id}/{cfg.incarnation}", cfg.max_unacked_events)
+        #: an HTTP or WebSocket serving actor's link to the HTTP gateway: requests come straight from
+        #: it, answers go straight back (http/gateway.py); the node only tells the gateway which worker
+        #: serves a path
+        self.http: zmq.Socket | None = None
+        if any(REGISTRY[t].via_gateway for t in cfg.granted if t in REGISTRY):
+            self.http = self.ctx.socket(zmq.DEALER)
+            self.http.setsockopt(zmq.IDENTITY, cfg.identity)
+            self.http.setsockopt(zmq.LINGER, 1000)
+            self.http.connect(cfg.home.gateway_endpoint)
         self.wake_r, wake_w = socket.socketpair()
         wake_w.setblocking(False)
         self._wake_w = wake_w
@@ -361,11 +370,15 @@ class Worker:
             paused = self.producer.full
             if paused and listening:        # too many events wait for the writer: take no message
                 poller.unregister(self.node)
+                if self.http is not None:
+                    poller.unregister(self.http)
                 listening = False
                 log.warning("%s: paused: %d events wait for the chain-writer", self.cfg.path,
                             self.producer.unacked_events)
             elif not paused and not listening:
                 poller.register(self.node, zmq.POLLIN)
+                if self.http is not None:
+                    poller.register(self.http, zmq.POLLIN)
                 listening = True
             self.flush_events()  # what this turn recorded, as one batch, before we wait
             self._report_took()
@@ -381,16 +394,18 @@ class Worker:
             elif deadline is not None and time.monotonic() >= deadline:
                 self.producer.resend()
             if self.node in ready:
-                self._take_queued()
+                self._take_queued(self.node)
+            if self.http is not None and self.http in ready:
+                self._take_queued(self.http)
 
-    def _take_queued(self) -> None:
-        """Handle the envelopes already queued (up to MAX_ENVELOPES_PER_TURN), so their events
-        go to the chain-writer as one batch: one frame, one commit slot and one ack for many
+    def _take_queued(self, sock: zmq.Socket) -> None:
+        """Handle the envelopes already queued on `sock` (up to MAX_ENVELOPES_PER_TURN), so their
+        events go to the chain-writer as one batch: one frame, one commit slot and one ack for many
         messages when they arrive faster than one at a time."""
         turn_ends = time.monotonic() + MAX_TURN_S
         for _ in range(MAX_ENVELOPES_PER_TURN):
             try:
-                frame = self.node.recv(zmq.NOBLOCK)
+                frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             env = self._decode(frame)
@@ -403,14 +418,31 @@ class Worker:
     def _http_request(self, env: Envelope) -> None:
         """A request from the HTTP gateway: the actor's response goes back; a crash answers the
         gateway first (the client gets 500) and then ends the actor."""
+        if self.http is None:
+            log.error("%s: dropped an HTTP request: this actor does not serve HTTP", self.cfg.path)
+            return
         request = env.body if isinstance(env.body, dict) else {}
         outcome = perform(self.actor, ExportCall("http-request", [request], {}))
         self.record(outcome.event_type, outcome.data)
         if outcome.crash is not None:
-            self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
+            self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
                                            {"error": str(outcome.crash), "exit": "abnormal"})))
             raise outcome.crash
-        self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": outcome.reply})))
+        self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": outcome.reply})))
+
+    def _ws_message(self, env: Envelope) -> None:
+        """A WebSocket event from the HTTP gateway: the messages the actor sends back go to it; a
+        crash answers the gateway first (the connection is closed with 1011) and then ends the actor."""
+        if self.http is None:
+            log.error("%s: dropped a WebSocket message: this actor does not serve WebSocket", self.cfg.path)
+            return
+        outcome = perform(self.actor, ExportCall("websocket-message", [env.body if isinstance(env.body, dict)
+                                                                       else {}], {}))
+        self.record(outcome.event_type, outcome.data)
+        answer = {"ok": outcome.reply} if outcome.crash is None else {"error": str(outcome.crash), "exit": "abnormal"}
+        self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, answer)))
+        if outcome.crash is not None:
+            raise outcome.crash
 
     def _channel_event(self, env: Envelope) -> None:
         """A channel opened to this actor, a message on one, or its close; an open is answered to
@@ -499,6 +531,8 @@ class Worker:
             self._channel_event(env)
         elif kind == "http_request":
             self._http_request(env)
+        elif kind == "ws_message":
+            self._ws_message(env)
         elif kind == "undeliverable":
             self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
         elif kind == "stop":

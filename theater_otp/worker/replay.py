@@ -200,6 +200,8 @@ def _export_call(event: ChainEvent) -> ExportCall | None:
         return ExportCall(kind, data.get("params", []), meta)
     if event.event_type == "http.request":
         return ExportCall("http-request", data.get("params", []))
+    if event.event_type == "websocket.message":
+        return ExportCall("websocket-message", data.get("params", []))
     if event.event_type.startswith("channel."):
         kind = "channel-" + event.event_type.removeprefix("channel.")
         meta = {"channel": data.get("channel"), "from": data.get("from"), "reason": data.get("reason")}

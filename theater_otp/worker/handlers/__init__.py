@@ -46,8 +46,10 @@ ALWAYS_GRANTED: frozenset[str] = frozenset(t for t, h in REGISTRY.items() if h.a
 MANIFEST_TYPES: tuple[str, ...] = tuple(t for t, h in REGISTRY.items() if h.in_manifest)
 
 #: Interfaces that hold only types: a component may import them whatever it is granted
-#: (`http-types`: the records of http-client and http-server).
-TYPES_ONLY: frozenset[str] = frozenset(f"{p}/{i}" for p in PACKAGES for i in ("types", "http-types"))
+#: (`http-types`: the records of http-client, http-server and http-framework; `websocket-types`: those of
+#: websocket-server).
+TYPES_ONLY: frozenset[str] = frozenset(f"{p}/{i}" for p in PACKAGES
+                                       for i in ("types", "http-types", "websocket-types"))
 
 _OWNERS: dict[str, Handler] = {iface: h for h in REGISTRY.values() for iface in h.provides()}
 

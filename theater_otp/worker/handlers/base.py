@@ -197,6 +197,9 @@ class Handler:
     #: `build` puts them in the world it generates
     exports: ClassVar[tuple[str, ...]] = ()
     packages: ClassVar[tuple[str, ...]] = PACKAGES
+    #: True for handlers whose traffic the node's HTTP gateway brings (http-server, websocket-server,
+    #: http-framework): the worker of an actor granted one connects to the gateway
+    via_gateway: ClassVar[bool] = False
     #: one line for `validate` and the docs
     summary: ClassVar[str] = ""
 

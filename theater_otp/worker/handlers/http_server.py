@@ -39,6 +39,7 @@ class HttpServer(Handler):
     type = "http-server"
     interfaces = ()
     exports = ("http-server",)
+    via_gateway = True
     summary = "serve HTTP on a port: every request reaches the actor's http-server.handle-request"
 
     def parse_settings(self, fields: Fields) -> HttpServerSettings:
