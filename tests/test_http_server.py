@@ -213,3 +213,30 @@ def test_a_component_without_the_http_server_export_is_refused_before_it_starts(
     (tmp_path / "s.toml").write_text('[supervisor]\nid = "root"\n[[supervisor.children]]\nid = "w"\nmanifest = "w.toml"\n')
     out = cli("up", str(tmp_path / "s.toml"), "--detach", home=tmp_path / "home")
     assert out.returncode == 1 and "does not export theater:simple/http-server" in out.stderr
+
+
+def test_a_child_spawned_after_up_serves_its_port_and_a_second_one_on_that_port_fails_to_start(tmp_path):
+    """A listener is opened for children started after `up` too (here spawned by a supervising actor,
+    actors/wat/boss.wat); a second spawn of the same manifest finds the port served by the first and
+    fails to start, naming who serves it; the first keeps serving."""
+    port = free_port()
+    (tmp_path / "web.toml").write_text(
+        f'name = "web"\ncomponent = "{WAT / "httpecho.wat"}"\n\n[[handler]]\ntype = "http-server"\nport = {port}\n')
+    (tmp_path / "boss.toml").write_text(
+        f'name = "boss"\ncomponent = "{WAT / "boss.wat"}"\ninitial_state = "web.toml"\n\n[[handler]]\ntype = "supervisor"\n')
+    tree = Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "boss"
+        manifest = "boss.toml"
+    """)
+    with tree:
+        tree.wait_running()
+        wait_serving(port, tree)
+        status, body, _ = get(port, "/spawned?q=1")
+        assert status == 200 and body == b"GET /spawned?q=1\n"
+        out = cli("request", "boss", "spawn", home=tree.home)
+        assert out.returncode == 0 and out.stdout.startswith("err:") and f"port {port}" in out.stdout
+        assert "already served by root/boss/web-1" in out.stdout
+        assert get(port, "/still")[0] == 200

@@ -87,6 +87,8 @@ class Links:
         self.waiting: dict[int, tuple[asyncio.Future, bytes]] = {}
         #: tree path -> identity of the worker serving it now
         self.routes: dict[str, bytes] = {}
+        #: the node's `listen` / `unlisten` commands (ports opened and closed while running)
+        self.on_listen: Callable[[Envelope], None] | None = None
         self._drain_node: Callable[[], None] = lambda: None
         self._drain_workers: Callable[[], None] = lambda: None
 
@@ -146,6 +148,10 @@ class Links:
             log.error("gateway: dropped a frame from the node: %s", exc)
             return
         body = env.body if isinstance(env.body, dict) else {}
+        if env.kind in ("listen", "unlisten"):
+            if self.on_listen is not None:
+                self.on_listen(env)
+            return
         target, ident = body.get("target"), body.get("identity")
         if not isinstance(target, str) or not isinstance(ident, bytes):
             log.error("gateway: dropped %r from the node: no target and identity", env.kind)
@@ -177,6 +183,8 @@ class _Front:
     def __init__(self, listener: Listener, links: Links):
         self.listener = listener
         self.links = links
+        #: an http-framework listener's port: sent with each request, so the worker finds the server
+        self.port: int | None = None
         self.slots = asyncio.Semaphore(listener.max_connections)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -200,6 +208,8 @@ class _Front:
         record = {"method": request.method, "uri": raw_path, "path": unquote(path, errors="replace"),
                   "query": query, "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
                   "body": body if body or request.can_read_body else None}
+        if self.port is not None:
+            record["port"] = self.port
         async with self.slots:
             return await self._serve(record)
 
@@ -385,27 +395,79 @@ class _HeaderGuard(asyncio.Protocol):
         self.inner.resume_writing()  # type: ignore[attr-defined]
 
 
+class Ports:
+    """The gateway's open ports: the tree's at start, and those the node opens and closes later
+    (http-framework servers, children started after `up`)."""
+
+    def __init__(self, links: Links):
+        self.links = links
+        self.servers: dict[int, asyncio.AbstractServer] = {}
+        self.connection_ids = itertools.count(1)
+
+    async def open(self, lst: Listener) -> int:
+        """Listen as `lst` says: the port (the system's pick when `lst.port` is 0). OSError if not."""
+        if lst.kind is ListenerKind.WEBSOCKET:
+            front: Any = _WsFront(lst, self.links, self.connection_ids)
+        else:
+            front = _Front(lst, self.links)
+        server = web.Server(front, max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT,
+                            keepalive_timeout=max(1.0, lst.timeout_ms / 1000), lingering_time=1.0, access_log=None)
+        timeout_s = lst.timeout_ms / 1000
+        listening = await asyncio.get_running_loop().create_server(
+            lambda: _HeaderGuard(server(), timeout_s), host=lst.host, port=lst.port, reuse_address=True)
+        port = listening.sockets[0].getsockname()[1]
+        if lst.kind is ListenerKind.FRAMEWORK:
+            front.port = port
+        self.servers[port] = listening
+        log.info("http gateway: %s:%d serves %s (%s)", lst.host, port, lst.target, lst.kind.value)
+        return port
+
+    def close(self, port: int) -> None:
+        server = self.servers.pop(port, None)
+        if server is not None:
+            server.close()
+            log.info("http gateway: %d closed", port)
+
+    def close_all(self) -> None:
+        for port in list(self.servers):
+            self.close(port)
+
+    def command(self, env: Envelope) -> None:
+        """`listen` (answered `listened` with the port or the error) or `unlisten` from the node."""
+        body = env.body if isinstance(env.body, dict) else {}
+        if env.kind == "unlisten":
+            if isinstance(body.get("port"), int):
+                self.close(body["port"])
+            return
+        asyncio.get_running_loop().create_task(self._listen(env.corr, body))
+
+    async def _listen(self, corr: int, body: dict) -> None:
+        try:
+            lst = Listener.from_plain(body)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.links.tell_node(Envelope("listened", "gateway", "node", corr, {"error": f"malformed listen: {exc}"}))
+            return
+        try:
+            port = await self.open(lst)
+        except OSError as exc:  # in use, not allowed, no such address: the node tells whoever asked
+            self.links.tell_node(Envelope("listened", "gateway", "node", corr, {"error": exc.strerror or str(exc)}))
+            return
+        self.links.tell_node(Envelope("listened", "gateway", "node", corr, {"port": port}))
+
+
 async def serve(cfg: GatewayConfig) -> None:
     links = Links(cfg.home)
     loop = asyncio.get_running_loop()
+    ports = Ports(links)
+    links.on_listen = ports.command
     links.start(loop)
-    servers = []
     try:
-        connection_ids = itertools.count(1)
         for lst in cfg.listeners:
-            front = _WsFront(lst, links, connection_ids) if lst.kind is ListenerKind.WEBSOCKET else _Front(lst, links)
-            server = web.Server(front, max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT,
-                                keepalive_timeout=max(1.0, lst.timeout_ms / 1000), lingering_time=1.0,
-                                access_log=None)
-            timeout_s = lst.timeout_ms / 1000
-            servers.append(await loop.create_server(lambda s=server, t=timeout_s: _HeaderGuard(s(), t),
-                                                    host=lst.host, port=lst.port, reuse_address=True))
-            log.info("http gateway: %s:%d serves %s", lst.host, lst.port, lst.target)
-        links.tell_node(Envelope("http_ready", "gateway", "node", 0, {"ports": [lst.port for lst in cfg.listeners]}))
+            await ports.open(lst)
+        links.tell_node(Envelope("http_ready", "gateway", "node", 0, {"ports": sorted(ports.servers)}))
         await asyncio.Event().wait()  # until cancelled (the tests) or killed (the node)
     finally:
-        for s in servers:
-            s.close()
+        ports.close_all()
         loop.remove_reader(links.node.getsockopt(zmq.FD))
         loop.remove_reader(links.workers.getsockopt(zmq.FD))
         links.close()
@@ -428,4 +490,4 @@ def gateway_main(cfg: GatewayConfig) -> None:
     flush_and_exit(code)
 
 
-__all__ = ["GATEWAY_IDENTITY", "GatewayConfig", "Links", "Listener", "gateway_main", "serve"]
+__all__ = ["GATEWAY_IDENTITY", "GatewayConfig", "Links", "Listener", "Ports", "gateway_main", "serve"]

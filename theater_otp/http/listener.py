@@ -36,6 +36,24 @@ class Listener:
     kind: ListenerKind = ListenerKind.HTTP
     #: a WebSocket listener's one path
     ws_path: str = "/"
+    #: an http-framework listener's port as its server asked for it (0: any free port)
+    asked_port: int = 0
+
+    def to_plain(self) -> dict:
+        """As msgpack data, for the node's `listen` command to the gateway."""
+        return {"port": self.port, "host": self.host, "target": self.target, "manifest": self.manifest,
+                "max_body_bytes": self.max_body_bytes, "max_header_bytes": self.max_header_bytes,
+                "timeout_ms": self.timeout_ms, "max_connections": self.max_connections, "hold_ms": self.hold_ms,
+                "kind": self.kind.value, "ws_path": self.ws_path, "asked_port": self.asked_port}
+
+    @classmethod
+    def from_plain(cls, data: dict) -> "Listener":
+        """The inverse of `to_plain`; KeyError, TypeError or ValueError on anything else."""
+        ints = ("port", "max_body_bytes", "max_header_bytes", "timeout_ms", "max_connections", "hold_ms", "asked_port")
+        strs = ("host", "target", "manifest", "ws_path")
+        if not all(isinstance(data[k], int) for k in ints) or not all(isinstance(data[k], str) for k in strs):
+            raise TypeError("a listener's fields have the wrong types")
+        return cls(**{k: data[k] for k in ints + strs}, kind=ListenerKind(data["kind"]))
 
 
 @dataclass(frozen=True)

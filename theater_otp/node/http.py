@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil
 
@@ -92,3 +92,75 @@ def port_problems(found: tuple[Listener, ...]) -> list[str]:
                 why = f"in use by {holder_of(lst.port)}" if exc.errno == errno.EADDRINUSE else exc.strerror
                 problems.append(f"{lst.manifest}: {lst.kind.value} cannot listen on {lst.host}:{lst.port}: {why}")
     return problems
+
+
+class HttpListeners:
+    """The node's table of HTTP listeners: which port serves which tree path, and which worker
+    holds each http-framework port now.
+
+    A port belongs to a tree path, not to a worker: it stays open while the path's actor
+    restarts. Another path may take a port only when no worker runs at the owning path.
+    """
+
+    def __init__(self, initial: tuple[Listener, ...] = ()):
+        self.by_port: dict[int, Listener] = {lst.port: lst for lst in initial}
+        #: http-framework port -> identity of the worker whose start-server holds it
+        self.claims: dict[int, bytes] = {}
+        self.targets: frozenset[str] = frozenset(lst.target for lst in initial)
+
+    def all(self) -> tuple[Listener, ...]:
+        return tuple(self.by_port.values())
+
+    def add(self, lst: Listener, identity: bytes | None = None) -> None:
+        self.by_port[lst.port] = lst
+        if identity is not None:
+            self.claims[lst.port] = identity
+        self.targets = frozenset(x.target for x in self.by_port.values())
+
+    def remove(self, port: int) -> None:
+        self.by_port.pop(port, None)
+        self.claims.pop(port, None)
+        self.targets = frozenset(x.target for x in self.by_port.values())
+
+    def framework_port(self, path: str, identity: bytes, asked: int, running: Callable[[str], bool],
+                       alive: Callable[[bytes], bool]) -> Listener | str | None:
+        """For a start-server of the worker `identity` at `path` asking for port `asked` (0: any):
+        a listener it takes over (kept from its path's earlier incarnation), why it may not have
+        the port, or None when a new listener is to be opened."""
+        if asked == 0:
+            for lst in self.by_port.values():
+                holder = self.claims.get(lst.port)
+                if (lst.target == path and lst.kind is ListenerKind.FRAMEWORK and lst.asked_port == 0
+                        and (holder is None or not alive(holder))):
+                    self.claims[lst.port] = identity
+                    return lst
+            return None
+        lst = self.by_port.get(asked)
+        if lst is None:
+            return None
+        holder = self.claims.get(asked)
+        if lst.target == path and lst.kind is ListenerKind.FRAMEWORK:
+            if holder is not None and holder != identity and alive(holder):
+                return f"port {asked} is already served by another server of this actor"
+            self.claims[asked] = identity
+            return lst
+        if lst.target != path and not running(lst.target):  # its path is gone: the port is free to take
+            self.remove(asked)
+            return None
+        return f"port {asked} is already served by {lst.target} ({lst.kind.value})"
+
+    def for_child(self, found: list[Listener], running: Callable[[str], bool]) -> tuple[list[Listener], str | None]:
+        """The listeners a worker started after `up` needs opened (not open for its path yet), or
+        why it cannot have its ports."""
+        new = []
+        for lst in found:
+            have = self.by_port.get(lst.port)
+            if have is not None and have.target == lst.target:
+                continue
+            if have is not None and running(have.target):
+                return [], f"{lst.manifest}: {lst.kind.value} port {lst.port} is already served by {have.target}"
+            problems = port_problems((lst,)) if have is None else []
+            if problems:
+                return [], problems[0]
+            new.append(lst)
+        return new, None

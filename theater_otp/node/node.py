@@ -10,6 +10,7 @@ them events through `self.queue` and carries out the actions they return.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -36,12 +37,13 @@ from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
-from ..http.listener import GATEWAY_IDENTITY, GatewayConfig
+from ..http.listener import GATEWAY_IDENTITY, GatewayConfig, Listener, ListenerKind
 from ..worker.handlers import granted_types
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from ..worker.main import WorkerConfig
 from .actor_supervision import ActorSupervision
 from .channels import ChannelTable
+from .http import HttpListeners, of_manifest
 from .http import listeners as http_listeners
 from .launcher import ChildProcess, Launcher
 from .registry import Registry, WorkerHandle
@@ -154,9 +156,12 @@ class Node(ActorSupervision):
         #: the HTTP gateway process (theater_otp/http/gateway.py), when some actor serves HTTP
         self.gateway: ChildProcess | None = None
         self.gateway_ready = False
-        self.http_listeners: tuple = ()
-        #: the tree paths that serve HTTP (the gateway is told which worker serves each)
-        self.http_targets: frozenset[str] = frozenset()
+        #: which port serves which tree path (node/http.py); the gateway is told which worker serves each
+        self.http = HttpListeners()
+        #: `listen` commands sent to the gateway and not answered yet: corr -> (listener, waiting worker
+        #: (identity, corr) or None); those made before the gateway is ready wait in `http_queued`
+        self.http_opening: dict[int, tuple[Listener, tuple[bytes, int] | None]] = {}
+        self.http_queued: list[tuple[Listener, tuple[bytes, int] | None]] = []
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(kind)
@@ -188,9 +193,8 @@ class Node(ActorSupervision):
         self.writer = self.launcher.start_writer(self.home)
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.writer.pid)
-        self.http_listeners = http_listeners(self.tree)
-        self.http_targets = frozenset(lst.target for lst in self.http_listeners)
-        if self.http_listeners:
+        self.http = HttpListeners(http_listeners(self.tree))
+        if self.http.by_port:
             self._start_gateway()
         root = _SubSupervisor(Supervisor(self.tree.id, self.tree), None, self.tree.id, 1)
         self.supervisors[self.tree.id] = root
@@ -530,6 +534,13 @@ class Node(ActorSupervision):
             return
         manifest = a.spec.manifest
         compiled = self.components[manifest.component]
+        new_ports, port_problem = self.http.for_child(of_manifest(a.spec, path),
+                                                      running=lambda p: p in self.registry.workers)
+        if port_problem is not None:  # a child started after `up` whose port is taken
+            self._enqueue(a.supervisor, ev.ChildStartFailed(a.child_id, ExitReason(ReasonKind.ABNORMAL, port_problem)))
+            return
+        for lst in new_ports:
+            self._http_open(lst, None)
         actor_id = self.registry.actor_id_for(path)
         if incarnation == 1:
             self._register_chain(actor_id, path, manifest.name)
@@ -626,7 +637,7 @@ class Node(ActorSupervision):
                      {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
         self._worker_synced(handle.identity)  # it flushed on its way out, or it died: nothing to wait for
         self._close_channels_of(handle)
-        if handle.ready and handle.path in self.http_targets:  # the requests it held: 503 or 500
+        if handle.ready and handle.path in self.http.targets:  # the requests it held: 503 or 500
             self._send_gateway(Envelope("unroute", "node", "gateway", 0,
                                         {"target": handle.path, "identity": handle.identity,
                                          "exit": reason.kind.value, "reason": f"exited ({reason})"}))
@@ -678,7 +689,7 @@ class Node(ActorSupervision):
                 backlog, handle.backlog = handle.backlog, []
                 for frame in backlog:  # already counted in its mailbox when it was queued
                     self._send_now(handle, frame)
-                if handle.path in self.http_targets:  # requests for its port may go to it now
+                if handle.path in self.http.targets:  # requests for its port may go to it now
                     self._send_gateway(Envelope("route", "node", "gateway", 0,
                                                 {"target": handle.path, "identity": handle.identity}))
                 self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
@@ -703,6 +714,10 @@ class Node(ActorSupervision):
                                                  {"to": env.to, "error": error}))
         elif kind == "took":
             self._took(handle, env.body)
+        elif kind == "http_listen":
+            self._on_http_listen(handle, env)
+        elif kind == "http_unlisten":
+            self._on_http_unlisten(handle, env)
         elif kind in ("channel_open", "channel_send", "channel_close"):
             self._on_channel(handle, ident, env)
         elif kind == "request":
@@ -793,7 +808,7 @@ class Node(ActorSupervision):
     # ---- HTTP (the gateway process holds the ports; node/http.py, http/gateway.py) -------------
 
     def _start_gateway(self) -> None:
-        self.gateway = self.launcher.start_gateway(GatewayConfig(self.home, os.getpid(), self.http_listeners))
+        self.gateway = self.launcher.start_gateway(GatewayConfig(self.home, os.getpid(), self.http.all()))
         self.poller.register(self.gateway.sentinel, zmq.POLLIN)
 
     def _on_gateway_exit(self) -> None:
@@ -801,6 +816,9 @@ class Node(ActorSupervision):
         and is not (the port is someone else's: logged)."""
         assert self.gateway is not None
         self.gateway_ready = False
+        for lst, waiter in self.http_opening.values():  # asked of the gateway that ended: asked again
+            self.http_queued.append((lst, waiter))
+        self.http_opening.clear()
         code = self.gateway.exitcode()
         self.poller.unregister(self.gateway.sentinel)
         self.gateway.release()
@@ -822,17 +840,99 @@ class Node(ActorSupervision):
             log.warning("could not answer the http gateway: %s", exc)
 
     def _on_gateway(self, env: Envelope) -> None:
-        """The gateway is up (a new one after a crash too): it learns which worker serves each path."""
+        """The gateway is up (a new one after a crash too): it learns which worker serves each path,
+        and the ports asked for meanwhile are opened. Or: it opened (or could not open) a port."""
+        if env.kind == "listened":
+            self._http_listened(env)
+            return
         if env.kind != "http_ready":
             log.error("dropped %r from the http gateway", env.kind)
             return
         log.info("http gateway ready: ports %s", (env.body or {}).get("ports") if isinstance(env.body, dict) else "?")
         self.gateway_ready = True
-        for path in self.http_targets:
+        for path in self.http.targets:
             handle = self.registry.workers.get(path)
             if handle is not None and handle.ready:
                 self._send_gateway(Envelope("route", "node", "gateway", 0,
                                             {"target": path, "identity": handle.identity}))
+        queued, self.http_queued = self.http_queued, []
+        for lst, waiter in queued:
+            self._http_open(lst, waiter)
+
+    def _http_open(self, lst: Listener, waiter: tuple[bytes, int] | None) -> None:
+        """Ask the gateway to open `lst` (started first if none runs); `waiter` (a worker's
+        identity and corr) hears the port or the error."""
+        if self.gateway is None:
+            self._start_gateway()
+        if not self.gateway_ready:
+            self.http_queued.append((lst, waiter))
+            return
+        corr = next(self._corr)
+        self.http_opening[corr] = (lst, waiter)
+        self._send_gateway(Envelope("listen", "node", "gateway", corr, lst.to_plain()))
+
+    def _http_listened(self, env: Envelope) -> None:
+        opening = self.http_opening.pop(env.corr, None)
+        if opening is None:
+            return
+        lst, waiter = opening
+        body = env.body if isinstance(env.body, dict) else {}
+        port = body.get("port")
+        handle = self.registry.by_identity.get(waiter[0]) if waiter is not None else self.registry.workers.get(lst.target)
+        if not isinstance(port, int):
+            why = f"cannot listen on {lst.host}:{lst.asked_port or lst.port}: {body.get('error', 'no answer')}"
+            log.error("%s: %s", lst.target, why)
+            if waiter is not None and handle is not None:
+                self._to_worker(handle, Envelope("reply", "node", handle.actor_id, waiter[1], {"error": why}))
+            return
+        lst = dataclasses.replace(lst, port=port)
+        self.http.add(lst, waiter[0] if waiter is not None else None)
+        log.info("%s serves %s on %s:%d", lst.target, lst.kind.value, lst.host, port)
+        if handle is not None and handle.ready:
+            self._send_gateway(Envelope("route", "node", "gateway", 0, {"target": lst.target, "identity": handle.identity}))
+        if waiter is not None and handle is not None:
+            self._to_worker(handle, Envelope("reply", "node", handle.actor_id, waiter[1], {"ok": port}))
+
+    def _on_http_listen(self, handle: WorkerHandle, env: Envelope) -> None:
+        """An http-framework start-server: a port kept for this path, a new one, or why not."""
+        body = env.body if isinstance(env.body, dict) else {}
+        try:
+            asked = body["port"]
+            if not isinstance(asked, int) or not 0 <= asked <= 65535 or not isinstance(body["host"], str):
+                raise TypeError("port and host")
+            lst = Listener(port=asked, host=body["host"], target=handle.path, manifest=str(handle.spec.manifest.source
+                           if handle.spec.manifest else handle.path), max_body_bytes=int(body["max_body_bytes"]),
+                           max_header_bytes=int(body["max_header_bytes"]), timeout_ms=int(body["timeout_ms"]),
+                           max_connections=int(body["max_connections"]), hold_ms=int(body["hold_ms"]),
+                           kind=ListenerKind.FRAMEWORK, asked_port=asked)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._to_worker(handle, Envelope("reply", "node", handle.actor_id, env.corr,
+                                             {"error": f"malformed http_listen: {exc}"}))
+            return
+        kept = self.http.framework_port(handle.path, handle.identity, asked,
+                                        running=lambda p: p in self.registry.workers,
+                                        alive=lambda ident: ident in self.registry.by_identity)
+        if isinstance(kept, str):
+            self._to_worker(handle, Envelope("reply", "node", handle.actor_id, env.corr, {"error": kept}))
+        elif kept is not None:
+            if handle.ready:
+                self._send_gateway(Envelope("route", "node", "gateway", 0,
+                                            {"target": handle.path, "identity": handle.identity}))
+            self._to_worker(handle, Envelope("reply", "node", handle.actor_id, env.corr, {"ok": kept.port}))
+        else:
+            self._http_open(lst, (handle.identity, env.corr))
+
+    def _on_http_unlisten(self, handle: WorkerHandle, env: Envelope) -> None:
+        """An http-framework stop-server: the port closes (only the path that serves it may)."""
+        port = env.body.get("port") if isinstance(env.body, dict) else None
+        lst = self.http.by_port.get(port) if isinstance(port, int) else None
+        if lst is None or lst.target != handle.path or lst.kind is not ListenerKind.FRAMEWORK:
+            answer: dict = {"error": f"this actor serves no http-framework port {port}"}
+        else:
+            self.http.remove(lst.port)
+            self._send_gateway(Envelope("unlisten", "node", "gateway", 0, {"port": lst.port}))
+            answer = {"ok": lst.port}
+        self._to_worker(handle, Envelope("reply", "node", handle.actor_id, env.corr, answer))
 
     def _send_now(self, handle: WorkerHandle, env: Envelope) -> bool:
         try:

@@ -22,7 +22,7 @@ class ExportCall:
 
     kind: str
     params: list
-    meta: dict = field(default_factory=dict)  # from, request_id, child, reason
+    meta: dict = field(default_factory=dict)  # from, request_id, child, reason, handler (an http-framework route's)
 
     @property
     def event_type(self) -> str:
@@ -67,8 +67,11 @@ def perform(actor: Actor, call: ExportCall) -> CallOutcome:
     reply = None
     try:
         if call.kind == "http-request":
+            handler = call.meta.get("handler")
+            if handler is not None:
+                data["handler"] = handler
             response = actor.handle_http_request(call.params[0] if call.params and isinstance(call.params[0], dict)
-                                                 else {})
+                                                 else {}, handler)
             body = response.get("body")
             data["response"] = {"status": response["status"], "headers": response["headers"],
                                 "body": None if body is None else {"sha256": hashlib.sha256(body).hexdigest(),

@@ -80,6 +80,8 @@ class Actor:
         self._stderr_during_call = bytearray()
         self.linker = wc.Linker(engine)
         self._contexts: list[HostContext] = []
+        #: what handlers keep for the worker loop (HostContext.shared)
+        self.shared: dict[str, Any] = {}
         if any(name.startswith("wasi:") for name in imports):
             self._link_wasi_base()
         self._link(grants, imports, actor)
@@ -134,7 +136,7 @@ class Actor:
                     continue
                 if handler.type not in tables:
                     ctx = HostContext(actor, self.services, grants.get(handler.type), self.recorded is not None,
-                                      grants=grants)
+                                      grants=grants, shared=self.shared)
                     contexts.append(ctx)
                     tables[handler.type] = handler.functions(ctx)
                 iface = interface_name(name)
@@ -242,17 +244,24 @@ class Actor:
         self.state, (reply,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-request", self.state, (request_id, msg))
         return reply
 
-    def handle_http_request(self, request: dict) -> dict:
-        """An HTTP request (the gateway's record) to http-server.handle-request; the response as
-        plain data: {status, headers: [[name, value]], body}."""
-        if not self.exports(HTTP_SERVER_EXPORT, "handle-request"):
-            raise ActorCrash(f"an HTTP request arrived but the component does not export "
-                             f"{HTTP_SERVER_EXPORT}.handle-request")
-        record = record_of(method=str(request.get("method", "")), uri=str(request.get("uri", "")),
-                           path=str(request.get("path", "")), query=str(request.get("query", "")),
-                           headers=[(str(k), str(v)) for k, v in request.get("headers") or []],
-                           body=request.get("body"))
-        self.state, (response,) = self._call(HTTP_SERVER_EXPORT, "handle-request", self.state, (record,))
+    def handle_http_request(self, request: dict, handler: int | None = None) -> dict:
+        """An HTTP request (the gateway's record) to http-server.handle-request, or with `handler`
+        (a route's handler id) to http-handlers.handle-request; the response as plain data:
+        {status, headers: [[name, value]], body}."""
+        iface = HTTP_SERVER_EXPORT if handler is None else HTTP_HANDLERS_EXPORT
+        if not self.exports(iface, "handle-request"):
+            raise ActorCrash(f"an HTTP request arrived but the component does not export {iface}.handle-request")
+        headers = [(str(k), str(v)) for k, v in request.get("headers") or []]
+        if handler is None:
+            record = record_of(method=str(request.get("method", "")), uri=str(request.get("uri", "")),
+                               path=str(request.get("path", "")), query=str(request.get("query", "")),
+                               headers=headers, body=request.get("body"))
+            params: tuple = (record,)
+        else:
+            record = record_of(method=str(request.get("method", "")), uri=str(request.get("uri", "")),
+                               headers=headers, body=request.get("body"))
+            params = (int(handler), record)
+        self.state, (response,) = self._call(iface, "handle-request", self.state, params)
         return {"status": getattr(response, "status"), "body": getattr(response, "body"),
                 "headers": [[k, v] for k, v in getattr(response, "headers")]}
 

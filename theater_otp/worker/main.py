@@ -36,6 +36,7 @@ from .handlers import REGISTRY, granted_types, grants
 from .handlers.base import ActorInfo
 from .cpu import EpochTicker
 from .fastabi import Err
+from .handlers.http_framework import SHARED_KEY as FRAMEWORK_KEY
 from .handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from .host import Actor, ActorCrash
 from .lograte import LogRate
@@ -55,6 +56,9 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
 SUPERVISE_TIMEOUT_MS = 30_000
 #: How long a send waits for the node to say the message is in the target's mailbox.
 SEND_ANSWER_TIMEOUT_MS = 10_000
+#: How long http-framework's start-server and stop-server wait for the node to open or close a port
+#: (the node may have to start its HTTP gateway first).
+HTTP_LISTEN_TIMEOUT_MS = 15_000
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,20 @@ class Worker:
         self.node.send(encode(Envelope("reply", self.cfg.actor_id, origin[0], origin[1], {"ok": msg})))
         return None
 
+    def http_listen(self, listener: dict) -> int | str:
+        """Ask the node for an HTTP listener (http-framework's start-server): the port it listens
+        on, or why not."""
+        body = self._ask_node("http_listen", "node", listener, "reply", HTTP_LISTEN_TIMEOUT_MS)
+        if body is None:
+            return f"the node did not open the port within {HTTP_LISTEN_TIMEOUT_MS} ms"
+        return int(body["ok"]) if isinstance(body.get("ok"), int) else str(body.get("error", "malformed answer"))
+
+    def http_unlisten(self, port: int) -> str | None:
+        body = self._ask_node("http_unlisten", "node", {"port": port}, "reply", HTTP_LISTEN_TIMEOUT_MS)
+        if body is None:
+            return f"the node did not close the port within {HTTP_LISTEN_TIMEOUT_MS} ms"
+        return None if "ok" in body else str(body.get("error", "malformed answer"))
+
     def outstanding(self) -> list[str]:
         return list(self.outstanding_requests)
 
@@ -422,7 +440,20 @@ class Worker:
             log.error("%s: dropped an HTTP request: this actor does not serve HTTP", self.cfg.path)
             return
         request = env.body if isinstance(env.body, dict) else {}
-        outcome = perform(self.actor, ExportCall("http-request", [request], {}))
+        meta: dict = {}
+        if "port" in request:  # an http-framework server's request: the actor's routes pick the handler
+            servers = self.actor.shared.get(FRAMEWORK_KEY) if self.actor is not None else None
+            routed = (servers.route(int(request["port"]), str(request.get("method", "")), str(request.get("path", "")))
+                      if servers is not None else (503, "this actor has no http-framework server"))
+            if isinstance(routed, tuple):
+                status, why = routed
+                self.record("http.unrouted", {"method": request.get("method"), "path": request.get("path"),
+                                              "port": request["port"], "status": status})
+                self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": {
+                    "status": status, "headers": [["content-type", "text/plain"]], "body": f"{why}\n".encode()}})))
+                return
+            meta["handler"] = routed
+        outcome = perform(self.actor, ExportCall("http-request", [request], meta))
         self.record(outcome.event_type, outcome.data)
         if outcome.crash is not None:
             self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,

@@ -199,7 +199,8 @@ def _export_call(event: ChainEvent) -> ExportCall | None:
             meta["request_id"] = data.get("request_id")
         return ExportCall(kind, data.get("params", []), meta)
     if event.event_type == "http.request":
-        return ExportCall("http-request", data.get("params", []))
+        return ExportCall("http-request", data.get("params", []),
+                          {"handler": data["handler"]} if "handler" in data else {})
     if event.event_type == "websocket.message":
         return ExportCall("websocket-message", data.get("params", []))
     if event.event_type.startswith("channel."):
