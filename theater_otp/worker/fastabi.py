@@ -71,7 +71,7 @@ def _result_to_c(self: _types.ResultType, store: Any, val: Any, ptr: Any) -> Non
         ptr.contents.of.result.val = None
         return
     raw = _VAL()
-    lowerer(case_ty)(store, val.value, pointer(raw))
+    lowerer(case_ty)(store, val.value, raw)
     ptr.contents.of.result.val = ffi.wasmtime_component_val_new(byref(raw))
 
 
@@ -82,7 +82,13 @@ def _bytes_to_c(self: _types.ListType, store: Any, val: Any, ptr: Any) -> None:
 
 
 def _lower_bytes(val: bytes, ptr: Any) -> None:
-    """Write `val` as a list<u8> value: one memmove of pre-laid-out u8 value structs."""
+    """Write `val` as a list<u8> value into `*ptr`."""
+    _lower_bytes_into(val, ptr.contents)
+
+
+def _lower_bytes_into(val: bytes, c: Any) -> None:
+    """Write `val` as a list<u8> value into the value struct `c`: one memmove of pre-laid-out u8
+    value structs."""
     if not isinstance(val, (bytes, bytearray)):
         raise TypeError(f"expected bytes, got {type(val).__name__}")
     n = len(val)
@@ -93,8 +99,8 @@ def _lower_bytes(val: bytes, ptr: Any) -> None:
         layout[0::_SIZE] = bytes((_U8,)) * n
         layout[_OF::_SIZE] = val
         ctypes.memmove(raw.data, (ctypes.c_char * len(layout)).from_buffer(layout), len(layout))
-    ptr.contents.kind = _LIST
-    ptr.contents.of.list = raw
+    c.kind = _LIST
+    c.of.list = raw
 
 
 def _bytes_from_c(self: _types.ListType, c: Any) -> Any:
@@ -149,14 +155,6 @@ _byte_vec_new.restype = None
 _byte_vec_new.argtypes = [ctypes.POINTER(ffi.wasm_byte_vec_t), ctypes.c_size_t, ctypes.c_char_p]
 
 
-def _str_vec(text: str) -> Any:
-    """`text` as a new wasm_byte_vec_t (UTF-8), owned by whatever value it is stored in."""
-    data = text.encode("utf-8")
-    vec = ffi.wasm_byte_vec_t()
-    _byte_vec_new(byref(vec), len(data), data)
-    return vec
-
-
 def _forget(val: Any) -> None:
     """Mark a lifted (already freed) child so its container's delete skips it."""
     val.kind = _BOOL
@@ -164,57 +162,61 @@ def _forget(val: Any) -> None:
 
 
 def lowerer(ty: Any):
-    """A function (store, value, ptr) that writes `value` as `ty` into `*ptr`; types resolved once."""
+    """A function (store, value, c) that writes `value` as `ty` into the value struct `c` (in place:
+    an element of the array or container being built, so no ctypes pointer is made per value);
+    types resolved once."""
     cls = type(ty)
     if cls in _SIMPLE:
         kind, name = _SIMPLE[cls]
 
-        def lower_simple(store, val, ptr):
-            ptr.contents.kind = kind
-            setattr(ptr.contents.of, name, val)
+        def lower_simple(store, val, c):
+            c.kind = kind
+            setattr(c.of, name, val)
         return lower_simple
     if cls is _types.String:
-        def lower_string(store, val, ptr):
+        def lower_string(store, val, c):
             if not isinstance(val, str):
                 raise TypeError("expected str")
-            ptr.contents.kind = _STRING
-            ptr.contents.of.string = _str_vec(val)
+            data = val.encode("utf-8")
+            c.kind = _STRING
+            _byte_vec_new(byref(c.of.string), len(data), data)
         return lower_string
     if cls is _types.ListType and ty._is_bytes():
-        return lambda store, val, ptr: _lower_bytes(val, ptr)
+        return lambda store, val, c: _lower_bytes_into(val, c)
     if cls is _types.TupleType:
         parts = [lowerer(e) for e in ty.elements]
         count = len(parts)
 
-        def lower_tuple(store, val, ptr):
+        def lower_tuple(store, val, c):
             if not isinstance(val, tuple) or len(val) != count:
                 raise TypeError(f"expected a tuple of {count}")
             raw = ffi.wasmtime_component_valtuple_t()
             ffi.wasmtime_component_valtuple_new_uninit(raw, count)
+            data = raw.data
             done = 0
             try:
                 for lower, element in zip(parts, val):
-                    lower(store, element, pointer(raw.data[done]))
+                    lower(store, element, data[done])
                     done += 1
             except BaseException:
                 for j in range(done, count):
-                    _forget(raw.data[j])
+                    _forget(data[j])
                 ffi.wasmtime_component_valtuple_delete(byref(raw))
                 raise
-            ptr.contents.kind = _TUPLE
-            ptr.contents.of.tuple = raw
+            c.kind = _TUPLE
+            c.of.tuple = raw
         return lower_tuple
     if cls is _types.OptionType and not ty._tagged():
         inner = lowerer(ty.payload)
 
-        def lower_option(store, val, ptr):
-            ptr.contents.kind = _OPTION
+        def lower_option(store, val, c):
+            c.kind = _OPTION
             if val is None:
-                ptr.contents.of.option = None
+                c.of.option = None
                 return
             raw = _VAL()
-            inner(store, val, pointer(raw))
-            ptr.contents.of.option = ffi.wasmtime_component_val_new(byref(raw))
+            inner(store, val, raw)
+            c.of.option = ffi.wasmtime_component_val_new(byref(raw))
         return lower_option
     if cls is _types.ResultType and not ty._tagged():
         cases = []
@@ -226,66 +228,69 @@ def lowerer(ty: Any):
                 case_ty.add_classes(classes)
             cases.append((name == "ok", tuple(classes), lowerer(case_ty) if case_ty is not None else None))
 
-        def lower_result(store, val, ptr):
+        def lower_result(store, val, c):
             for is_ok, classes, inner in cases:
                 if isinstance(val, classes):
-                    ptr.contents.kind = _RESULT
-                    ptr.contents.of.result.is_ok = is_ok
+                    c.kind = _RESULT
+                    c.of.result.is_ok = is_ok
                     if inner is None:
-                        ptr.contents.of.result.val = None
+                        c.of.result.val = None
                     else:
                         raw = _VAL()
-                        inner(store, val, pointer(raw))
-                        ptr.contents.of.result.val = ffi.wasmtime_component_val_new(byref(raw))
+                        inner(store, val, raw)
+                        c.of.result.val = ffi.wasmtime_component_val_new(byref(raw))
                     return
             raise ValueError("value not valid for this result type")
         return lower_result
     if cls is _types.RecordType:
-        fields = [(name, lowerer(field_ty)) for name, field_ty in ty.fields]
+        fields = [(name, name.encode("utf-8"), lowerer(field_ty)) for name, field_ty in ty.fields]
         count = len(fields)
 
-        def lower_record(store, val, ptr):
+        def lower_record(store, val, c):
             raw = ffi.wasmtime_component_valrecord_t()
             ffi.wasmtime_component_valrecord_new_uninit(raw, count)
+            data = raw.data
             done = 0
             try:
-                for name, lower in fields:
-                    entry = raw.data[done]
-                    lower(store, getattr(val, name), pointer(entry.val))
-                    entry.name = _str_vec(name)
+                for name, encoded, lower in fields:
+                    entry = data[done]
+                    lower(store, getattr(val, name), entry.val)
+                    _byte_vec_new(byref(entry.name), len(encoded), encoded)
                     done += 1
             except BaseException:
                 for j in range(done, count):
-                    _forget(raw.data[j].val)
-                    raw.data[j].name = _str_vec("")
+                    _forget(data[j].val)
+                    _byte_vec_new(byref(data[j].name), 0, b"")
                 ffi.wasmtime_component_valrecord_delete(byref(raw))
                 raise
-            ptr.contents.kind = _RECORD
-            ptr.contents.of.record = raw
+            c.kind = _RECORD
+            c.of.record = raw
         return lower_record
     if cls is _types.ListType:
         lower_element = lowerer(ty.element)
 
-        def lower_list(store, val, ptr):
+        def lower_list(store, val, c):
             if not isinstance(val, list):
                 raise TypeError(f"expected a list, got {type(val).__name__}")
             n = len(val)
             raw = ffi.wasmtime_component_vallist_t()
             ffi.wasmtime_component_vallist_new_uninit(raw, n)
+            data = raw.data
             done = 0
             try:
                 for element in val:
-                    lower_element(store, element, pointer(raw.data[done]))
+                    lower_element(store, element, data[done])
                     done += 1
             except BaseException:
                 for j in range(done, n):
-                    _forget(raw.data[j])
+                    _forget(data[j])
                 ffi.wasmtime_component_vallist_delete(byref(raw))
                 raise
-            ptr.contents.kind = _LIST
-            ptr.contents.of.list = raw
+            c.kind = _LIST
+            c.of.list = raw
         return lower_list
-    return ty.convert_to_c  # variants, enums, flags, resources, tagged options/results: the stock path
+    # variants, enums, flags, resources, tagged options/results: the stock path
+    return lambda store, val, c: ty.convert_to_c(store, val, pointer(c))
 
 
 def lifter(ty: Any):
@@ -400,7 +405,7 @@ class TypedFunc:
         n = 0
         try:
             for lower, val in zip(self.lowers, params):
-                lower(store, val, pointer(param_capi[n]))
+                lower(store, val, param_capi[n])
                 n += 1
             result_space = _VAL() if self.lift is not None else None
             func = self.func._func
