@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test bench clean
 
-$(STAMP): pyproject.toml setup.py theater_otp/chain/_native.c
+$(STAMP): pyproject.toml setup.py theater_otp/chain/_native.c theater_otp/worker/_valconv.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
@@ -24,4 +24,4 @@ bench: install
 	$(PY) bench/restart.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache theater_otp/chain/_native*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache theater_otp/chain/_native*.so theater_otp/worker/_valconv*.so

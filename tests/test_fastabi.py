@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 import wasmtime
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import wasmtime.component as wc
 from wasmtime.component import _types
 
@@ -58,6 +60,7 @@ class Loaded:
         self.instance = self.linker.instantiate(self.store, self.component)
         self.funcs: dict[str, wc.Func] = {}
         self.typed: dict[str, fastabi.TypedFunc] = {}
+        self.pure: dict[str, fastabi.TypedFunc] = {}  # the Python converters only
         for iface, name in ((ACTOR, "init"), (MSC, "handle-send"), (MSC, "handle-request")):
             iface_idx = self.component.get_export_index(iface)
             func_idx = self.component.get_export_index(name, iface_idx)
@@ -65,6 +68,7 @@ class Loaded:
             assert func is not None, f"{wat} does not export {iface}.{name}"
             self.funcs[name] = func
             self.typed[name] = fastabi.TypedFunc(func, self.store)
+            self.pure[name] = fastabi.TypedFunc(func, self.store, native=False)
 
     def close(self) -> None:
         self.typed.clear()
@@ -72,8 +76,8 @@ class Loaded:
         self.linker.close()
         self.store.close()
 
-    def fast(self, name: str, *args: Any) -> Any:
-        f = self.typed[name]
+    def fast(self, name: str, *args: Any, pure: bool = False) -> Any:
+        f = (self.pure if pure else self.typed)[name]
         result = f(self.store, *args)
         f.post_return(self.store)
         return result
@@ -119,8 +123,10 @@ def counter():
 
 
 def same_three_ways(actor: Loaded, name: str, args: tuple, expected: Any) -> None:
-    """TypedFunc, truly-stock Func and patched-stock Func all return `expected`, exactly."""
+    """TypedFunc (the C converter where built, and the Python one), truly-stock Func and patched-stock
+    Func all return `expected`, exactly."""
     fast = actor.fast(name, *args)
+    assert actor.fast(name, *args, pure=True) == fast, f"the C and Python converters differ for {name}"
     with original_list_conversion():
         stock = actor.stock(name, *args)
     patched = actor.stock(name, *args)
@@ -407,3 +413,54 @@ def test_httpecho_mistyped_record_fields_raise_and_leave_the_instance_usable(htt
     state, (response,) = typed(store, None, (_request("GET", "/count", "", [], None),))
     typed.post_return(store)
     assert state == b"\x01\x00\x00\x00" and response.body == b"1"
+
+
+# ---- the C converter (theater_otp/worker/_valconv.c) against the Python one ------------------------
+
+needs_native = pytest.mark.skipif(fastabi._native is None, reason="theater_otp.worker._valconv was not built here")
+
+
+@needs_native
+def test_the_c_converter_is_used_where_it_has_a_plan(httpecho):
+    store, func, typed = httpecho
+    assert typed.lower_plans[0] == (fastabi._OPTION, (fastabi._BYTES,)) and typed.lower_plans[1][0] == fastabi._TUPLE
+    assert typed.lift_plan[0] == fastabi._RESULT
+    assert fastabi.TypedFunc(func, store, native=False).lift_plan is None
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@needs_native
+@settings(max_examples=150, deadline=None)
+@given(method=_text, path=_text, query=_text, headers=st.lists(st.tuples(_text, _text), max_size=12),
+       body=st.one_of(st.none(), st.binary(max_size=300)), state=st.one_of(st.none(), st.binary(max_size=12)))
+def test_c_and_python_converters_agree_on_any_request(httpecho, method, path, query, headers, body, state):
+    store, func, typed = httpecho
+    pure = fastabi.TypedFunc(func, store, native=False)
+    req = _request(method, path, query, headers, body)
+    out = []
+    for f in (typed, pure):
+        result = f(store, state, (req,))
+        f.post_return(store)
+        out.append(_plain(result))
+    assert out[0] == out[1]
+
+
+@needs_native
+def test_the_c_converter_refuses_what_the_python_one_refuses_and_the_instance_lives_on(httpecho):
+    store, func, typed = httpecho
+    pure = fastabi.TypedFunc(func, store, native=False)
+    bad = [(b"s", (_request("GET", "/", "", [("a", 1)], None),)),
+           (b"s", (_request("GET", "/", "", [("a",)], None),)),
+           (b"s", (_request("GET", "/", "", ("not", "a list"), None),)),
+           (b"s", (_request("GET", "/", "", [], "str body"),)),
+           ("str state", (_request("GET", "/", "", [], None),)),
+           (b"s", ["not a tuple"])]
+    for args in bad:
+        for f in (typed, pure):
+            with pytest.raises(TypeError):
+                f(store, *args)
+    state, (response,) = typed(store, None, (_request("GET", "/count", "", [], None),))
+    typed.post_return(store)
+    assert response.body == b"1"

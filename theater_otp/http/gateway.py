@@ -52,6 +52,15 @@ PARSER_LIMIT = 64 * 1024
 LATE_ANSWER_S = 0.05
 
 
+# plain ints: zmq's enum members cost an enum operation on every use in the hot loop
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+
+
+def _settle(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 def _reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
             on_frames: Callable[[list[bytes]], None]) -> Callable[[], None]:
     """Call `on_frames` for every message `sock` receives, from the event loop (no zmq.asyncio:
@@ -60,8 +69,8 @@ def _reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
     the caller runs it after each send."""
 
     def drain() -> None:
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            on_frames(sock.recv_multipart(zmq.NOBLOCK))
+        while sock.getsockopt(_EVENTS) & _POLLIN:
+            on_frames(sock.recv_multipart(_NOBLOCK))
 
     loop.add_reader(sock.getsockopt(zmq.FD), drain)
     loop.call_soon(drain)
@@ -91,6 +100,7 @@ class Links:
         self.on_listen: Callable[[Envelope], None] | None = None
         self._drain_node: Callable[[], None] = lambda: None
         self._drain_workers: Callable[[], None] = lambda: None
+        self._drain_scheduled = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._drain_node = _reader(loop, self.node, self._from_node)
@@ -117,15 +127,25 @@ class Links:
         except zmq.ZMQError:  # EHOSTUNREACH: not connected yet (or gone); EAGAIN: its queue is full
             return {"retry": True}
         loop = asyncio.get_running_loop()
-        loop.call_soon(self._drain_workers)
+        self._after_send(loop)
         future: asyncio.Future = loop.create_future()
         self.waiting[corr] = (future, ident)
+        timer = loop.call_later(timeout_s, _settle, future, None)  # cheaper than asyncio.wait_for
         try:
-            return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
-            return None
+            return await future
         finally:
+            timer.cancel()
             self.waiting.pop(corr, None)
+
+    def _after_send(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Look at the workers' socket once more this loop turn (a send can consume zmq's edge)."""
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop.call_soon(self._drain_after_send)
+
+    def _drain_after_send(self) -> None:
+        self._drain_scheduled = False
+        self._drain_workers()
 
     def _from_worker(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
@@ -197,17 +217,20 @@ class _Front:
         if length is not None and length > lst.max_body_bytes:
             return _plain(413, f"request body of {length} bytes is over the limit of {lst.max_body_bytes}",
                           Connection="close")
-        try:
-            body = await asyncio.wait_for(_read_body(request, lst.max_body_bytes), lst.timeout_ms / 1000)
-        except asyncio.TimeoutError:
-            return _plain(408, f"the request body did not arrive within {lst.timeout_ms} ms", Connection="close")
-        if body is None:
-            return _plain(413, f"request body is over the limit of {lst.max_body_bytes} bytes", Connection="close")
+        body: bytes | None = None
+        if request.body_exists:  # most requests have none: no read, no timer
+            try:
+                body = await asyncio.wait_for(_read_body(request, lst.max_body_bytes), lst.timeout_ms / 1000)
+            except asyncio.TimeoutError:
+                return _plain(408, f"the request body did not arrive within {lst.timeout_ms} ms", Connection="close")
+            if body is None:
+                return _plain(413, f"request body is over the limit of {lst.max_body_bytes} bytes",
+                              Connection="close")
         raw_path = request.raw_path
         path, _, query = raw_path.partition("?")
         record = {"method": request.method, "uri": raw_path, "path": unquote(path, errors="replace"),
                   "query": query, "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
-                  "body": body if body or request.can_read_body else None}
+                  "body": body}
         if self.port is not None:
             record["port"] = self.port
         async with self.slots:

@@ -145,6 +145,8 @@ _TUPLE = _K.WASMTIME_COMPONENT_TUPLE.value
 _OPTION = _K.WASMTIME_COMPONENT_OPTION.value
 _RESULT = _K.WASMTIME_COMPONENT_RESULT.value
 _RECORD = _K.WASMTIME_COMPONENT_RECORD.value
+_CHAR = _K.WASMTIME_COMPONENT_CHAR.value
+_BYTES = 100  # the C converter's code for list<u8>
 
 
 # wasm_byte_vec_new with a char* source, so a Python bytes object is passed without a ctypes copy
@@ -384,28 +386,98 @@ def lifter(ty: Any):
     return ty.convert_from_c
 
 
+def plan(ty: Any, lifting: bool) -> tuple | None:
+    """`ty` as a plan for the C converter (`_valconv.c` says the shape), or None where it has no
+    path for the type (variants, enums, flags, resources, tagged options and results; results
+    only when lifting)."""
+    cls = type(ty)
+    if cls in _SIMPLE:
+        return (_SIMPLE[cls][0],)
+    if cls is _types.Char:
+        return (_CHAR,)
+    if cls is _types.String:
+        return (_STRING,)
+    if cls is _types.ListType:
+        if ty._is_bytes():
+            return (_BYTES,)
+        element = plan(ty.element, lifting)
+        return None if element is None else (_LIST, element)
+    if cls is _types.TupleType:
+        parts = [plan(e, lifting) for e in ty.elements]
+        return None if any(p is None for p in parts) else (_TUPLE, tuple(parts))
+    if cls is _types.OptionType and not ty._tagged():
+        inner = plan(ty.payload, lifting)
+        return None if inner is None else (_OPTION, inner)
+    if cls is _types.ResultType and not ty._tagged() and lifting:
+        cases = [plan(t, lifting) if t is not None else None for t in (ty.ok, ty.err)]
+        if any(p is None and t is not None for p, t in zip(cases, (ty.ok, ty.err))):
+            return None
+        return (_RESULT, cases[0], cases[1])
+    if cls is _types.RecordType:
+        fields = [(name, name.encode("utf-8"), plan(t, lifting)) for name, t in ty.fields]
+        return None if any(f[2] is None for f in fields) else (_RECORD, tuple(fields))
+    return None
+
+
+def _native_converter() -> Any:
+    """theater_otp.worker._valconv, set up, when it was built and was built for this wasmtime's
+    struct layout; else None (the Python converters serve)."""
+    try:
+        from . import _valconv
+    except ImportError:
+        return None
+    entry = _bindings.wasmtime_component_valrecord_entry
+    expected = {"val": _SIZE, "of": _OF, "entry": ctypes.sizeof(entry), "entry_val": entry.val.offset,
+                "vec": ctypes.sizeof(ffi.wasmtime_component_vallist_t),
+                "result_val": _OF + ffi.wasmtime_component_valresult_t.val.offset}
+    if _valconv.layout() != expected:
+        return None
+
+    def address(name: str) -> int:
+        return ctypes.cast(getattr(_bindings.dll, name), ctypes.c_void_p).value or 0
+
+    _valconv.setup(_types.Record, *(address(n) for n in (
+        "wasmtime_component_vallist_new_uninit", "wasmtime_component_valrecord_new_uninit",
+        "wasmtime_component_valtuple_new_uninit", "wasm_byte_vec_new", "wasmtime_component_val_new",
+        "wasmtime_component_vallist_delete", "wasmtime_component_valrecord_delete",
+        "wasmtime_component_valtuple_delete")))
+    return _valconv
+
+
+_native = _native_converter()
+
+
 class TypedFunc:
     """An exported component function whose conversions are planned once from its type.
 
+    With `native` (the default when `_valconv` is built) each parameter and the result the C
+    converter has a plan for go through it; the rest through this module's Python converters.
     Owns nothing: the Func belongs to its instance and store.
     """
 
-    def __init__(self, func: wc.Func, store: wasmtime.Store):
+    def __init__(self, func: wc.Func, store: wasmtime.Store, native: bool | None = None):
         self.func = func
         fty = func.type(store)
         self._types = fty  # keeps the type objects the plans refer to alive
         self.lowers = [lowerer(ty) for _name, ty in fty.params]
         result_ty = fty.result
         self.lift = lifter(result_ty) if result_ty is not None else None
+        use_c = _native is not None and native is not False
+        self.lower_plans = [plan(ty, False) if use_c else None for _name, ty in fty.params]
+        self.lift_plan = plan(result_ty, True) if use_c and result_ty is not None else None
 
     def __call__(self, store: wasmtime.Store, *params: Any) -> Any:
         if len(params) != len(self.lowers):
             raise TypeError(f"wrong number of parameters: given {len(params)}, expected {len(self.lowers)}")
         param_capi = (_VAL * len(params))()
+        base = ctypes.addressof(param_capi)
         n = 0
         try:
-            for lower, val in zip(self.lowers, params):
-                lower(store, val, param_capi[n])
+            for lower, lower_plan, val in zip(self.lowers, self.lower_plans, params):
+                if lower_plan is not None:
+                    _native.lower(lower_plan, val, base + n * _SIZE)
+                else:
+                    lower(store, val, param_capi[n])
                 n += 1
             result_space = _VAL() if self.lift is not None else None
             func = self.func._func
@@ -417,7 +489,14 @@ class TypedFunc:
                     1 if result_space is not None else 0)
 
             enter_wasm(run)
-            return self.lift(result_space) if result_space is not None else None
+            if result_space is None:
+                return None
+            if self.lift_plan is not None:
+                try:
+                    return _native.lift(self.lift_plan, ctypes.addressof(result_space))
+                finally:
+                    ffi.wasmtime_component_val_delete(byref(result_space))
+            return self.lift(result_space)
         finally:
             for i in range(n):
                 ffi.wasmtime_component_val_delete(byref(param_capi[i]))
