@@ -1,8 +1,8 @@
 """The CPU budget of an export call: thread CPU time, checked on wasmtime's epoch deadline.
 
 wasmtime interrupts wasm at an epoch deadline; an engine-wide epoch counter
-is advanced by an `EpochTicker` thread, but only while an export call runs (an
-idle actor wakes nothing). At each deadline the store's callback (`CpuBudget`)
+is advanced by an `EpochTicker` thread, but only while export calls run and
+for a second after (an idle actor wakes nothing). At each deadline the store's callback (`CpuBudget`)
 compares the CPU time the calling thread used since the export call began
 with the actor's `cpu_ms`: under it, wasm runs on to the next check; over it,
 the call traps and the actor crashes with a reason naming the limit.
@@ -27,6 +27,8 @@ from wasmtime import _bindings, _ffi as ffi
 TICK_S = 0.01
 #: Ticks between two checks of the CPU used (50 ms of wall time).
 CHECK_TICKS = 5
+#: How long the ticker keeps ticking after the last call ended (a busy actor sets its Event once).
+LINGER_S = 1.0
 
 _CALLBACK = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[1]
 _FINALIZER = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[3]
@@ -35,15 +37,19 @@ _CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
 
 
 class EpochTicker:
-    """Advances `engine`'s epoch every TICK_S while at least one call is running.
+    """Advances `engine`'s epoch every TICK_S while calls run, and up to LINGER_S after the last.
 
-    Owns a daemon thread; `running()` is a context manager around one export call.
+    Owns a daemon thread. `begin()`/`end()` bracket one export call and cost a counter and a
+    flag read: the thread's Event is set only by the first call of a burst (setting it takes a
+    lock and wakes the thread) and cleared by the thread itself once no call has run for
+    LINGER_S, so an idle actor wakes nothing.
     """
 
     def __init__(self, engine: wasmtime.Engine):
         self.engine = engine
         self._active = threading.Event()
         self._depth = 0
+        self._last_end = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name="epoch-ticker")
         self._thread.start()
 
@@ -52,16 +58,26 @@ class EpochTicker:
             self._active.wait()
             time.sleep(TICK_S)
             self.engine.increment_epoch()
+            if self._depth == 0 and time.monotonic() - self._last_end >= LINGER_S:
+                self._active.clear()
+                # a call may have begun between the check and the clear, seen the flag still set
+                # and not set it: look again, so no running call is left without ticks
+                if self._depth:
+                    self._active.set()
 
     def begin(self) -> None:
         self._depth += 1
-        self._active.set()
+        if not self._active.is_set():
+            self._active.set()
 
     def end(self) -> None:
-        self._depth -= 1
-        if self._depth <= 0:
-            self._depth = 0
-            self._active.clear()
+        self._depth = max(0, self._depth - 1)
+        self._last_end = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread ticks now (it does whenever a call runs)."""
+        return self._active.is_set()
 
 
 class CpuBudget:
