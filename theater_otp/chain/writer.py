@@ -33,6 +33,7 @@ log = logging.getLogger("theater_otp.chain.writer")
 
 #: The node's socket identity: its events describe incarnations it saw end (see ChainStore.append_batch).
 NODE_IDENTITY = b"node"
+_SNDMORE = int(zmq.SNDMORE)
 #: Most frames one group commit takes before it commits and acks.
 MAX_BATCH_FRAMES = 4096
 
@@ -126,7 +127,8 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
         for ident, env, applied in replies:
             if env.kind == "ack":
                 env = Envelope("ack", "chain", env.to, env.corr, {"received": counts[applied] if applied is not None else 0})
-            sock.send_multipart([ident, encode(env)])
+            sock.send(ident, _SNDMORE)
+            sock.send(encode(env))
         if stop_requested:
             return 0
     return 0

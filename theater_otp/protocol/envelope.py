@@ -84,15 +84,19 @@ def decode(frame: bytes, peer: str | None = None, max_size: int = MAX_FRAME) -> 
     return Envelope(kind, sender, to, corr, body)
 
 
+# zmq's NOBLOCK and RCVMORE as plain ints (pyzmq's are enum members: an enum operation per use)
+_NOBLOCK, _RCVMORE = 1, 13
+
+
 def recv_routed(sock, log) -> tuple[bytes, Envelope] | None:
     """One message from a ROUTER socket as (peer identity, envelope), without blocking.
 
     Raises zmq.Again when nothing is queued; returns None for a message that is
     not exactly [identity, envelope] or does not decode (logged and dropped).
     """
-    import zmq
-
-    frames = sock.recv_multipart(zmq.NOBLOCK)
+    frames = [sock.recv(_NOBLOCK)]  # plain recv with int flags: recv_multipart's flag enums cost more
+    while sock.getsockopt(_RCVMORE):
+        frames.append(sock.recv(_NOBLOCK))
     if len(frames) != 2:
         log.error("dropped a message with %d frames (expected identity + envelope)", len(frames))
         return None

@@ -56,6 +56,7 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
 SUPERVISE_TIMEOUT_MS = 30_000
 #: How long a send waits for the node to say the message is in the target's mailbox.
 SEND_ANSWER_TIMEOUT_MS = 10_000
+_NOBLOCK = int(zmq.NOBLOCK)  # an int: pyzmq's enum member costs an enum operation per use
 #: How long http-framework's start-server and stop-server wait for the node to open or close a port
 #: (the node may have to start its HTTP gateway first).
 HTTP_LISTEN_TIMEOUT_MS = 15_000
@@ -177,7 +178,7 @@ class Worker:
     def _drain_acks(self) -> None:
         while True:
             try:
-                frame = self.chain.recv(zmq.NOBLOCK)
+                frame = self.chain.recv(_NOBLOCK)
             except zmq.Again:
                 break
             try:
@@ -423,7 +424,7 @@ class Worker:
         turn_ends = time.monotonic() + MAX_TURN_S
         for _ in range(MAX_ENVELOPES_PER_TURN):
             try:
-                frame = sock.recv(zmq.NOBLOCK)
+                frame = sock.recv(_NOBLOCK)
             except zmq.Again:
                 return
             env = self._decode(frame)
