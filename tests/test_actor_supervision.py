@@ -117,3 +117,30 @@ def test_killing_the_supervising_actor_takes_its_children_down_first(tmp_path):
         assert fresh[0]["pid"] != kid["pid"]
         stopped = tree.supervisor_events("root/boss", "supervisor.child_stopped")
         assert [s["child"] for s in stopped] == ["child-1"]
+
+
+def test_a_spawn_of_a_path_with_a_nul_byte_is_an_error_to_that_actor_not_the_end_of_the_node(tmp_path):
+    """Issue 11: `supervisor.spawn("a\\0b")` from an actor raised out of the node's loop and ended
+    the node. Now the spawn is answered with an error (the boss logs it and runs on, its header
+    says), the rest of the tree is untouched, and the node keeps serving."""
+    (tmp_path / "boss.toml").write_text(
+        f'name = "boss"\ncomponent = "{WAT / "boss.wat"}"\ninitial_state = "a\\u0000b"\n\n'
+        f'[[handler]]\ntype = "supervisor"\n')
+    (tmp_path / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
+    tree = Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "echo"
+        manifest = "echo.toml"
+        [[supervisor.children]]
+        id = "boss"
+        manifest = "boss.toml"
+    """)
+    with tree:
+        tree.wait_running()
+        assert children(tree) == []
+        out = cli("request", "echo", "still here", home=tree.home)
+        assert out.returncode == 0 and out.stdout.strip() == "still here"
+        assert ask(tree, "spawn").startswith("err:") and "NUL byte" in ask(tree, "spawn")
+        assert cli("request", "echo", "and here", home=tree.home).returncode == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 import sqlite3
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .config.fields import MAX_SETTING
 from .errors import NodeNotRunning, RemoteError, TheaterError
 from .home import Home
 
@@ -216,6 +218,9 @@ def request(target: TargetArg, payload: PayloadArg = None, file: FileOpt = None,
             json_out: JsonOpt = False,
             timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 30.0) -> None:
     """Send a request to an actor and print its reply."""
+    if not (math.isfinite(timeout) and 0.001 <= timeout <= MAX_SETTING / 1000):
+        _err(f"--timeout must be a number of seconds from 0.001 to {MAX_SETTING // 1000}, not {timeout}")
+        raise typer.Exit(code=2)
     data = _payload(payload, file)
     try:
         with _client(home) as c:

@@ -163,6 +163,9 @@ class ActorSupervision:
 
     def _actor_spawn(self, handle: "WorkerHandle", entry: Any, args: dict, answer) -> None:
         ref = str(args.get("manifest", ""))
+        if "\0" in ref:  # the OS takes no such path: refused before anything opens it
+            answer({"error": f"spawn: manifest path {ref!r} contains a NUL byte"})
+            return
         path = Path(ref)
         if not path.is_absolute():
             path = handle.spec.manifest.source.parent / path

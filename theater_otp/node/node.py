@@ -37,6 +37,7 @@ from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
+from ..config.fields import MAX_SETTING
 from ..http.listener import GATEWAY_IDENTITY, GatewayConfig, Listener, ListenerKind
 from ..worker.handlers import granted_types
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
@@ -257,7 +258,7 @@ class Node(ActorSupervision):
             heapq.heappop(self.timers)
         deadlines = [t for t in (self.timers[0].deadline if self.timers else None,
                                  self.producer.resend_deadline()) if t is not None]
-        timeout = max(0, int((min(deadlines) - now) * 1000) + 1) if deadlines else None
+        timeout = min(MAX_SETTING, max(0, int((min(deadlines) - now) * 1000) + 1)) if deadlines else None
         ready = dict(self.poller.poll(timeout))
         if self.chain in ready:
             self._drain_chain_replies()
@@ -290,7 +291,25 @@ class Node(ActorSupervision):
             if routed is None:
                 continue
             ident, env = routed
-            handler(ident, env)
+            try:
+                handler(ident, env)
+            except Exception as exc:  # a fault boundary per inbound message: it costs its sender, never the node
+                log.exception("node: failed handling %r from %r", env.kind, ident)
+                self._answer_failure(sock, ident, env, f"the node failed handling {env.kind}: "
+                                                       f"{type(exc).__name__}: {exc}")
+
+    def _answer_failure(self, sock: zmq.Socket, ident: bytes, env: Envelope, why: str) -> None:
+        """Tell whoever waits for an answer to `env` that handling it failed: a CLI gets an error,
+        a worker the answer kind its call waits for (`sent` for sends, `reply` for the rest)."""
+        if not env.corr:
+            return
+        if sock is self.control:
+            self._control_error(ident, env.corr, "internal_error", why)
+            return
+        handle = self.registry.by_identity.get(ident)
+        if handle is not None:
+            kind = "sent" if env.kind in ("send", "channel_send", "channel_close") else "reply"
+            self._send_now(handle, Envelope(kind, "node", handle.actor_id, env.corr, {"error": why}))
 
     def _on_signal(self, signum: int) -> None:
         if self.stopping:
@@ -408,6 +427,9 @@ class Node(ActorSupervision):
     # ---- timers -----------------------------------------------------------------------
 
     def _after(self, seconds: float, callback: Callable[[], None]) -> _Timer:
+        """Run `callback` from the loop in `seconds` (clamped to 0 .. MAX_SETTING ms: a poll timeout
+        beyond 2**31 ms, or a non-finite one, would stop the loop)."""
+        seconds = min(max(seconds, 0.0), MAX_SETTING / 1000) if seconds == seconds else 0.0
         timer = _Timer(time.monotonic() + seconds, next(self._timer_seq), callback)
         heapq.heappush(self.timers, timer)
         return timer
@@ -1125,8 +1147,12 @@ class Node(ActorSupervision):
         if refusal is not None:
             self._control_error(ident, corr, "refused", refusal)
             return
+        timeout_ms = body.get("timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)
+        if type(timeout_ms) is not int or not 1 <= timeout_ms <= MAX_SETTING:
+            raise ValueError(f"timeout_ms must be a whole number of milliseconds from 1 to {MAX_SETTING}, "
+                             f"not {timeout_ms!r}")
         pending = _PendingRequest("cli", ident, corr, target)
-        self._forward_request(pending, "cli", body["payload"], int(body.get("timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)))
+        self._forward_request(pending, "cli", body["payload"], timeout_ms)
 
     def _cmd_state(self, ident: bytes, corr: int, body: dict) -> None:
         target = self._target(ident, corr, body)

@@ -1,0 +1,95 @@
+"""Random control commands against a real node: every one is answered (a result or an error), and
+the node, its tree and its actors keep working (issues 11 and 12: a bad command costs at most the
+one who sent it).
+
+hypothesis draws a command from the node's control commands (all but `down`) and a body of
+plausible keys with hostile values: huge and negative ints, NaN and infinities, NUL bytes, bytes
+where text goes, nested containers. One tree serves every example; after them, `ping` answers,
+`tree` shows the actor running with the pid it had, and `request echo` still replies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import WAT, Tree, cli
+from theater_otp.client import ControlClient, RemoteError
+from theater_otp.home import Home
+
+pytestmark = pytest.mark.integration
+
+COMMANDS = ["ping", "sync", "tree", "resolve", "send", "request", "state", "start_child", "terminate_child",
+            "restart_child", "delete_child", "which_children", "count_children", "no_such_command"]
+KEYS = ["target", "path", "payload", "timeout_ms", "supervisor", "child", "id", "spec", "manifest", "name",
+        "restart", "shutdown", "type", "since", "limit", "kind"]
+
+scalars = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),  # what msgpack can carry
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e300, -0.0, 2.2e9]),
+    st.text(max_size=20), st.sampled_from(["echo", "root", "root/echo", "a\x00b", "../../etc/passwd", "", "*"]),
+    st.binary(max_size=20))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                      st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)),
+                      max_leaves=6)
+bodies = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
+
+
+@pytest.fixture(scope="module")
+def echo_tree(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
+    tree = Tree(folder, """
+        [supervisor]
+        id = "root"
+        intensity = 1000
+        period = 1
+        [[supervisor.children]]
+        id = "echo"
+        manifest = "echo.toml"
+    """)
+    with tree:
+        tree.wait_running()
+        yield tree
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(COMMANDS), body=bodies)
+def test_every_random_command_is_answered_and_the_node_lives_on(echo_tree, command, body):
+    with ControlClient(Home.at(echo_tree.home)) as client:
+        try:
+            client.call(command, body, timeout_s=15)
+        except RemoteError:
+            pass  # an error answer is an answer
+        assert client.call("ping", {}, timeout_s=15)["node_pid"]
+
+
+def test_after_the_fuzzing_the_tree_and_its_actor_still_work(echo_tree):
+    out = cli("request", "echo", "still here", home=echo_tree.home)
+    assert out.returncode == 0 and out.stdout.strip() == "still here"
+    assert "Traceback" not in (echo_tree.home / "node.stderr").read_text() if (echo_tree.home / "node.stderr").exists() \
+        else True
+
+
+@pytest.mark.parametrize("timeout_ms", [math.inf, -math.inf, math.nan, 1e300, 10**19, 2**64 - 1, -1, 0, "5", None])
+def test_a_request_with_any_timeout_is_answered_and_the_node_lives_on(echo_tree, timeout_ms):
+    """Issue 12: a `timeout_ms` of inf or 1e300 ended the node (an OverflowError in zmq_poll)."""
+    with ControlClient(Home.at(echo_tree.home)) as client:
+        try:
+            reply = client.call("request", {"target": "echo", "payload": b"x", "timeout_ms": timeout_ms}, timeout_s=15)
+            assert reply is not None
+        except RemoteError as err:
+            assert "timeout_ms must be a whole number of milliseconds" in str(err)
+        assert client.call("ping", {}, timeout_s=15)["node_pid"]
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-1", "0", "1e300"])
+def test_the_cli_refuses_a_timeout_that_is_no_duration_in_one_line(echo_tree, timeout):
+    """Issue 12: `request --timeout nan` (or inf) ended in a traceback."""
+    out = cli("request", "echo", "hi", "--timeout", timeout, home=echo_tree.home)
+    assert out.returncode == 2 and out.stderr.startswith("error: --timeout must be a number of seconds")
+    assert "Traceback" not in out.stderr
