@@ -30,6 +30,7 @@ node's store, never touching the network.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 import threading
@@ -64,6 +65,10 @@ CLIENT_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 #: Dropped from a redirect to another origin (as browsers and httpx do).
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 USER_AGENT = "theater-otp"
+
+# httpx logs every request at INFO: in the node's log that is a line per actor call, and the chain
+# already records each one
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
