@@ -83,7 +83,7 @@ def test_a_request_with_any_timeout_is_answered_and_the_node_lives_on(echo_tree,
             reply = client.call("request", {"target": "echo", "payload": b"x", "timeout_ms": timeout_ms}, timeout_s=15)
             assert reply is not None
         except RemoteError as err:
-            assert "timeout_ms must be a whole number of milliseconds" in str(err)
+            assert "`timeout_ms` must be a whole number of milliseconds" in str(err)
         assert client.call("ping", {}, timeout_s=15)["node_pid"]
 
 

@@ -44,6 +44,7 @@ from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from ..worker.main import WorkerConfig
 from .actor_supervision import ActorSupervision
 from .channels import ChannelTable
+from . import control
 from .http import HttpListeners, of_manifest
 from .http import listeners as http_listeners
 from .launcher import ChildProcess, Launcher
@@ -157,6 +158,9 @@ class Node(ActorSupervision):
         #: the HTTP gateway process (theater_otp/http/gateway.py), when some actor serves HTTP
         self.gateway: ChildProcess | None = None
         self.gateway_ready = False
+        #: control command -> its handler, bound once (control.COMMANDS has the arguments of each)
+        self.control_handlers: dict[str, Callable[[bytes, int, dict], None]] = {
+            name: getattr(self, f"_cmd_{name}") for name in control.COMMANDS}
         #: which port serves which tree path (node/http.py); the gateway is told which worker serves each
         self.http = HttpListeners()
         #: `listen` commands sent to the gateway and not answered yet: corr -> (listener, waiting worker
@@ -1047,15 +1051,20 @@ class Node(ActorSupervision):
             log.warning("could not answer a control request: %s", exc)
 
     def _on_control_message(self, ident: bytes, env: Envelope) -> None:
-        body = env.body if isinstance(env.body, dict) else {}
-        handler = getattr(self, f"_cmd_{env.kind.replace('-', '_')}", None)
-        if handler is None:
-            self._control_error(ident, env.corr, "unknown_command", f"unknown command {env.kind!r}")
+        """One command from the control socket: looked up in control.COMMANDS, its arguments
+        checked there, then its handler (`_cmd_<name>`, bound once in __init__) runs. An unknown
+        command or bad arguments are answered with an error; a handler that raises is answered
+        by the fault boundary in _serve."""
+        command = control.COMMANDS.get(control.command_name(env.kind))
+        if command is None:
+            self._control_error(ident, env.corr, "unknown_command", f"unknown command {env.kind[:80]!r}")
             return
         try:
-            handler(ident, env.corr, body)
-        except (KeyError, TypeError, ValueError) as exc:
-            self._control_error(ident, env.corr, "bad_request", f"bad {env.kind} request: {exc}")
+            args = control.check(command, env.body if env.body is not None else {})
+        except control.BadArguments as exc:
+            self._control_error(ident, env.corr, "bad_request", str(exc))
+            return
+        self.control_handlers[command.name](ident, env.corr, args)
 
     def _cmd_ping(self, ident: bytes, corr: int, body: dict) -> None:
         self._control_reply(ident, corr, {"node_pid": os.getpid(), "home": str(self.home.root),
@@ -1108,7 +1117,7 @@ class Node(ActorSupervision):
         self.begin_shutdown()
 
     def _cmd_resolve(self, ident: bytes, corr: int, body: dict) -> None:
-        path = self.registry.resolve_path(str(body["target"]))
+        path = self.registry.resolve_path(body["target"])
         if isinstance(path, tuple):
             self._control_error(ident, corr, "not_found", path[1])
             return
@@ -1117,7 +1126,7 @@ class Node(ActorSupervision):
                                           "running": bool(handle and handle.ready)})
 
     def _target(self, ident: bytes, corr: int, body: dict) -> WorkerHandle | None:
-        target, why = self.registry.resolve(str(body["target"]))
+        target, why = self.registry.resolve(body["target"])
         if target is None:
             self._control_error(ident, corr, "not_found" if "no actor" in why else "not_running", why)
         return target
@@ -1127,8 +1136,6 @@ class Node(ActorSupervision):
         payload = body["payload"]
         if target is None:
             return
-        if not isinstance(payload, bytes):
-            raise TypeError("payload must be bytes")
         refusal = self._admit(target, payload)
         if refusal is not None:
             self._control_error(ident, corr, "refused", refusal)
@@ -1141,18 +1148,12 @@ class Node(ActorSupervision):
         target = self._target(ident, corr, body)
         if target is None:
             return
-        if not isinstance(body["payload"], bytes):
-            raise TypeError("payload must be bytes")
         refusal = self._admit(target, body["payload"])
         if refusal is not None:
             self._control_error(ident, corr, "refused", refusal)
             return
-        timeout_ms = body.get("timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)
-        if type(timeout_ms) is not int or not 1 <= timeout_ms <= MAX_SETTING:
-            raise ValueError(f"timeout_ms must be a whole number of milliseconds from 1 to {MAX_SETTING}, "
-                             f"not {timeout_ms!r}")
         pending = _PendingRequest("cli", ident, corr, target)
-        self._forward_request(pending, "cli", body["payload"], timeout_ms)
+        self._forward_request(pending, "cli", body["payload"], body["timeout_ms"])
 
     def _cmd_state(self, ident: bytes, corr: int, body: dict) -> None:
         target = self._target(ident, corr, body)
