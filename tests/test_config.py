@@ -328,6 +328,32 @@ def test_initial_state_from_file(tmp_path):
     assert m.initial_state == b"\x00\x01state\xff"
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "too big", "missing"])
+def test_an_initial_state_file_that_is_no_small_regular_file_is_refused_at_once(tmp_path, kind):
+    """Issue 12: a FIFO as initial_state hung `up`; /dev/zero ended in a MemoryError."""
+    import os
+
+    target = {"fifo": "state.fifo", "device": "/dev/zero", "directory": "adir", "too big": "big.bin",
+              "missing": "nope.bin"}[kind]
+    if kind == "fifo":
+        os.mkfifo(tmp_path / target)
+    elif kind == "directory":
+        (tmp_path / target).mkdir()
+    elif kind == "too big":
+        (tmp_path / target).write_bytes(b"x" * (2 * 1024 * 1024 + 1))
+    path = write(tmp_path / "a.toml", f"""
+        name = "echo"
+        component = "{WAT / 'echo.wat'}"
+        initial_state = {{ file = "{target}" }}
+    """)
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert exc.value.key == "initial_state.file"
+    why = {"fifo": "not a regular file", "device": "not a regular file", "directory": "not a regular file",
+           "too big": "over the 2097152 bytes", "missing": "No such file"}[kind]
+    assert why in exc.value.message
+
+
 def test_seed_state_table_is_accepted(tmp_path):
     m = load_manifest(write(tmp_path / "a.toml", f"""
         name = "counter"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +272,35 @@ def _limits(src: Source, data: dict[str, Any]) -> ActorLimits:
     return limits
 
 
+def _read_state_file(src: Source, state_path: Path, ref: str) -> bytes:
+    """A regular file of at most MAX_LIST_BYTES (what a state can carry into an actor), read
+    without blocking on it: a FIFO, a device or a directory is refused before it is opened for
+    reading, a file that grows past the limit while read is refused too."""
+    key = "initial_state.file"
+    try:
+        fd = os.open(state_path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise src.error(key, f"cannot read initial state file {state_path}: {why}", ref) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise src.error(key, f"initial state file {state_path} is not a regular file", ref)
+        if info.st_size > MAX_LIST_BYTES:
+            raise src.error(key, f"initial state file {state_path} is {info.st_size} bytes, over the "
+                                 f"{MAX_LIST_BYTES} bytes a state may have", ref)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_LIST_BYTES + 1)
+    except OSError as exc:
+        raise src.error(key, f"cannot read initial state file {state_path}: {exc.strerror}", ref) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_LIST_BYTES:
+        raise src.error(key, f"initial state file {state_path} is over the {MAX_LIST_BYTES} bytes a state may have",
+                        ref)
+    return data
+
+
 def parse_initial_state(src: Source, data: dict[str, Any]) -> bytes | None:
     """`initial_state = "text"`, `initial_state = { file = "state.json" }`, or the seed's `[state] initial`."""
     value = data.get("initial_state", data.get("init_state"))
@@ -281,9 +311,5 @@ def parse_initial_state(src: Source, data: dict[str, Any]) -> bytes | None:
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, dict) and isinstance(value.get("file"), str):
-        state_path = src.path.parent / value["file"]
-        try:
-            return state_path.read_bytes()
-        except OSError as exc:
-            raise src.error("initial_state.file", f"cannot read initial state file {state_path}: {exc.strerror}", value["file"]) from None
+        return _read_state_file(src, src.path.parent / value["file"], value["file"])
     raise src.error("initial_state", "expected a string or { file = \"path\" }")
