@@ -93,3 +93,14 @@ def test_the_cli_refuses_a_timeout_that_is_no_duration_in_one_line(echo_tree, ti
     out = cli("request", "echo", "hi", "--timeout", timeout, home=echo_tree.home)
     assert out.returncode == 2 and out.stderr.startswith("error: --timeout must be a number of seconds")
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("verb", ["send", "request"])
+def test_the_cli_refuses_a_file_too_big_for_any_actor_without_reading_it_whole(echo_tree, tmp_path, verb):
+    """Issue 12: `send --file` of 50 MiB ended in a traceback."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x01" * (3 * 1024 * 1024))
+    out = cli(verb, "echo", "--file", str(big), home=echo_tree.home)
+    assert out.returncode == 2 and "is over 2097152 bytes, the largest message an actor can take" in out.stderr
+    out = cli(verb, "echo", "--file", "/dev/zero", home=echo_tree.home)
+    assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -55,11 +55,17 @@ def _payload(text: str | None, file: Path | None) -> bytes:
         _err("give the message either as an argument or with --file PATH")
         raise typer.Exit(code=2)
     if file is not None:
+        from .worker.handlers.base import MAX_LIST_BYTES
         try:
-            return file.read_bytes()
+            with open(file, "rb") as f:
+                data = f.read(MAX_LIST_BYTES + 1)  # bounded: a huge file or a device is not read whole
         except OSError as exc:
             _err(f"cannot read {file}: {exc.strerror}")
             raise typer.Exit(code=1) from None
+        if len(data) > MAX_LIST_BYTES:
+            _err(f"{file} is over {MAX_LIST_BYTES} bytes, the largest message an actor can take")
+            raise typer.Exit(code=2)
+        return data
     return text.encode("utf-8")
 
 
