@@ -104,3 +104,20 @@ def test_the_cli_refuses_a_file_too_big_for_any_actor_without_reading_it_whole(e
     assert out.returncode == 2 and "is over 2097152 bytes, the largest message an actor can take" in out.stderr
     out = cli(verb, "echo", "--file", "/dev/zero", home=echo_tree.home)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_an_existing_home_directory_keeps_its_mode(tmp_path):
+    """Issue 12: `up --home DIR` chmodded an existing directory (tried with /tmp) to 0700."""
+    import os
+    import stat
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    home = Home(shared)
+    home.prepare()
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+    assert stat.S_IMODE(os.stat(home.run_dir).st_mode) == 0o700
+    fresh = Home(tmp_path / "new" / "home")
+    fresh.prepare()
+    assert stat.S_IMODE(os.stat(fresh.root).st_mode) == 0o700

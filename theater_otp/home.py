@@ -93,7 +93,11 @@ class Home:
         return self.root / "node.log"
 
     def prepare(self) -> None:
-        """Create the directories, readable by the user only."""
-        for d in (self.root, self.run_dir, self.crash_dir):
+        """Create the directories, readable by the user only. A home directory that exists keeps
+        its mode (`--home /tmp` must not turn /tmp into 0700); the node's own run and crash
+        directories inside it are made 0700 whatever they were."""
+        if not self.root.exists():
+            self.root.mkdir(parents=True, mode=0o700)
+        for d in (self.run_dir, self.crash_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
