@@ -121,3 +121,25 @@ def test_an_existing_home_directory_keeps_its_mode(tmp_path):
     fresh = Home(tmp_path / "new" / "home")
     fresh.prepare()
     assert stat.S_IMODE(os.stat(fresh.root).st_mode) == 0o700
+
+
+def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_says_why(tmp_path):
+    """Issue 12: with chain.db unopenable the writer was restarted in a hot loop (664 times in 10 s).
+    Now each failure is one clear line and the pause before the next start doubles; `down` works."""
+    import time
+
+    (tmp_path / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
+    tree = Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "echo"
+        manifest = "echo.toml"
+    """)
+    (tree.home / "chain.db").mkdir(parents=True)  # sqlite cannot open a directory
+    with tree:
+        time.sleep(3)  # let it fail a few times
+        log = (tree.home / "node.log").read_text()
+    failures = log.count("chain-writer cannot open")
+    assert 2 <= failures <= 12, f"{failures} writer starts in ~3 s"
+    assert "unable to open database file" in log and "starting it again in" in log

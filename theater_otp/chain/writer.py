@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sqlite3
 import struct
 import time
 
@@ -37,6 +38,8 @@ log = logging.getLogger("theater_otp.chain.writer")
 #: The node's socket identity: its events describe incarnations it saw end (see ChainStore.append_batch).
 NODE_IDENTITY = b"node"
 _SNDMORE = int(zmq.SNDMORE)
+#: The writer's exit code when chain.db cannot be opened (its log line says why).
+EXIT_CANNOT_OPEN = 3
 #: Most frames one group commit takes before it commits and acks.
 MAX_BATCH_FRAMES = 4096
 #: Commits come at most this often while events keep arriving (each waits for the frames that
@@ -60,7 +63,12 @@ def writer_main(home: Home, node_pid: int) -> None:
     wake_r, wake_w = socket.socketpair()
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno())
-    store = ChainStore(home.chain_db)
+    try:
+        store = ChainStore(home.chain_db)
+    except (sqlite3.Error, OSError) as exc:  # one clear line; the node backs off before the next start
+        log.error("chain-writer cannot open %s: %s", home.chain_db, exc)
+        flush_and_exit(EXIT_CANNOT_OPEN)
+        return
     for actor_id, seq, n, why in store.cut_torn_tails():
         log.error("torn tail in chain %s: cut %d event(s) from seq %d (%s)", actor_id, n, seq, why)
     ctx = zmq.Context()

@@ -54,6 +54,11 @@ log = logging.getLogger("theater_otp.node")
 
 #: A worker that has not sent `ready` this long after it was started has failed to start.
 START_TIMEOUT_S = 30.0
+#: A chain-writer that ends within this long of its start counts as failing to start; the pause
+#: before the next start doubles from WRITER_BACKOFF_S up to WRITER_BACKOFF_MAX_S.
+WRITER_STABLE_S = 2.0
+WRITER_BACKOFF_S = 0.1
+WRITER_BACKOFF_MAX_S = 5.0
 #: Most frames the node holds for a worker that is still starting.
 MAX_BACKLOG = 10_000
 #: How long a `sync` waits for a worker to say its events are durable (then reads without it).
@@ -155,6 +160,9 @@ class Node(ActorSupervision):
         self.poller.register(self.wake_r, zmq.POLLIN)
         self.signals: deque[int] = deque()
         self.writer: ChildProcess | None = None
+        self.writer_started = 0.0
+        #: chain-writer exits in a row, each soon after its start (backoff before the next start)
+        self.writer_failures = 0
         #: the HTTP gateway process (theater_otp/http/gateway.py), when some actor serves HTTP
         self.gateway: ChildProcess | None = None
         self.gateway_ready = False
@@ -196,6 +204,7 @@ class Node(ActorSupervision):
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda s, f: self.signals.append(s))
         self.writer = self.launcher.start_writer(self.home)
+        self.writer_started = time.monotonic()
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.writer.pid)
         self.http = HttpListeners(http_listeners(self.tree))
@@ -336,12 +345,31 @@ class Node(ActorSupervision):
             self._enqueue(self.tree.id, ev.Stop(SHUTDOWN))
 
     def _on_writer_exit(self) -> None:
-        """Restart the chain-writer; every producer sends again what it has not had acknowledged."""
+        """Restart the chain-writer; every producer sends again what it has not had acknowledged.
+        A writer that keeps ending soon after it starts (chain.db cannot be opened) is started
+        again after a growing pause (WRITER_BACKOFF_S, doubling, at most WRITER_BACKOFF_MAX_S),
+        with one log line each time, instead of in a hot loop."""
+        assert self.writer is not None
         code = self.writer.exitcode()
         self.poller.unregister(self.writer.sentinel)
         self.writer.release()
+        self.writer = None
+        quick = time.monotonic() - self.writer_started < WRITER_STABLE_S
+        self.writer_failures = self.writer_failures + 1 if quick else 0
+        if self.writer_failures:
+            delay = min(WRITER_BACKOFF_MAX_S, WRITER_BACKOFF_S * 2 ** (self.writer_failures - 1))
+            log.error("chain-writer exited (%s), %d time(s) in a row within %.0f s of starting (see its line "
+                      "above): starting it again in %.1f s", code, self.writer_failures, WRITER_STABLE_S, delay)
+            self._after(delay, self._restart_writer)
+            return
         log.error("chain-writer exited (%s): starting a new one", code)
+        self._restart_writer()
+
+    def _restart_writer(self) -> None:
+        if self.writer is not None:
+            return
         self.writer = self.launcher.start_writer(self.home)
+        self.writer_started = time.monotonic()
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         for body in self._registrations.values():
             self._send_chain(Envelope("register", "node", "chain", 0, body))
