@@ -346,16 +346,18 @@ class Node(ActorSupervision):
 
     def _on_writer_exit(self) -> None:
         """Restart the chain-writer; every producer sends again what it has not had acknowledged.
-        A writer that keeps ending soon after it starts (chain.db cannot be opened) is started
-        again after a growing pause (WRITER_BACKOFF_S, doubling, at most WRITER_BACKOFF_MAX_S),
+        A writer that keeps exiting with an error soon after it starts (chain.db cannot be opened)
+        is started again after a growing pause (WRITER_BACKOFF_S, doubling, at most WRITER_BACKOFF_MAX_S),
         with one log line each time, instead of in a hot loop."""
         assert self.writer is not None
         code = self.writer.exitcode()
         self.poller.unregister(self.writer.sentinel)
         self.writer.release()
         self.writer = None
-        quick = time.monotonic() - self.writer_started < WRITER_STABLE_S
-        self.writer_failures = self.writer_failures + 1 if quick else 0
+        # failing to start: an error exit (not a signal: a killed writer is started again at once)
+        # soon after its start, like chain.db that cannot be opened (exit 3)
+        failed = code is not None and code > 0 and time.monotonic() - self.writer_started < WRITER_STABLE_S
+        self.writer_failures = self.writer_failures + 1 if failed else 0
         if self.writer_failures:
             delay = min(WRITER_BACKOFF_MAX_S, WRITER_BACKOFF_S * 2 ** (self.writer_failures - 1))
             log.error("chain-writer exited (%s), %d time(s) in a row within %.0f s of starting (see its line "
