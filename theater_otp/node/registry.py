@@ -49,16 +49,27 @@ class WorkerHandle:
 
 
 class Registry:
+    """Paths, ids and live workers, with an index for every way `resolve` finds an actor, so a
+    lookup costs the same in a tree of ten actors or ten thousand."""
+
     def __init__(self) -> None:
         self.actor_ids: dict[str, str] = {}      # path -> actor id (stable across restarts)
         self.incarnations: dict[str, int] = {}   # path -> starts so far
         self.workers: dict[str, WorkerHandle] = {}
         self.by_identity: dict[bytes, WorkerHandle] = {}
         self.by_sentinel: dict[int, WorkerHandle] = {}
+        self._path_of_id: dict[str, str] = {}            # actor id -> path
+        self._by_suffix: dict[str, set[str]] = {}        # "w", "team/w" -> paths ending with "/w", "/team/w"
+        self._by_name: dict[str, set[str]] = {}          # manifest name -> paths of live workers
 
     def actor_id_for(self, path: str) -> str:
         if path not in self.actor_ids:
-            self.actor_ids[path] = str(uuid.uuid4())
+            actor_id = str(uuid.uuid4())
+            self.actor_ids[path] = actor_id
+            self._path_of_id[actor_id] = path
+            parts = path.split("/")
+            for i in range(1, len(parts)):
+                self._by_suffix.setdefault("/".join(parts[i:]), set()).add(path)
         return self.actor_ids[path]
 
     def next_incarnation(self, path: str) -> int:
@@ -66,15 +77,27 @@ class Registry:
         return self.incarnations[path]
 
     def add(self, handle: WorkerHandle) -> None:
+        old = self.workers.get(handle.path)
+        if old is not None:
+            self._unname(old)
         self.workers[handle.path] = handle
         self.by_identity[handle.identity] = handle
         self.by_sentinel[handle.process.sentinel] = handle
+        self._by_name.setdefault(handle.name, set()).add(handle.path)
 
     def remove(self, handle: WorkerHandle) -> None:
         if self.workers.get(handle.path) is handle:
             del self.workers[handle.path]
+            self._unname(handle)
         self.by_identity.pop(handle.identity, None)
         self.by_sentinel.pop(handle.process.sentinel, None)
+
+    def _unname(self, handle: WorkerHandle) -> None:
+        paths = self._by_name.get(handle.name)
+        if paths is not None:
+            paths.discard(handle.path)
+            if not paths:
+                del self._by_name[handle.name]
 
     def resolve(self, ref: str, from_path: str | None = None) -> tuple[WorkerHandle | None, str]:
         """The live (possibly still starting) worker `ref` names (actor id, path, sibling id, path suffix or manifest name).
@@ -90,23 +113,26 @@ class Registry:
         return handle, ""
 
     def resolve_path(self, ref: str, from_path: str | None = None) -> str | tuple[None, str]:
-        for path, aid in self.actor_ids.items():
-            if aid == ref:
-                return path
+        """The path `ref` names, in this order: an actor id, a path, a sibling of `from_path`, a
+        unique path suffix (`w`, `team/w`), a unique manifest name of a live worker; or
+        (None, why not). Every step is a dictionary lookup."""
+        path = self._path_of_id.get(ref)
+        if path is not None:
+            return path
         if ref in self.actor_ids:
             return ref
         if from_path and "/" in from_path:
             sibling = from_path.rsplit("/", 1)[0] + "/" + ref
             if sibling in self.actor_ids:
                 return sibling
-        suffix = [p for p in self.actor_ids if p.endswith("/" + ref)]
-        if len(suffix) == 1:
-            return suffix[0]
-        if len(suffix) > 1:
-            return None, f"{ref!r} is ambiguous: {', '.join(sorted(suffix))}"
-        named = [h.path for h in self.workers.values() if h.name == ref]
-        if len(set(named)) == 1:
-            return named[0]
-        if len(set(named)) > 1:
-            return None, f"{ref!r} is ambiguous: {', '.join(sorted(set(named)))}"
+        suffix = self._by_suffix.get(ref)
+        if suffix:
+            if len(suffix) == 1:
+                return next(iter(suffix))
+            return None, f"{ref!r} is ambiguous: {', '.join(sorted(suffix)[:20])}"
+        named = self._by_name.get(ref)
+        if named:
+            if len(named) == 1:
+                return next(iter(named))
+            return None, f"{ref!r} is ambiguous: {', '.join(sorted(named)[:20])}"
         return None, f"no actor named {ref!r}"
