@@ -125,8 +125,13 @@ def test_an_existing_home_directory_keeps_its_mode(tmp_path):
 
 def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_says_why(tmp_path):
     """Issue 12: with chain.db unopenable the writer was restarted in a hot loop (664 times in 10 s).
-    Now each failure is one clear line and the pause before the next start doubles; `down` works."""
+    Here chain.db turns into a directory under a running tree and its writer is killed: each
+    failed start is one clear line and the pause before the next doubles; `down` still works."""
+    import os
+    import signal
     import time
+
+    import psutil
 
     (tmp_path / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
     tree = Tree(tmp_path, """
@@ -136,10 +141,32 @@ def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_
         id = "echo"
         manifest = "echo.toml"
     """)
-    (tree.home / "chain.db").mkdir(parents=True)  # sqlite cannot open a directory
     with tree:
+        tree.wait_running()
+        writer = [p for p in psutil.Process(tree.node("root")["node_pid"]).children(recursive=True)
+                  if any(f.path.endswith("chain.db") for f in p.open_files())][0]
+        for name in ("chain.db", "chain.db-wal", "chain.db-shm"):
+            if (tree.home / name).exists():
+                (tree.home / name).rename(tree.home / f"{name}.moved")
+        (tree.home / "chain.db").mkdir()  # sqlite cannot open a directory
+        os.kill(writer.pid, signal.SIGKILL)
         time.sleep(3)  # let it fail a few times
         log = (tree.home / "node.log").read_text()
     failures = log.count("chain-writer cannot open")
     assert 2 <= failures <= 12, f"{failures} writer starts in ~3 s"
     assert "unable to open database file" in log and "starting it again in" in log
+
+
+def test_up_refuses_a_home_whose_chain_db_cannot_be_opened(tmp_path):
+    (tmp_path / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
+    tree = Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "echo"
+        manifest = "echo.toml"
+    """)
+    (tree.home / "chain.db").mkdir(parents=True)
+    out = cli("up", str(tree.config), "--detach", home=tree.home)
+    assert out.returncode != 0 and "cannot open the chain database" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import psutil
@@ -89,6 +90,21 @@ def running_node_pid(home: Home) -> int | None:
     return pid if "theater_otp.node" in cmdline else None
 
 
+class ChainUnavailable(TheaterError):
+    """HOME/chain.db cannot be opened: nothing could be recorded, so nothing starts."""
+
+
+def _check_chain_db(home: Home) -> None:
+    try:
+        conn = sqlite3.connect(home.chain_db, timeout=5)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ChainUnavailable(f"cannot open the chain database {home.chain_db}: {exc}") from None
+
+
 def claim_home(home: Home) -> None:
     """Prepare `home` for a new node: refuse if one runs, clear what a dead one left."""
     home.prepare()
@@ -96,6 +112,7 @@ def claim_home(home: Home) -> None:
     if pid is not None and pid != os.getpid():
         raise NodeAlreadyRunning(f"a node is already running at {home.root} (pid {pid}); "
                                  f"stop it with `theater-otp down --home {home.root}`")
+    _check_chain_db(home)
     for leftover in home.run_dir.glob("*.sock"):
         leftover.unlink(missing_ok=True)
     for leftover in home.crash_dir.glob("*"):
