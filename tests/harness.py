@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,13 @@ from theater_otp.home import Home
 REPO = Path(__file__).resolve().parent.parent
 WAT = REPO / "actors" / "wat"
 CLI = [sys.executable, "-m", "theater_otp.cli"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cli(*args: str, home: Path | None = None, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:

@@ -39,20 +39,22 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 bodies = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
 
 
-@pytest.fixture(scope="module")
-def echo_tree(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fuzz")
+def _echo_tree(folder, flags: str = "") -> Tree:
+    """A tree of one echo actor under `root` (with extra supervisor `flags`)."""
     (folder / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
-    tree = Tree(folder, """
+    return Tree(folder, f"""
         [supervisor]
         id = "root"
-        intensity = 1000
-        period = 1
+        {flags}
         [[supervisor.children]]
         id = "echo"
         manifest = "echo.toml"
     """)
-    with tree:
+
+
+@pytest.fixture(scope="module")
+def echo_tree(tmp_path_factory):
+    with _echo_tree(tmp_path_factory.mktemp("fuzz"), "intensity = 1000\n        period = 1") as tree:
         tree.wait_running()
         yield tree
 
@@ -133,14 +135,7 @@ def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_
 
     import psutil
 
-    (tmp_path / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
-    tree = Tree(tmp_path, """
-        [supervisor]
-        id = "root"
-        [[supervisor.children]]
-        id = "echo"
-        manifest = "echo.toml"
-    """)
+    tree = _echo_tree(tmp_path)
     with tree:
         tree.wait_running()
         writer = [p for p in psutil.Process(tree.node("root")["node_pid"]).children(recursive=True)
@@ -158,14 +153,7 @@ def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_
 
 
 def test_up_refuses_a_home_whose_chain_db_cannot_be_opened(tmp_path):
-    (tmp_path / "echo.toml").write_text(f'name = "echo"\ncomponent = "{WAT / "echo.wat"}"\n')
-    tree = Tree(tmp_path, """
-        [supervisor]
-        id = "root"
-        [[supervisor.children]]
-        id = "echo"
-        manifest = "echo.toml"
-    """)
+    tree = _echo_tree(tmp_path)
     (tree.home / "chain.db").mkdir(parents=True)
     out = cli("up", str(tree.config), "--detach", home=tree.home)
     assert out.returncode != 0 and "cannot open the chain database" in out.stderr

@@ -9,15 +9,10 @@ import struct
 
 import pytest
 
-from harness import WAT, Tree, cli
+from harness import WAT, Tree, cli, free_port
 
 pytestmark = pytest.mark.integration
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def frame_tree(tmp_path, port: int | None, ports: str) -> Tree:

@@ -11,15 +11,10 @@ import threading
 
 import pytest
 
-from harness import WAT, Tree, cli
+from harness import WAT, Tree, cli, free_port
 
 pytestmark = pytest.mark.integration
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_tree(tmp_path, port: int, settings: str = "") -> Tree:

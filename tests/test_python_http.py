@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 import types
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, Tree, cli
+from harness import REPO, Tree, cli, free_port
 from pybuilds import kept_build
 from theater_otp.pyactor.build import read_spec
 from theater_otp.pyactor.checks import validate
@@ -240,11 +239,6 @@ def demo(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "wit", scratch / "wit")
     return kept_build(scratch, [f"{DEMO}/{a}.toml" for a in ACTORS], BUILDS, KEEP_BUILDS) / DEMO
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(port: int, method: str, path: str, body: bytes | None = None,

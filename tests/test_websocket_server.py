@@ -4,20 +4,14 @@ and binary frames, counts events in its state, closes on `bye`, and fails on com
 traps, `err` returns err)."""
 
 import asyncio
-import socket
 
 import aiohttp
 import pytest
 
-from harness import WAT, Tree, cli
+from harness import WAT, Tree, cli, free_port
 
 pytestmark = pytest.mark.integration
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ws_tree(tmp_path, port: int, settings: str = "") -> Tree:

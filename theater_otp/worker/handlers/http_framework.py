@@ -27,8 +27,9 @@ from typing import Any
 
 from ...config.fields import Fields
 from .. import fastabi
-from .base import (MAX_LIST_BYTES, FunctionTable, Handler, HostContext, HostFunction, record_of, replay_tagged,
+from .base import (FunctionTable, Handler, HostContext, HostFunction, record_of, replay_tagged,
                    same_functions)
+from .http_server import read_listener_limits
 
 #: The export an http-framework actor implements.
 EXPORT = "theater:simple/http-handlers"
@@ -227,11 +228,7 @@ class HttpFramework(Handler):
             host=fields.str("host", d.host) or d.host,
             max_servers=fields.int("max_servers", d.max_servers, minimum=1, maximum=64),
             max_routes=fields.int("max_routes", d.max_routes, minimum=1, maximum=4096),
-            max_body_bytes=fields.int("max_body_bytes", d.max_body_bytes, minimum=0, maximum=MAX_LIST_BYTES),
-            max_header_bytes=fields.int("max_header_bytes", d.max_header_bytes, minimum=256, maximum=60 * 1024),
-            timeout_ms=fields.int("timeout_ms", d.timeout_ms, minimum=1, maximum=600_000),
-            max_connections=fields.int("max_connections", d.max_connections, minimum=1, maximum=100_000),
-            hold_ms=fields.int("hold_ms", d.hold_ms, minimum=0, maximum=10_000),
+            **read_listener_limits(fields, d),
         )
         fields.done()
         return settings

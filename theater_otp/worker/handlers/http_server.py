@@ -35,6 +35,21 @@ class HttpServerSettings:
     hold_ms: int = 1000
 
 
+def read_listener_limits(fields: Fields, defaults: object) -> dict[str, int]:
+    """The limits every HTTP listener takes (http-server and http-framework), read from `fields`
+    with `defaults`' values: the one place their names and ranges are written."""
+    return {
+        "max_body_bytes": fields.int("max_body_bytes", getattr(defaults, "max_body_bytes"), minimum=0,
+                                     maximum=MAX_LIST_BYTES),
+        "max_header_bytes": fields.int("max_header_bytes", getattr(defaults, "max_header_bytes"), minimum=256,
+                                       maximum=60 * 1024),
+        "timeout_ms": fields.int("timeout_ms", getattr(defaults, "timeout_ms"), minimum=1, maximum=600_000),
+        "max_connections": fields.int("max_connections", getattr(defaults, "max_connections"), minimum=1,
+                                      maximum=100_000),
+        "hold_ms": fields.int("hold_ms", getattr(defaults, "hold_ms"), minimum=0, maximum=10_000),
+    }
+
+
 class HttpServer(Handler):
     type = "http-server"
     interfaces = ()
@@ -48,15 +63,8 @@ class HttpServer(Handler):
             raise fields.where.error(f"{fields.key}.type", "the http-server handler needs `port = N` (1 to 65535)",
                                      "http-server")
         d = HttpServerSettings(port)
-        settings = HttpServerSettings(
-            port=port,
-            host=fields.str("host", d.host) or d.host,
-            max_body_bytes=fields.int("max_body_bytes", d.max_body_bytes, minimum=0, maximum=MAX_LIST_BYTES),
-            max_header_bytes=fields.int("max_header_bytes", d.max_header_bytes, minimum=256, maximum=60 * 1024),
-            timeout_ms=fields.int("timeout_ms", d.timeout_ms, minimum=1, maximum=600_000),
-            max_connections=fields.int("max_connections", d.max_connections, minimum=1, maximum=100_000),
-            hold_ms=fields.int("hold_ms", d.hold_ms, minimum=0, maximum=10_000),
-        )
+        settings = HttpServerSettings(port=port, host=fields.str("host", d.host) or d.host,
+                                      **read_listener_limits(fields, d))
         fields.done()
         return settings
 
