@@ -1,9 +1,10 @@
-"""The HTTP gateway: one process per node that holds every HTTP listener of the tree.
+"""The HTTP gateway: one process per node that holds every HTTP and WebSocket listener.
 
-An actor whose manifest grants `http-server` serves a port; the gateway (not
-the actor's worker) owns that port, so it stays open while the actor
-restarts, and untrusted clients are parsed here, outside the node and the
-worker. Requests go straight to the serving worker: the gateway binds a
+An actor whose manifest grants `http-server` or `websocket-server` serves a
+port, and one granted `http-framework` opens ports at run time (the node's
+`listen` command); the gateway (not the actor's worker) owns each port, so it
+stays open while the actor restarts, and untrusted clients are parsed here,
+outside the node and the worker. Requests go straight to the serving worker: the gateway binds a
 ROUTER (`gateway.sock`) that each http-serving worker connects to, and the
 node tells the gateway which worker serves which tree path (`route` when the
 worker is ready, `unroute` with its exit when it ends). The node is not on a
