@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test soak bench clean
 
 $(STAMP): pyproject.toml setup.py theater_otp/chain/_native.c theater_otp/worker/_valconv.c
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ demo: install
 	$(VENV)/bin/theater-otp build manifests/demo/supervision.toml
 	$(VENV)/bin/theater-otp up manifests/demo/supervision.toml
 
+# two pytest workers (pytest-xdist): the integration tests wait on real processes, so two at a
+# time keep both cores busy; every test has its own home, sockets and ports
 test: install
-	$(PY) -m pytest -q -W error::ResourceWarning
+	$(PY) -m pytest -q -n 2 -W error::ResourceWarning
+
+# the long runs kept out of `make test` (pytest marker `slow`)
+soak: install
+	$(PY) -m pytest -q -m slow -W error::ResourceWarning
 
 bench: install
 	$(PY) bench/restart.py
