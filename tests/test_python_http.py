@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 import types
@@ -383,3 +384,66 @@ def test_replay_of_kv_and_kvwatch_matches(tree):
         assert time.monotonic() - started < 120
         if actor == "kv":                    # every incarnation: the kill -9 and the crash included
             assert result["incarnations"] == list(range(1, kv_restarts + 2))
+
+
+# ---- a Python actor serving WebSocket (actors/python/wschat.py) ------------------------------------
+
+@pytest.fixture(scope="module")
+def wschat(tmp_path_factory) -> Path:
+    """actors/python/wschat.py built (kept) with a manifest granting websocket-server on a placeholder
+    port; the test rewrites the port."""
+    scratch = tmp_path_factory.mktemp("wschat") / "src"
+    (scratch / "actor").mkdir(parents=True)
+    shutil.copyfile(REPO / "actors" / "python" / "wschat.py", scratch / "actor" / "wschat.py")
+    shutil.copyfile(SDK_FILE, scratch / "actor" / "theater_sdk.py")
+    shutil.copytree(REPO / "wit", scratch / "wit")
+    (scratch / "actor" / "wschat.toml").write_text(
+        'name = "wschat"\ncomponent = "build/wschat.wasm"\n\n[build]\nmodule = "wschat"\nwit = "../wit"\n\n'
+        '[[handler]]\ntype = "websocket-server"\nport = 1\npath = "/chat"\n')
+    return kept_build(scratch, ["actor/wschat.toml"], BUILDS, KEEP_BUILDS) / "actor"
+
+
+def test_a_python_actor_serves_websocket_and_replays(tmp_path, wschat):
+    import asyncio
+
+    import aiohttp
+
+    port = free_port()
+    text = (wschat / "wschat.toml").read_text().replace("port = 1\n", f"port = {port}\n")
+    (tmp_path / "wschat.toml").write_text(text.replace('component = "build/wschat.wasm"',
+                                                       f'component = "{wschat / "build" / "wschat.wasm"}"'))
+    tree = Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "wschat"
+        manifest = "wschat.toml"
+    """)
+
+    async def session() -> list:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"http://127.0.0.1:{port}/chat") as ws:
+                got = [(await ws.receive()).data]
+                for frame in ("hi", b"\x00\x01", "bye"):
+                    await (ws.send_str(frame) if isinstance(frame, str) else ws.send_bytes(frame))
+                    msg = await ws.receive()
+                    got.append(msg.data if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
+                               else ("closed", ws.close_code))
+                return got
+
+    with tree:
+        tree.wait_running(timeout=60)
+        tree.wait_for(lambda: _ws_up(port), timeout=20, what="wschat serving")
+        got = asyncio.run(asyncio.wait_for(session(), 30))
+        assert got[0].startswith("hello ") and got[1].startswith("echo: hi (#")
+        assert got[2] == b"\x00\x01" and got[3] == ("closed", 1000)
+        out = cli("replay", "wschat", "--home", str(tree.home))
+        assert out.returncode == 0 and "all match" in out.stdout
+
+
+def _ws_up(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
