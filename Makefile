@@ -18,9 +18,10 @@ demo: install
 	$(VENV)/bin/theater-otp up manifests/demo/supervision.toml
 
 # two pytest workers (pytest-xdist): the integration tests wait on real processes, so two at a
-# time keep both cores busy; every test has its own home, sockets and ports
+# time keep both cores busy; every test has its own home, sockets and ports. --dist loadfile: a
+# module's tests share one worker, so a module-scoped fixture (a kept Python build) runs once
 test: install
-	$(PY) -m pytest -q -n 2 -W error::ResourceWarning
+	$(PY) -m pytest -q -n 2 --dist loadfile -W error::ResourceWarning
 
 # the long runs kept out of `make test` (pytest marker `slow`)
 soak: install
