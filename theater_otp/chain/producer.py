@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import zmq
 
-from ..protocol import Envelope, encode
+from ..protocol import NOBLOCK, Envelope, encode
 
 #: Events that may wait for acknowledgement before the producer's actor is paused.
 MAX_UNACKED_EVENTS = 10_000
-_NOBLOCK = int(zmq.NOBLOCK)  # an int: pyzmq's enum member costs an enum operation per use
 #: Resend unacknowledged batches if the writer has acknowledged nothing for this long.
 RESEND_AFTER_S = 2.0
 
@@ -68,7 +67,7 @@ class ChainProducer:
 
     def _send(self, batch: _Batch) -> None:
         try:
-            self.sock.send(batch.frame, _NOBLOCK)
+            self.sock.send(batch.frame, NOBLOCK)
         except zmq.Again:
             pass  # the writer is away and the socket's queue is full: resent later
 

@@ -30,14 +30,13 @@ import zmq
 
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
-from ..protocol import Envelope, encode, recv_routed
+from ..protocol import SNDMORE, Envelope, encode, recv_routed
 from .store import ChainStore
 
 log = logging.getLogger("theater_otp.chain.writer")
 
 #: The node's socket identity: its events describe incarnations it saw end (see ChainStore.append_batch).
 NODE_IDENTITY = b"node"
-_SNDMORE = int(zmq.SNDMORE)
 #: The writer's exit code when chain.db cannot be opened (its log line says why).
 EXIT_CANNOT_OPEN = 3
 #: Most frames one group commit takes before it commits and acks.
@@ -161,7 +160,7 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
         for ident, env, applied in replies:
             if env.kind == "ack":
                 env = Envelope("ack", "chain", env.to, env.corr, {"received": counts[applied] if applied is not None else 0})
-            sock.send(ident, _SNDMORE)
+            sock.send(ident, SNDMORE)
             sock.send(encode(env))
         if stop_requested:
             return 0

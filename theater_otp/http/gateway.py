@@ -39,7 +39,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..home import Home
-from ..protocol import Envelope, ProtocolError, decode, encode
+from ..protocol import NOBLOCK, SNDMORE, Envelope, ProtocolError, decode, encode, recv_frames
 from .listener import GATEWAY_IDENTITY, GatewayConfig, Listener, ListenerKind
 
 log = logging.getLogger("theater_otp.http")
@@ -54,8 +54,8 @@ LATE_ANSWER_S = 0.05
 
 
 # plain ints: zmq's enum members cost an enum operation on every use in the hot loop
-_EVENTS, _POLLIN, _NOBLOCK, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK), int(zmq.RCVMORE)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_SNDMORE_NOBLOCK = SNDMORE | NOBLOCK
 
 
 def _settle(future: asyncio.Future, value: Any) -> None:
@@ -72,10 +72,7 @@ def _reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
 
     def drain() -> None:
         while sock.getsockopt(_EVENTS) & _POLLIN:
-            frames = [sock.recv(_NOBLOCK)]  # recv_multipart's flag handling costs more than the frames
-            while sock.getsockopt(_RCVMORE):
-                frames.append(sock.recv(_NOBLOCK))
-            on_frames(frames)
+            on_frames(recv_frames(sock))
 
     loop.add_reader(sock.getsockopt(zmq.FD), drain)
     loop.call_soon(drain)
@@ -130,7 +127,7 @@ class Links:
         try:
             frame = encode(Envelope(kind, "gateway", target, corr, body))
             self.workers.send(ident, _SNDMORE_NOBLOCK)  # EHOSTUNREACH here leaves nothing half-sent
-            self.workers.send(frame, _NOBLOCK)
+            self.workers.send(frame, NOBLOCK)
         except zmq.ZMQError:  # EHOSTUNREACH: not connected yet (or gone); EAGAIN: its queue is full
             return {"retry": True}
         loop = asyncio.get_running_loop()
@@ -143,6 +140,17 @@ class Links:
         finally:
             timer.cancel()
             self.waiting.pop(corr, None)
+
+    async def ask_held(self, target: str, body: dict, timeout_s: float, hold_s: float,
+                       kind: str = "http_request") -> dict | None:
+        """As `ask`, but while no worker serves `target` (restarting, not started yet) it looks
+        again every RETRY_MS for up to `hold_s` before it answers {"retry": True}."""
+        held_until = time.monotonic() + hold_s
+        while True:
+            answer = await self.ask(target, body, timeout_s, kind)
+            if answer is None or not answer.get("retry") or time.monotonic() >= held_until:
+                return answer
+            await asyncio.sleep(RETRY_MS / 1000)
 
     def _after_send(self, loop: asyncio.AbstractEventLoop) -> None:
         """Look at the workers' socket once more this loop turn (a send can consume zmq's edge)."""
@@ -245,19 +253,14 @@ class _Front:
 
     async def _serve(self, record: dict[str, Any]) -> web.StreamResponse:
         lst = self.listener
-        held_until = time.monotonic() + lst.hold_ms / 1000
-        while True:
-            answer = await self.links.ask(lst.target, record, lst.timeout_ms / 1000)
-            if answer is None:
-                return _plain(504, f"{lst.target} did not answer within {lst.timeout_ms} ms")
-            if "ok" in answer:
-                return _response(answer["ok"], lst.target)
-            if answer.get("retry") and time.monotonic() < held_until:
-                await asyncio.sleep(RETRY_MS / 1000)
-                continue
-            if answer.get("retry") or answer.get("exit") in ("killed", "shutdown"):
-                return _plain(503, f"{lst.target} is restarting", **{"Retry-After": "1"})
-            return _plain(500, f"{lst.target} failed to answer: {answer.get('error', 'unknown error')}")
+        answer = await self.links.ask_held(lst.target, record, lst.timeout_ms / 1000, lst.hold_ms / 1000)
+        if answer is None:
+            return _plain(504, f"{lst.target} did not answer within {lst.timeout_ms} ms")
+        if "ok" in answer:
+            return _response(answer["ok"], lst.target)
+        if answer.get("retry") or answer.get("exit") in ("killed", "shutdown"):
+            return _plain(503, f"{lst.target} is restarting", **{"Retry-After": "1"})
+        return _plain(500, f"{lst.target} failed to answer: {answer.get('error', 'unknown error')}")
 
 
 class _WsFront:
@@ -310,14 +313,8 @@ class _WsFront:
         """`event` of connection `conn` to the actor and its messages back; False when the
         connection is to end (the actor closed it, crashed, or did not answer)."""
         lst = self.listener
-        held_until = time.monotonic() + lst.hold_ms / 1000
-        while True:
-            answer = await self.links.ask(lst.target, {"connection": conn, "message": event},
-                                          lst.timeout_ms / 1000, kind="ws_message")
-            if answer is not None and answer.get("retry") and time.monotonic() < held_until:
-                await asyncio.sleep(RETRY_MS / 1000)
-                continue
-            break
+        answer = await self.links.ask_held(lst.target, {"connection": conn, "message": event},
+                                           lst.timeout_ms / 1000, lst.hold_ms / 1000, kind="ws_message")
         if not answer_back:
             return False
         if answer is None:

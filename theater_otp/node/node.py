@@ -746,8 +746,7 @@ class Node(ActorSupervision):
                 for frame in backlog:  # already counted in its mailbox when it was queued
                     self._send_now(handle, frame)
                 if handle.path in self.http.targets:  # requests for its port may go to it now
-                    self._send_gateway(Envelope("route", "node", "gateway", 0,
-                                                {"target": handle.path, "identity": handle.identity}))
+                    self._route(handle)
                 self._enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
         elif kind == "supervise":
             self._on_supervise(handle, env)
@@ -909,11 +908,14 @@ class Node(ActorSupervision):
         for path in self.http.targets:
             handle = self.registry.workers.get(path)
             if handle is not None and handle.ready:
-                self._send_gateway(Envelope("route", "node", "gateway", 0,
-                                            {"target": path, "identity": handle.identity}))
+                self._route(handle)
         queued, self.http_queued = self.http_queued, []
         for lst, waiter in queued:
             self._http_open(lst, waiter)
+
+    def _route(self, handle: WorkerHandle) -> None:
+        """Tell the gateway that `handle`'s worker serves requests for its tree path now."""
+        self._send_gateway(Envelope("route", "node", "gateway", 0, {"target": handle.path, "identity": handle.identity}))
 
     def _http_open(self, lst: Listener, waiter: tuple[bytes, int] | None) -> None:
         """Ask the gateway to open `lst` (started first if none runs); `waiter` (a worker's
@@ -945,7 +947,7 @@ class Node(ActorSupervision):
         self.http.add(lst, waiter[0] if waiter is not None else None)
         log.info("%s serves %s on %s:%d", lst.target, lst.kind.value, lst.host, port)
         if handle is not None and handle.ready:
-            self._send_gateway(Envelope("route", "node", "gateway", 0, {"target": lst.target, "identity": handle.identity}))
+            self._route(handle)
         if waiter is not None and handle is not None:
             self._to_worker(handle, Envelope("reply", "node", handle.actor_id, waiter[1], {"ok": port}))
 
@@ -972,8 +974,7 @@ class Node(ActorSupervision):
             self._to_worker(handle, Envelope("reply", "node", handle.actor_id, env.corr, {"error": kept}))
         elif kept is not None:
             if handle.ready:
-                self._send_gateway(Envelope("route", "node", "gateway", 0,
-                                            {"target": handle.path, "identity": handle.identity}))
+                self._route(handle)
             self._to_worker(handle, Envelope("reply", "node", handle.actor_id, env.corr, {"ok": kept.port}))
         else:
             self._http_open(lst, (handle.identity, env.corr))

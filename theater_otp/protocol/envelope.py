@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import zmq
 
 VERSION = 1
 #: Largest frame any socket accepts (bytes). Actor messages are bounded by it.
@@ -84,8 +85,17 @@ def decode(frame: bytes, peer: str | None = None, max_size: int = MAX_FRAME) -> 
     return Envelope(kind, sender, to, corr, body)
 
 
-# zmq's NOBLOCK and RCVMORE as plain ints (pyzmq's are enum members: an enum operation per use)
-_NOBLOCK, _RCVMORE = 1, 13
+# zmq's flags as plain ints for the hot paths (pyzmq's are enum members: an enum operation per use)
+NOBLOCK, SNDMORE, _RCVMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVMORE)
+
+
+def recv_frames(sock: zmq.Socket) -> list[bytes]:
+    """The frames of one message, without blocking (zmq.Again when nothing is queued): plain recv
+    with int flags, as recv_multipart's flag handling costs more than small frames."""
+    frames = [sock.recv(NOBLOCK)]
+    while sock.getsockopt(_RCVMORE):
+        frames.append(sock.recv(NOBLOCK))
+    return frames
 
 
 def recv_routed(sock, log) -> tuple[bytes, Envelope] | None:
@@ -94,9 +104,7 @@ def recv_routed(sock, log) -> tuple[bytes, Envelope] | None:
     Raises zmq.Again when nothing is queued; returns None for a message that is
     not exactly [identity, envelope] or does not decode (logged and dropped).
     """
-    frames = [sock.recv(_NOBLOCK)]  # plain recv with int flags: recv_multipart's flag enums cost more
-    while sock.getsockopt(_RCVMORE):
-        frames.append(sock.recv(_NOBLOCK))
+    frames = recv_frames(sock)
     if len(frames) != 2:
         log.error("dropped a message with %d frames (expected identity + envelope)", len(frames))
         return None

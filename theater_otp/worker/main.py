@@ -27,7 +27,7 @@ import zmq
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
-from ..protocol import MAILBOX_KINDS, Envelope, ProtocolError, decode, encode, message_size
+from ..protocol import MAILBOX_KINDS, NOBLOCK, Envelope, ProtocolError, decode, encode, message_size
 from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
 from .component import load_artifact, new_engine
 from .calls import ExportCall, perform
@@ -56,7 +56,6 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
 SUPERVISE_TIMEOUT_MS = 30_000
 #: How long a send waits for the node to say the message is in the target's mailbox.
 SEND_ANSWER_TIMEOUT_MS = 10_000
-_NOBLOCK = int(zmq.NOBLOCK)  # an int: pyzmq's enum member costs an enum operation per use
 #: How long http-framework's start-server and stop-server wait for the node to open or close a port
 #: (the node may have to start its HTTP gateway first).
 HTTP_LISTEN_TIMEOUT_MS = 15_000
@@ -178,7 +177,7 @@ class Worker:
     def _drain_acks(self) -> None:
         while True:
             try:
-                frame = self.chain.recv(_NOBLOCK)
+                frame = self.chain.recv(NOBLOCK)
             except zmq.Again:
                 break
             try:
@@ -424,7 +423,7 @@ class Worker:
         turn_ends = time.monotonic() + MAX_TURN_S
         for _ in range(MAX_ENVELOPES_PER_TURN):
             try:
-                frame = sock.recv(_NOBLOCK)
+                frame = sock.recv(NOBLOCK)
             except zmq.Again:
                 return
             env = self._decode(frame)
@@ -450,17 +449,11 @@ class Worker:
                 status, why = routed
                 self.record("http.unrouted", {"method": request.get("method"), "path": request.get("path"),
                                               "port": request["port"], "status": status})
-                self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": {
-                    "status": status, "headers": [["content-type", "text/plain"]], "body": f"{why}\n".encode()}})))
+                self._to_gateway(env, {"ok": {"status": status, "headers": [["content-type", "text/plain"]],
+                                              "body": f"{why}\n".encode()}})
                 return
             meta["handler"] = routed
-        outcome = perform(self.actor, ExportCall("http-request", [request], meta))
-        self.record(outcome.event_type, outcome.data)
-        if outcome.crash is not None:
-            self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
-                                           {"error": str(outcome.crash), "exit": "abnormal"})))
-            raise outcome.crash
-        self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": outcome.reply})))
+        self._gateway_call(env, ExportCall("http-request", [request], meta))
 
     def _ws_message(self, env: Envelope) -> None:
         """A WebSocket event from the HTTP gateway: the messages the actor sends back go to it; a
@@ -468,13 +461,21 @@ class Worker:
         if self.http is None:
             log.error("%s: dropped a WebSocket message: this actor does not serve WebSocket", self.cfg.path)
             return
-        outcome = perform(self.actor, ExportCall("websocket-message", [env.body if isinstance(env.body, dict)
-                                                                       else {}], {}))
+        self._gateway_call(env, ExportCall("websocket-message", [env.body if isinstance(env.body, dict) else {}]))
+
+    def _gateway_call(self, env: Envelope, call: ExportCall) -> None:
+        """Run `call` for the gateway's `env`, record it, answer the gateway with its result or, for
+        a crash, with the crash (before the crash ends the actor)."""
+        outcome = perform(self.actor, call)
         self.record(outcome.event_type, outcome.data)
-        answer = {"ok": outcome.reply} if outcome.crash is None else {"error": str(outcome.crash), "exit": "abnormal"}
-        self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, answer)))
         if outcome.crash is not None:
+            self._to_gateway(env, {"error": str(outcome.crash), "exit": "abnormal"})
             raise outcome.crash
+        self._to_gateway(env, {"ok": outcome.reply})
+
+    def _to_gateway(self, env: Envelope, answer: dict) -> None:
+        assert self.http is not None
+        self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, answer)))
 
     def _channel_event(self, env: Envelope) -> None:
         """A channel opened to this actor, a message on one, or its close; an open is answered to
