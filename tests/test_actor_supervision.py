@@ -5,7 +5,11 @@ line of its state from init, and answers requests: spawn, list, stop ID,
 restart ID, state ID, log (the notifications its supervisor-handlers got).
 """
 
+import pytest
+
 from harness import WAT, Tree, cli, pid_gone
+
+pytestmark = pytest.mark.integration
 
 
 def boss_tree(tmp_path, strategy: str | None):

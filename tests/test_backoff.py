@@ -1,9 +1,13 @@
 """Restart backoff (beyond OTP, off by default): capped exponential delay per child, reset after a good run."""
 
+import pytest
+
 from theater_otp.config.model import Backoff, ChildSpec, ChildType, SupFlags
 from theater_otp.supervision import events as ev
 from theater_otp.supervision.reasons import KILLED
 from theater_otp.supervision.supervisor import ChildState, Supervisor
+
+pytestmark = pytest.mark.unit
 
 
 def boot(backoff):

@@ -20,6 +20,8 @@ import pytest
 from harness import WAT, Tree, cli
 from theater_otp.home import Home
 
+pytestmark = pytest.mark.integration
+
 
 # ---- helpers ---------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ import pytest
 
 from harness import CLI, Tree, cli, write_manifest
 
+pytestmark = pytest.mark.integration
+
 TREE = """
     [supervisor]
     id = "root"

@@ -5,12 +5,16 @@ import re
 import signal
 import threading
 
+import pytest
+
 from harness import Tree, cli, write_manifest
 from theater_otp.chain.store import connect, iter_chain, read_events
 from theater_otp.chain.verify import verify_store
 from theater_otp.client import ControlClient
 from theater_otp.errors import NodeNotRunning
 from theater_otp.home import Home
+
+pytestmark = pytest.mark.integration
 
 TREE = """
     [supervisor]

@@ -21,6 +21,8 @@ import pytest
 from theater_otp.chain.event import MAGIC, canonical_bytes, event_hash, make_event
 from theater_otp.chain.store import ChainStore, connect, iter_chain, read_events
 
+pytestmark = pytest.mark.unit
+
 ACTOR = "actor-ß-☃"            # non-ASCII: lengths are UTF-8 byte counts
 EVENT_TYPE = "message.request"
 PARENT = bytes(range(32))

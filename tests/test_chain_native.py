@@ -12,6 +12,8 @@ import pytest
 from theater_otp.chain import native
 from theater_otp.chain.event import MAGIC, EventHasher, canonical_bytes, event_hash
 
+pytestmark = pytest.mark.unit
+
 
 
 def test_the_c_extension_is_built_and_chosen():

@@ -19,6 +19,8 @@ from theater_otp.chain.event import MalformedRecord, canonical_bytes, make_event
 from theater_otp.chain.store import ChainStore, iter_chain
 from theater_otp.chain.verify import Problem, _partition, verify_chain, verify_store
 
+pytestmark = pytest.mark.integration
+
 DOC = REPO / "docs" / "chain-format.md"
 
 

@@ -17,6 +17,8 @@ from theater_otp.chain.verify import verify_chain, verify_store
 from theater_otp.home import Home
 from theater_otp.protocol import Envelope, decode, encode
 
+pytestmark = pytest.mark.integration
+
 TREE = """
     [supervisor]
     id = "root"

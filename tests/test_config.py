@@ -25,6 +25,8 @@ from theater_otp.config.loader import load_manifest, load_supervision
 from theater_otp.config.model import BRUTAL_KILL, INFINITY, WORKER_DEFAULT_SHUTDOWN
 from theater_otp.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 WAT = Path(__file__).resolve().parent.parent / "actors" / "wat"
 
 

@@ -1,6 +1,10 @@
 """How an actor's end is classified and what its supervisor does (docs/supervision.md, spec §1.4)."""
 
+import pytest
+
 from harness import Tree, cli, write_manifest
+
+pytestmark = pytest.mark.integration
 
 
 def crasher_tree(tmp_path, restart: str) -> Tree:

@@ -32,6 +32,8 @@ from wasmtime.component import _types
 
 from theater_otp.worker import fastabi
 
+pytestmark = pytest.mark.integration
+
 WAT = Path(__file__).resolve().parent.parent / "actors" / "wat"
 ACTOR = "theater:simple/actor"
 MSC = "theater:simple/message-server-client"

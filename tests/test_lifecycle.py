@@ -4,8 +4,11 @@ import os
 import signal
 import time
 
+import pytest
 
 from harness import Tree, cli, wait_gone, write_manifest
+
+pytestmark = pytest.mark.integration
 
 TREE = """
     [supervisor]

@@ -31,6 +31,8 @@ from harness import Tree, cli, write_manifest
 from theater_otp.home import Home
 from theater_otp.protocol import Envelope, decode, encode
 
+pytestmark = pytest.mark.integration
+
 TREE = """
     [supervisor]
     id = "root"

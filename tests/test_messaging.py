@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from harness import Tree, cli, write_manifest
+
+pytestmark = pytest.mark.integration
 
 TREE = """
     [supervisor]

@@ -11,9 +11,12 @@ import signal
 import subprocess
 import time
 
+import pytest
 
 from harness import CLI, Tree, cli, pid_gone, walk, write_manifest
 from theater_otp.home import cache_dir
+
+pytestmark = pytest.mark.integration
 
 
 def manifests(tmp_path):

@@ -17,6 +17,8 @@ import pytest
 from theater_otp.protocol import envelope
 from theater_otp.protocol.envelope import MAX_FRAME, VERSION, Envelope, ProtocolError, decode, encode
 
+pytestmark = pytest.mark.unit
+
 
 def pack(*items) -> bytes:
     return msgpack.packb(list(items), use_bin_type=True)

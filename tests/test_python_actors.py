@@ -34,7 +34,7 @@ from theater_otp.pyactor.build import extract_error, input_stamp, read_spec
 from theater_otp.pyactor.scaffold import create_project
 from theater_otp.worker.component import artifact_path
 
-pytestmark = pytest.mark.timeout(900)  # the first, cold build alone can take a minute or two
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # the first, cold build alone can take a minute or two
 
 BUILDS = Path(os.environ.get("THEATER_OTP_TEST_BUILDS", Path.home() / ".cache" / "theater-otp-test-builds"))
 NAME = "pyecho"

@@ -4,7 +4,11 @@ import json
 
 import msgpack
 
+import pytest
+
 from harness import WAT, Tree, cli, write_manifest
+
+pytestmark = pytest.mark.integration
 
 TREE = """
     [supervisor]

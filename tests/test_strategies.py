@@ -5,8 +5,11 @@ pids and which kept theirs, and that stops ran in reverse start order and
 starts in start order (read from the supervisor's own chain).
 """
 
+import pytest
 
 from harness import Tree, write_manifest
+
+pytestmark = pytest.mark.integration
 
 
 def three_workers(tmp_path, strategy: str) -> str:

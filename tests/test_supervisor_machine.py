@@ -35,6 +35,8 @@ from theater_otp.supervision.events import (
 from theater_otp.supervision.reasons import KILLED, NORMAL, SHUTDOWN, ExitReason, ReasonKind
 from theater_otp.supervision.supervisor import ChildState, Supervisor
 
+pytestmark = pytest.mark.unit
+
 PERMANENT = RestartType.PERMANENT
 TRANSIENT = RestartType.TRANSIENT
 TEMPORARY = RestartType.TEMPORARY

@@ -2,8 +2,12 @@
 
 import signal
 
+import pytest
+
 from theater_otp.supervision.intensity import add_restart
 from theater_otp.supervision.reasons import ReasonKind, classify_exit
+
+pytestmark = pytest.mark.unit
 
 
 def test_exit_code_zero_is_normal():

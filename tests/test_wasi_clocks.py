@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
+
 from harness import Tree, cli, write_manifest
+
+pytestmark = pytest.mark.integration
 
 TREE = """
     [supervisor]

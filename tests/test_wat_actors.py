@@ -14,6 +14,8 @@ import pytest
 import wasmtime
 import wasmtime.component as wc
 
+pytestmark = pytest.mark.integration
+
 WAT_DIR = Path(__file__).resolve().parent.parent / "actors" / "wat"
 ACTOR = "theater:simple/actor"
 MSC = "theater:simple/message-server-client"

@@ -16,6 +16,8 @@ import wasmtime.component as wc
 
 from theater_otp.worker import fastabi
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 WAT = ROOT / "actors" / "wat" / "boss.wat"
 ACTOR = "theater:simple/actor"
