@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from pathlib import Path
-from typing import Any, Mapping, Protocol, TypeAlias, TypeVar, overload
+from typing import Mapping, Protocol, TypeAlias, TypeVar, overload
 
 from ..errors import ConfigError
 from .model import AutoShutdown, Backoff, Strategy, SupFlags
@@ -149,10 +149,17 @@ class Fields:
                                    f"unknown setting {unknown[0]!r}: {expected}", self.raw[unknown[0]])
 
 
-def read_enum(where: Where, key: str, value: object, enum_cls: type[E], default: Any) -> Any:
+@overload
+def read_enum(where: Where, key: str, value: object, enum_cls: type[E], default: E) -> E: ...
+@overload
+def read_enum(where: Where, key: str, value: object, enum_cls: type[E], default: None) -> E | None: ...
+
+
+def read_enum(where: Where, key: str, value: object, enum_cls: type[E], default: E | None) -> E | None:
+    """`value` as a member of `enum_cls` (written as its value), `default` when absent."""
     if value is None:
         return default
-    choices = [m.value for m in enum_cls]
+    choices = [str(m.value) for m in enum_cls]
     if isinstance(value, str) and value in choices:
         return enum_cls(value)
     expected = ", ".join(choices[:-1]) + " or " + choices[-1]
@@ -170,7 +177,7 @@ def read_int(where: Where, key: str, value: object, default: int, minimum: int,
     return value
 
 
-def parse_flags(where: Where, table: Mapping[str, Any], key: str) -> SupFlags:
+def parse_flags(where: Where, table: Mapping[str, object], key: str) -> SupFlags:
     """Supervisor flags (OTP §1.9), validated in OTP's order."""
     strategy = read_enum(where, f"{key}.strategy", table.get("strategy"), Strategy, Strategy.ONE_FOR_ONE)
     intensity = read_int(where, f"{key}.intensity", table.get("intensity"), 1, 0)

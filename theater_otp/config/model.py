@@ -65,7 +65,8 @@ class Backoff:
     reset_after_s: int = 60
 
     def delay_s(self, level: int) -> float:
-        return min(self.max_ms, self.initial_ms * (2 ** level)) / 1000
+        factor: int = 2 ** level  # level >= 0 (restarts in a row), so an int
+        return min(self.max_ms, self.initial_ms * factor) / 1000
 
 
 @dataclass(frozen=True)

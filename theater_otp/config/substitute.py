@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 import uuid as _uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 #: where(key, token, message) -> the exception to raise. `key` is the dotted key
 #: of the string (`handler[0].path`, `supervisor.children[1].manifest`), `token`
@@ -70,9 +70,9 @@ def format_now(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def substitute(data: Mapping[str, Any], env: Mapping[str, str], where: Where, *,
+def substitute(data: Mapping[str, object], env: Mapping[str, str], where: Where, *,
                now: Callable[[], datetime] = utc_now,
-               new_uuid: Callable[[], object] = _uuid.uuid4) -> dict[str, Any]:
+               new_uuid: Callable[[], object] = _uuid.uuid4) -> dict[str, object]:
     """A new dict like `data` with every placeholder of every string value replaced.
 
     `env` is read for `${VAR}` (os.environ in the loader); `now` is called at most
@@ -119,7 +119,7 @@ def substitute(data: Mapping[str, Any], env: Mapping[str, str], where: Where, *,
 
         return _TOKEN.sub(one, text)
 
-    def walk(value: Any, key: str) -> Any:
+    def walk(value: object, key: str) -> object:
         if isinstance(value, str):
             return expand(value, key)
         if isinstance(value, dict):
@@ -128,4 +128,4 @@ def substitute(data: Mapping[str, Any], env: Mapping[str, str], where: Where, *,
             return [walk(v, f"{key}[{i}]") for i, v in enumerate(value)]
         return value
 
-    return walk(dict(data), "")
+    return {k: walk(v, k) for k, v in data.items()}

@@ -46,10 +46,22 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import tomli
-
-from ..errors import TheaterError
-from ..worker.component import artifact_path
+from ..config.model import ActorManifest
+from ..config.rules import (
+    BuildTable,
+    Problems,
+    full_interface_name,
+    has_build_table,
+    listed_types,
+    read_build_table,
+    read_component_ref,
+    read_implements,
+    read_name,
+    read_supervision,
+)
+from ..config.source import Source
+from ..errors import ConfigError, TheaterError
+from ..worker.component import CompiledComponent, artifact_path
 from ..worker.handlers import PACKAGE, REGISTRY
 from .checks import Problem, compile_with_progress, component_problems, wit_interfaces
 from .sdk import SDK_DIR
@@ -136,7 +148,8 @@ class BuildResult:
 # ---- the project ---------------------------------------------------------------------------------
 
 def read_spec(target: Path) -> BuildSpec:
-    """The build inputs of a project folder (its manifest.toml) or of a manifest file."""
+    """The build inputs of a project folder (its manifest.toml) or of a manifest file, read through
+    config.rules (name, component, `[build]`, the grant, `[interface]`)."""
     target = Path(target)
     manifest = target / "manifest.toml" if target.is_dir() else target
     if not manifest.is_file():
@@ -144,36 +157,25 @@ def read_spec(target: Path) -> BuildSpec:
         raise BuildError(f"{where} (make a project with `theater-otp create NAME`)")
     manifest = manifest.resolve()
     try:
-        data = tomli.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BuildError(f"{manifest}: cannot read ({exc})") from None
-    except tomli.TOMLDecodeError as exc:
-        raise BuildError(f"{manifest}: invalid TOML: {exc}") from None
-    here = manifest.parent
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise BuildError(f"{manifest}: name: missing `name`: every actor manifest needs a name")
-    component = data.get("component", data.get("component_path"))
-    if not isinstance(component, str) or not component.endswith(".wasm"):
+        src = Source(manifest)
+        data = src.parse()
+        name = read_name(src, data)
+        component = read_component_ref(src, data)
+        table = read_build_table(src, data, Problems()) or BuildTable()
+    except ConfigError as exc:
+        raise BuildError(str(exc)) from None
+    if not component.endswith(".wasm"):
         raise BuildError(f"{manifest}: component: expected the path of the .wasm to build, "
                          f"e.g. component = \"build/actor.wasm\"")
-    table = data.get("build", {})
-    if not isinstance(table, dict):
-        raise BuildError(f"{manifest}: build: expected a table ([build] module, world, wit, source)")
-    for key in ("source", "module", "world", "wit"):
-        if key in table and not isinstance(table[key], str):
-            raise BuildError(f"{manifest}: build.{key}: expected a string")
-    handlers = [str(h.get("type", "")).lower() for k in ("handler", "handlers") for h in data.get(k, [])
-                if isinstance(h, dict)]
-    granted = frozenset({"runtime", "message-server", *handlers})
-    source = (here / table.get("source", ".")).resolve()
-    module = table.get("module", "app")
-    world = table.get("world", GENERATED_WORLD)
+    here = manifest.parent
+    source = (here / (table.source if table.source is not None else ".")).resolve()
+    module = table.module if table.module is not None else "app"
+    world = table.world if table.world is not None else GENERATED_WORLD
     if not ((source / f"{module}.py").is_file() or (source / module / "__init__.py").is_file()):
         raise BuildError(f"{manifest}: build.module: no module {module!r} in {source} "
                          f"(expected {source / (module + '.py')})")
-    if "wit" in table:
-        wit = (here / table["wit"]).resolve()
+    if table.wit is not None:
+        wit = (here / table.wit).resolve()
     elif (source / "wit").is_dir():
         wit = source / "wit"
     elif (here / "wit").is_dir():
@@ -184,14 +186,12 @@ def read_spec(target: Path) -> BuildSpec:
     if not wit.is_dir() or not any(wit.glob("*.wit")):
         raise BuildError(f"{manifest}: build.wit: no .wit files in {wit}")
     has_sdk = (source / "theater_sdk.py").is_file()
-    implements = None
-    iface = data.get("interface")
-    if isinstance(iface, dict) and isinstance(iface.get("implements"), list):
-        implements = tuple(str(v) for v in iface["implements"])
+    # a bad handler entry or implements name does not stop a build: `validate` and `up` name it
+    implements = read_implements(src, data, Problems(collect=True))
     spec = BuildSpec(manifest=manifest, name=name, output=(here / component).resolve(), source=source,
                      module=module, world=world, wit=wit, sdk_dir=None if has_sdk else SDK_DIR,
-                     granted=granted, implements=implements)
-    if "world" not in table:
+                     granted=listed_types(data), implements=implements)
+    if table.world is None:
         spec = _with_generated_world(spec)
     return spec
 
@@ -225,8 +225,7 @@ def _with_generated_world(spec: BuildSpec) -> BuildSpec:
     """`spec` with the world generated from its grant, and the theater-otp .wit files its WIT lacks."""
     imports = granted_interfaces(spec.granted)
     exports = list(BASE_EXPORTS)
-    wants_handlers = any(str(i).split("@", 1)[0].rsplit("/", 1)[-1] == "supervisor-handlers"
-                         for i in spec.implements or ())
+    wants_handlers = f"{PACKAGE}/supervisor-handlers" in {full_interface_name(i) for i in spec.implements or ()}
     if "supervisor" in spec.granted or wants_handlers:
         exports.append("supervisor-handlers")
     for handler_type in sorted(spec.granted):
@@ -493,41 +492,22 @@ def build(target: Path, force: bool = False, say: Say | None = None) -> BuildRes
                        imports=[f"{PACKAGE}/{i}" for i in spec.world_imports] if spec.world_wit is not None else None)
 
 
-def is_supervision(target: Path) -> bool:
-    """A supervision.toml (it has a [supervisor] table) rather than a project or manifest."""
-    if not Path(target).is_file():
-        return False
-    try:
-        return isinstance(tomli.loads(Path(target).read_text(encoding="utf-8")).get("supervisor"), dict)
-    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError):
-        return False
-
-
 def buildable_manifests(supervision: Path) -> list[Path]:
-    """The manifests of a supervision.toml that have a [build] table, each once, in tree order."""
-    supervision = Path(supervision).resolve()
+    """The manifests of a supervision.toml that have a [build] table, each once, in tree order (the
+    tree's own problems are left to `validate` and `up`)."""
     try:
-        data = tomli.loads(supervision.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
-        raise BuildError(f"{supervision}: cannot read ({exc})") from None
+        src = Source(Path(supervision).resolve())
+        data = src.parse()
+    except ConfigError as exc:
+        raise BuildError(str(exc)) from None
     found: list[Path] = []
 
-    def walk(table: object) -> None:
-        if not isinstance(table, dict):
-            return
-        manifest = table.get("manifest")
-        if isinstance(manifest, str):
-            path = (supervision.parent / manifest).resolve()
-            try:
-                has_build = isinstance(tomli.loads(path.read_text(encoding="utf-8")).get("build"), dict)
-            except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError):
-                has_build = False
-            if has_build and path not in found:
-                found.append(path)
-        for child in table.get("children", []) if isinstance(table.get("children"), list) else []:
-            walk(child)
+    def note(manifest: Path) -> ActorManifest | None:
+        if manifest not in found and has_build_table(manifest):
+            found.append(manifest)
+        return None
 
-    walk(data.get("supervisor"))
+    read_supervision(src, data, Problems(collect=True), note)
     return found
 
 
@@ -539,16 +519,13 @@ def build_tree(supervision: Path, force: bool = False, say: Say | None = None) -
     return [build(m, force=force, say=say) for m in manifests]
 
 
-def _component_warnings(spec: BuildSpec, component) -> list[Problem]:
-    implements = list(spec.implements) if spec.implements is not None else None
-    if implements is not None and not all(isinstance(i, str) for i in implements):
-        implements = None
+def _component_warnings(spec: BuildSpec, component: CompiledComponent) -> list[Problem]:
     try:
-        return component_problems(component, spec.manifest, set(spec.granted), implements)
+        return component_problems(component, spec.manifest, spec.granted, spec.implements)
     except TheaterError:
         return []
 
 
 __all__ = ["GENERATED_WORLD", "BuildError", "BuildResult", "BuildSpec", "build", "build_tree", "buildable_manifests",
-           "extract_error", "generated_world_text", "granted_interfaces", "input_stamp", "is_supervision", "read_spec",
+           "extract_error", "generated_world_text", "granted_interfaces", "input_stamp", "read_spec",
            "write_build_wit"]
