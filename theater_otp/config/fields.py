@@ -59,10 +59,16 @@ class Fields:
         value = self.str(name, None)
         if value is None:
             return None
-        path = Path(value).expanduser()
-        if not path.is_absolute() and self.folder is not None:
-            path = self.folder / path
-        return path.resolve()
+        try:
+            path = Path(value).expanduser()  # RuntimeError: `~user` of no such user
+            if not path.is_absolute() and self.folder is not None:
+                path = self.folder / path
+            resolved = path.resolve()
+            resolved.exists()  # OSError for a path the system cannot look up (a name too long)
+        except (OSError, ValueError, RuntimeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise self.error(name, f"{value!r} is not a usable path: {why}", value) from None
+        return resolved
 
     def _get(self, name: Str) -> object:
         self.seen.add(name)

@@ -83,6 +83,19 @@ class Problems:
             return None
 
 
+def usable_path(src: Source, key: str, ref: str) -> Path:
+    """`ref` (the value at `key`) resolved against the folder of `src`'s file. A path the system
+    cannot even look up (a name too long, a NUL byte) breaks the rule; whether it exists is the
+    caller's rule."""
+    try:
+        path = (src.path.parent / ref).resolve()
+        path.exists()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise src.error(key, f"{ref!r} is not a usable path: {why}", ref) from None
+    return path
+
+
 # ---- which file is which -------------------------------------------------------------------------
 
 _SUPERVISOR_HEADER = re.compile(r"^\s*\[supervisor\]", re.M)
@@ -167,7 +180,7 @@ def read_shutdown(where: Where, key: str, value: object, child_type: ChildType) 
 def _manifest_path(src: Source, key: str, value: object) -> Path:
     if not isinstance(value, str):
         raise src.error(key, f"{value!r} is not valid: expected a path to an actor manifest", value)
-    path = (src.path.parent / value).resolve()
+    path = usable_path(src, key, value)
     if not path.is_file():
         raise src.error(key, f"manifest file not found: {path}", value)
     return path
@@ -285,7 +298,7 @@ def read_component(src: Source, data: Table) -> Path:
     """The component file, resolved against the manifest's folder; it must exist (a Python actor's
     error says to build it first)."""
     ref = read_component_ref(src, data)
-    path = (src.path.parent / ref).resolve()
+    path = usable_path(src, component_key(data), ref)
     if not path.is_file():
         hint = ""
         if isinstance(data.get("build"), dict) or (src.path.parent / "app.py").is_file():
@@ -501,7 +514,9 @@ def read_build_table(src: Source, data: Table, problems: Problems) -> BuildTable
         values[key] = value
     for key in ("source", "wit"):
         folder = values[key]
-        if folder is not None and not (src.path.parent / folder).is_dir():
-            problems.add(src.error(f"build.{key}", f"folder not found: {(src.path.parent / folder).resolve()}",
-                                   folder))
+        if folder is None:
+            continue
+        path = problems.check(partial(usable_path, src, f"build.{key}", folder))
+        if path is not None and not path.is_dir():
+            problems.add(src.error(f"build.{key}", f"folder not found: {path}", folder))
     return BuildTable(**values) if len(problems.found) == before else None
