@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 
 class Strategy(str, enum.Enum):
@@ -32,11 +32,14 @@ class AutoShutdown(str, enum.Enum):
     ALL_SIGNIFICANT = "all_significant"
 
 
+ShutdownKind: TypeAlias = Literal["brutal_kill", "timeout", "infinity"]
+
+
 @dataclass(frozen=True)
 class Shutdown:
     """How a child is stopped: `brutal_kill`, polite stop then kill after `ms`, or `infinity`."""
 
-    kind: str  # "brutal_kill" | "timeout" | "infinity"
+    kind: ShutdownKind
     ms: int = 0
 
     @classmethod
@@ -46,7 +49,7 @@ class Shutdown:
     def __str__(self) -> str:
         return str(self.ms) if self.kind == "timeout" else self.kind
 
-    def to_plain(self) -> object:
+    def to_plain(self) -> int | str:
         return self.ms if self.kind == "timeout" else self.kind
 
 
@@ -87,6 +90,8 @@ class HandlerConfig:
 
     type: str
     config: tuple[tuple[str, object], ...] = ()
+    #: Any, not object: each handler type has its own settings record, known only to its module
+    #: (worker/handlers/*), which reads its fields; config cannot name those types without importing them.
     settings: Any = field(default=None, compare=False)
 
     def get(self, key: str, default: object = None) -> object:

@@ -8,7 +8,7 @@ incarnation is not the child's current one is stale and ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from ..config.model import ChildSpec, Shutdown
 from .reasons import ExitReason
@@ -133,7 +133,8 @@ class Report:
     context: str  # child_started | child_terminated | child_restarting | start_error | shutdown | ...
     child_id: str | None
     reason: ExitReason | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    #: the decision's own details (incarnation, strategy, ...), each a plain value for log and chain
+    data: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,15 +153,27 @@ class SupervisorExited:
     context: str = "shutdown"
 
 
+class StartedValue(TypedDict):
+    """What start_child and restart_child answer on success."""
+
+    id: str
+    incarnation: int | None
+
+
+#: An API answer's value: StartedValue or None on success; on failure an OTP error term such as
+#: "already_present", "running", "restarting", "not_found", ("already_started", incarnation),
+#: ("start_failed", reason text), or a bad_combination sentence.
+ReplyValue = StartedValue | str | tuple[str, int] | tuple[str, str] | None
+
+
 @dataclass(frozen=True)
 class Reply:
-    """The answer to an API request: `ok` with a value, or an OTP error term such as
-    ("already_started", incarnation), "already_present", "running", "restarting", "not_found"."""
+    """The answer to an API request: `ok` with a value, or not with an OTP error term (ReplyValue)."""
 
     supervisor: str
     req: int
     ok: bool
-    value: Any = None
+    value: ReplyValue = None
 
 
 Action = StartChild | StopChild | Post | Report | SupervisorStarted | SupervisorExited | Reply

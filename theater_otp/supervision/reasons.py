@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import enum
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict
 
 EXIT_NORMAL = 0
 EXIT_CRASH = 1
@@ -28,6 +30,13 @@ class ReasonKind(str, enum.Enum):
     SHUTDOWN = "shutdown"
     KILLED = "killed"
     ABNORMAL = "abnormal"
+
+
+class ExitReasonPlain(TypedDict):
+    """An ExitReason as the chain and the control API carry it."""
+
+    kind: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class ExitReason:
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value
 
-    def to_plain(self) -> dict:
+    def to_plain(self) -> ExitReasonPlain:
         return {"kind": self.kind.value, "detail": self.detail}
 
 
@@ -54,7 +63,7 @@ SHUTDOWN = ExitReason(ReasonKind.SHUTDOWN)
 KILLED = ExitReason(ReasonKind.KILLED)
 
 
-def classify_exit(returncode: int | None, crash_report: dict | None = None) -> ExitReason:
+def classify_exit(returncode: int | None, crash_report: Mapping[str, object] | None = None) -> ExitReason:
     """Map a worker's exit status (Popen convention: negative = signal) to an ExitReason."""
     if returncode == EXIT_NORMAL:
         return NORMAL

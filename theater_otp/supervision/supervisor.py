@@ -13,16 +13,34 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, TypedDict
 
 from ..config.model import AutoShutdown, ChildSpec, RestartType, Strategy
 from .events import (
     Action, BackoffElapsed, ChildExited, ChildStarted, ChildStartFailed, DeleteChildRequest, Event, Post,
-    Reply, Report, RestartChildRequest, Start, StartChild, StartChildRequest, Stop, StopChild,
-    SupervisorExited, SupervisorStarted, TerminateChildRequest, TryAgain,
+    Reply, ReplyValue, Report, RestartChildRequest, Start, StartChild, StartChildRequest, StartedValue, Stop,
+    StopChild, SupervisorExited, SupervisorStarted, TerminateChildRequest, TryAgain,
 )
 from .intensity import add_restart
 from .reasons import SHUTDOWN, ExitReason, ReasonKind
+
+
+class WhichChild(TypedDict):
+    """One row of which_children (§1.7)."""
+
+    id: str
+    #: the running incarnation, "restarting", or None (stopped)
+    child: int | str | None
+    type: str
+
+
+class ChildCounts(TypedDict):
+    """count_children (§1.7)."""
+
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
 
 
 class ChildState(str, enum.Enum):
@@ -139,7 +157,8 @@ class Supervisor:
     def _emit(self, action: Action) -> None:
         self._out.append(action)
 
-    def _report(self, context: str, child_id: str | None, reason: ExitReason | None = None, **data) -> None:
+    def _report(self, context: str, child_id: str | None, reason: ExitReason | None = None,
+                **data: object) -> None:
         self._emit(Report(self.path, context, child_id, reason, data))
 
     # ---- jobs ---------------------------------------------------------------------
@@ -190,8 +209,9 @@ class Supervisor:
     def _stop_all(self, job: _Job) -> bool:
         """simple_one_for_one shutdown (§1.2): stop every running child at once; True if any to wait for."""
         for child in list(self.children.values()):
-            if self._begin_stop(child):
-                job.pending_stops[child.spec.id] = child.incarnation
+            incarnation = child.incarnation  # _begin_stop waits only for a child that has one
+            if incarnation is not None and self._begin_stop(child):
+                job.pending_stops[child.spec.id] = incarnation
         if job.pending_stops:
             job.waiting = ("stop_all", "*")
             return True
@@ -207,13 +227,12 @@ class Supervisor:
         return False
 
     def _completes_step(self, event: Event) -> bool:
-        waiting = self.job.waiting if self.job else None
-        if waiting is None:
+        job = self.job
+        if job is None or job.waiting is None:
             return False
-        op, cid = waiting
+        op, cid = job.waiting
         if op == "stop_all":
-            return (isinstance(event, ChildExited)
-                    and self.job.pending_stops.get(event.child_id) == event.incarnation)
+            return isinstance(event, ChildExited) and job.pending_stops.get(event.child_id) == event.incarnation
         if op == "start":
             return isinstance(event, (ChildStarted, ChildStartFailed)) and event.child_id == cid
         child = self.children.get(cid)
@@ -223,7 +242,7 @@ class Supervisor:
     def _step_done(self, event: Event) -> None:
         job = self.job
         assert job is not None
-        if job.waiting and job.waiting[0] == "stop_all":
+        if job.waiting and job.waiting[0] == "stop_all" and isinstance(event, ChildExited):
             del job.pending_stops[event.child_id]
             self._stopped(self.children[event.child_id], event.reason)
             if not job.pending_stops:
@@ -389,12 +408,12 @@ class Supervisor:
 
     # ---- the dynamic child API (§1.7) ------------------------------------------------------
 
-    def _reply(self, req: int, ok: bool, value: object = None) -> None:
+    def _reply(self, req: int, ok: bool, value: ReplyValue = None) -> None:
         self._emit(Reply(self.path, req, ok, value))
 
     def _api_start_child(self, ev: StartChildRequest) -> None:
         spec = ev.spec
-        if self.simple:
+        if self.template is not None:  # simple_one_for_one
             self._instances += 1
             spec = replace(self.template, id=f"{self.template.id}-{self._instances}",
                            manifest=spec.manifest or self.template.manifest)
@@ -421,7 +440,7 @@ class Supervisor:
                         lambda: self._reply(ev.req, True, self._started_value(spec.id)), restart=False,
                         on_start_failed=failed)
 
-    def _started_value(self, child_id: str) -> dict:
+    def _started_value(self, child_id: str) -> StartedValue:
         child = self.children[child_id]
         return {"id": child_id, "incarnation": child.incarnation}
 
@@ -484,17 +503,17 @@ class Supervisor:
 
     # ---- read-only views (answered at once, like which_children and count_children) ---------
 
-    def which_children(self) -> list[dict]:
+    def which_children(self) -> list[WhichChild]:
         """Children newest first (§1.7): id, incarnation or "restarting" or None, type."""
-        out = []
+        out: list[WhichChild] = []
         for child in reversed(self.ordered_children()):
             # a start in progress is shown as restarting too (OTP would not answer until it ended)
-            status = child.incarnation if child.incarnation is not None else (
+            status: int | str | None = child.incarnation if child.incarnation is not None else (
                 "restarting" if child.state in (ChildState.RESTARTING, ChildState.STARTING) else None)
             out.append({"id": child.spec.id, "child": status, "type": child.spec.type.value})
         return out
 
-    def count_children(self) -> dict:
+    def count_children(self) -> ChildCounts:
         kids = list(self.children.values())
         return {
             "specs": 1 if self.simple else len(kids),
