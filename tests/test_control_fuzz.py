@@ -136,7 +136,7 @@ def restarts(log: str) -> list[tuple[float, int, float]]:
     (time, N, D)."""
     import re
     return [(stamp(m.group(0)), int(m.group(1)), float(m.group(2))) for m in re.finditer(
-        r"^.*chain-writer exited \(\d+\), (\d+) time\(s\) in a row.*starting it again in ([\d.]+) s$", log, re.M)]
+        r"^.*chain-writer exited \(\d+\), (\d+) time\(s\) in a row.*starting it again in ([\d.]+) s$", log, re.MULTILINE)]
 
 
 def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_says_why(tmp_path):

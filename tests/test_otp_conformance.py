@@ -180,7 +180,10 @@ def busy_in_wasm(tree, path):
     """Send `loop` to the crasher at `path` and wait until its process has burnt CPU on it (an idle
     worker burns none), so it is in wasm and cannot act on SIGTERM: evidence, not a sleep."""
     proc = psutil.Process(tree.node(path)["pid"])
-    spent = lambda: sum(proc.cpu_times()[:2])  # noqa: E731 - user + system seconds
+
+    def spent() -> float:
+        return sum(proc.cpu_times()[:2])  # user + system seconds
+
     before = spent()
     cli("send", path, "loop", home=tree.home)
     tree.wait_for(lambda: spent() - before >= 0.2, what=f"{path} looping in wasm")
