@@ -83,8 +83,9 @@ class ChainProducer:
         self.last_progress = time.monotonic()
 
     def durable_through(self, batch_seq: int) -> bool:
-        """True once every batch up to `batch_seq` has been acknowledged."""
-        return not self.unacked or self.unacked[0].seq > batch_seq
+        """True once every batch up to `batch_seq` has been sent and acknowledged (a batch not
+        flushed yet is not durable)."""
+        return batch_seq <= self.batch_seq and (not self.unacked or self.unacked[0].seq > batch_seq)
 
     @property
     def full(self) -> bool:

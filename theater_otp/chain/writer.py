@@ -12,9 +12,10 @@ Socket: a ROUTER bound at HOME's chain endpoint. Frames are envelopes:
   `sync`     -> `synced` once everything received before it is committed
   `stop`     -> `stopped`, then the process exits
 Group commit: each turn drains every frame already queued, appends them in
-one SQLite transaction (one fsync), then sends the acks of that turn. A turn
-that would commit within COMMIT_WINDOW_S of the last commit first waits for
-the rest of that window's frames (a `sync` or `stop` commits at once).
+one SQLite transaction (one fsync), then sends the acks of that turn. It never
+waits for more: replies and sends wait for these acks (worker/effects.py), so
+a wait would be added to every reply; under load the frames that arrive during
+one commit's fsync make the next commit's batch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import signal
 import socket
 import sqlite3
 import struct
-import time
 
 import zmq
 
@@ -41,10 +41,6 @@ NODE_IDENTITY = b"node"
 EXIT_CANNOT_OPEN = 3
 #: Most frames one group commit takes before it commits and acks.
 MAX_BATCH_FRAMES = 4096
-#: Commits come at most this often while events keep arriving (each waits for the frames that
-#: arrive meanwhile): one fsync for many producers' batches under load; at most this much more
-#: latency for an acknowledgement, none for an event that arrives after a quiet spell.
-COMMIT_WINDOW_S = 0.002
 
 
 def writer_main(home: Home, node_pid: int) -> None:
@@ -90,7 +86,6 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(wake, zmq.POLLIN)
-    last_commit = 0.0
     while not stopping():
         ready = dict(poller.poll())
         if wake in ready or wake.fileno() in ready:
@@ -100,11 +95,10 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
         replies: list[tuple[bytes, Envelope, int | None]] = []  # an ack counts its group's stored items
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
         stop_requested = False
-        urgent = False  # a sync or a stop: commit now, no window
 
         def drain(budget: int) -> int:
             """Take up to `budget` queued frames into this turn; how many were taken."""
-            nonlocal stop_requested, urgent
+            nonlocal stop_requested
             taken = 0
             while taken < budget:
                 try:
@@ -136,25 +130,17 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
                     store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
                 elif env.kind == "sync":
                     replies.append((ident, Envelope("synced", "chain", env.sender, env.corr), None))
-                    urgent = True
                 elif env.kind == "stop":
                     replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr), None))
-                    stop_requested = urgent = True
+                    stop_requested = True
                 else:
                     log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
             return taken
 
-        taken = drain(MAX_BATCH_FRAMES)
-        # group commit under load: a commit soon after the last one waits (up to COMMIT_WINDOW_S
-        # after it) for more frames, so one fsync serves more events; an isolated one commits at once
-        since = time.monotonic() - last_commit
-        if groups and not urgent and since < COMMIT_WINDOW_S and taken < MAX_BATCH_FRAMES:
-            if sock.poll((COMMIT_WINDOW_S - since) * 1000):
-                drain(MAX_BATCH_FRAMES - taken)
+        drain(MAX_BATCH_FRAMES)
         counts: list[int] = []
         if groups or marks:
             counts, rejected = _append(store, groups, marks)
-            last_commit = time.monotonic()
             if rejected:
                 log.warning("rejected %d late event(s) from dead incarnations", rejected)
         for ident, env, applied in replies:

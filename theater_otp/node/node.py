@@ -48,6 +48,7 @@ from . import control
 from .http import HttpListeners, of_manifest
 from .http import listeners as http_listeners
 from .launcher import ChildProcess, Launcher
+from .outbox import HeldSend, Outbox
 from .registry import Registry, WorkerHandle
 
 log = logging.getLogger("theater_otp.node")
@@ -128,6 +129,8 @@ class Node(ActorSupervision):
         self._timer_seq = itertools.count()
         self._corr = itertools.count(1)
         self.pending: dict[int, _PendingRequest] = {}
+        #: workers' sends admitted and waiting for their events to be stored
+        self.outbox = Outbox()
         self.channels: ChannelTable[WorkerHandle] = ChannelTable()
         #: supervisor API req -> (CLI ident, corr), or a callback taking the Reply (actor supervisors)
         self.api_waiters: dict[int, Any] = {}
@@ -287,10 +290,11 @@ class Node(ActorSupervision):
             self._on_writer_exit()
         if self.gateway is not None and self.gateway.sentinel in ready:
             self._on_gateway_exit()
-        for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.registry.by_sentinel]:
-            self._on_worker_exit(self.registry.by_sentinel[fd])
-        if self.router in ready:
+        exited = [fd for fd in ready if isinstance(fd, int) and fd in self.registry.by_sentinel]
+        if self.router in ready or exited:  # first what the exited workers sent before they ended
             self._serve(self.router, self._on_worker_message)
+        for fd in exited:
+            self._on_worker_exit(self.registry.by_sentinel[fd])
         if self.control in ready:
             self._serve(self.control, self._on_control_message)
         self._run_timers()
@@ -607,6 +611,7 @@ class Node(ActorSupervision):
             imports=compiled.imports, component_path=str(compiled.source),
             max_unacked_events=self.max_unacked_events,
             record=os.environ.get("THEATER_OTP_RECORD", "1") != "0",
+            durable_effects=os.environ.get("THEATER_OTP_DURABLE_EFFECTS", "1") != "0",
             limits=manifest.limits,
         )
         try:
@@ -615,7 +620,8 @@ class Node(ActorSupervision):
             self._enqueue(a.supervisor, ev.ChildStartFailed(a.child_id, ExitReason(ReasonKind.ABNORMAL, f"could not start process: {exc}")))
             return
         handle = WorkerHandle(path=path, supervisor=a.supervisor, child_id=a.child_id, actor_id=actor_id,
-                              incarnation=incarnation, spec=a.spec, process=process, identity=cfg.identity)
+                              incarnation=incarnation, spec=a.spec, process=process, identity=cfg.identity,
+                              durable_effects=cfg.durable_effects and cfg.record)
         self.registry.add(handle)
         self.poller.register(process.sentinel, zmq.POLLIN)
         self._attach_actor_supervisor(handle)  # before init: an actor may spawn children from init
@@ -692,6 +698,10 @@ class Node(ActorSupervision):
         self._record(handle.actor_id, handle.incarnation, "lifecycle.exited",
                      {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
         self._worker_synced(handle.identity)  # it flushed on its way out, or it died: nothing to wait for
+        dropped = self.outbox.drop(handle.identity)
+        if dropped:
+            log.warning("%s: %d message(s) it sent were not delivered: the events of the calls that sent them "
+                        "were not stored before it exited", handle.path, len(dropped))
         self._close_channels_of(handle)
         if handle.ready and handle.path in self.http.targets:  # the requests it held: 503 or 500
             self._send_gateway(Envelope("unroute", "node", "gateway", 0,
@@ -758,8 +768,10 @@ class Node(ActorSupervision):
                 error = "a message must be bytes"
             else:
                 error = self._admit(target, env.body)
-                if error is None and not self._to_worker(target, Envelope("send", handle.actor_id, target.actor_id,
-                                                                          0, env.body)):
+                message = Envelope("send", handle.actor_id, target.actor_id, 0, env.body)
+                if error is None and handle.durable_effects and env.corr:  # leaves on the sender's `release`
+                    self.outbox.hold(ident, HeldSend(env.corr, target, message, len(env.body)))
+                elif error is None and not self._to_worker(target, message):
                     error = f"actor {target.path} is not reachable"
             if env.corr:  # the sender waits for this answer: its send returns the error
                 self._to_worker(handle, Envelope("sent", "node", handle.actor_id, env.corr,
@@ -767,6 +779,8 @@ class Node(ActorSupervision):
             elif error is not None:
                 self._to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
                                                  {"to": env.to, "error": error}))
+        elif kind == "release":
+            self._release(handle, ident, env.body)
         elif kind == "took":
             self._took(handle, env.body)
         elif kind == "http_listen":
@@ -1009,15 +1023,28 @@ class Node(ActorSupervision):
         if size > limits.message_bytes:
             refusal = (f"message of {size} bytes is over {target.path}'s limit message_bytes = "
                        f"{limits.message_bytes}")
-        elif target.queued >= limits.mailbox:
-            refusal = f"mailbox of {target.path} is full ({target.queued} messages waiting; limit mailbox = " \
-                      f"{limits.mailbox})"
-        elif target.queued_bytes + size > limits.inbox_bytes:
-            refusal = (f"mailbox of {target.path} is full ({target.queued_bytes} bytes waiting; limit a quarter "
-                       f"of memory_bytes = {limits.inbox_bytes})")
+        elif target.queued + target.reserved >= limits.mailbox:
+            refusal = (f"mailbox of {target.path} is full ({target.queued + target.reserved} messages waiting; "
+                       f"limit mailbox = {limits.mailbox})")
+        elif target.queued_bytes + target.reserved_bytes + size > limits.inbox_bytes:
+            refusal = (f"mailbox of {target.path} is full ({target.queued_bytes + target.reserved_bytes} bytes "
+                       f"waiting; limit a quarter of memory_bytes = {limits.inbox_bytes})")
         if refusal is not None:
             target.refused += 1
         return refusal
+
+    def _release(self, handle: WorkerHandle, ident: bytes, through: object) -> None:
+        """`handle`'s events are stored through its send `through`: those sends go to their targets
+        (the target's current incarnation if it restarted meanwhile)."""
+        if not isinstance(through, int):
+            log.error("dropped a malformed release from %s", handle.path)
+            return
+        for held in self.outbox.release(ident, through):
+            target = self.registry.workers.get(held.target.path)
+            if target is None or target.actor_id != held.target.actor_id or not self._to_worker(target, held.env):
+                self._to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
+                                                 {"to": held.target.path,
+                                                  "error": f"actor {held.target.path} is not reachable"}))
 
     def _took(self, handle: WorkerHandle, body: object) -> None:
         """The worker took messages out of its mailbox: [count, bytes]."""

@@ -38,6 +38,12 @@ class WorkerHandle:
     queued_bytes: int = 0
     #: Messages refused to their senders because of this actor's limits (shown by `inspect`).
     refused: int = 0
+    #: Messages admitted for this worker but held until their senders' events are stored
+    #: (node/outbox.py): its mailbox counts them.
+    reserved: int = 0
+    reserved_bytes: int = 0
+    #: Its effects wait for its events (worker/effects.py); its sends are held in the node's outbox.
+    durable_effects: bool = True
 
     @property
     def limits(self) -> ActorLimits:

@@ -35,6 +35,7 @@ from ..config.model import ActorLimits, HandlerConfig
 from .handlers import REGISTRY, granted_types, grants
 from .handlers.base import ActorInfo
 from .cpu import EpochTicker
+from .effects import HeldEffects
 from .fastabi import Err
 from .handlers.http_framework import SHARED_KEY as FRAMEWORK_KEY
 from .handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
@@ -82,6 +83,9 @@ class WorkerConfig:
     max_unacked_events: int = MAX_UNACKED_EVENTS
     #: False only for benchmarks that measure what recording costs (THEATER_OTP_RECORD=0)
     record: bool = True
+    #: False only for benchmarks that measure what durable effects cost (THEATER_OTP_DURABLE_EFFECTS=0):
+    #: replies and sends then leave before their events are stored (worker/effects.py)
+    durable_effects: bool = True
     limits: ActorLimits = field(default_factory=ActorLimits)
 
     @property
@@ -137,6 +141,10 @@ class Worker:
         #: [messages, bytes] taken out of the mailbox since the node was last told
         self.took = [0, 0]
         self.syncs: list[tuple[int, int]] = []  # (node's sync corr, batch seq it waits for)
+        #: replies, responses and answers waiting for the events before them to be acknowledged
+        self.held = HeldEffects()
+        #: effects wait for their events (nothing to wait for when nothing is recorded)
+        self.durable = cfg.durable_effects and cfg.record
         self.corr = itertools.count(1)
         self.outstanding_requests: dict[str, tuple[str, int]] = {}  # request-id -> (origin, corr)
         self.request_ids = itertools.count(1)
@@ -156,17 +164,18 @@ class Worker:
         self.producer.add([self.cfg.actor_id, self.cfg.incarnation, event_type, time.time_ns(),
                            msgpack.packb(data, use_bin_type=True)])
 
-    def flush_events(self, wait_ack: bool = False) -> bool:
-        """Send the recorded events as one batch; with `wait_ack`, wait until every batch is durable."""
+    def flush_events(self, wait_ack: bool = False, timeout_ms: int = FINAL_FLUSH_TIMEOUT_MS) -> bool:
+        """Send the recorded events as one batch; with `wait_ack`, wait until every batch is durable
+        (and the effects held for them have left): False if that took longer than `timeout_ms`."""
         self.producer.flush()
         if not wait_ack:
             return True
-        deadline = time.monotonic() + FINAL_FLUSH_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + timeout_ms / 1000
         while self.producer.unacked:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                log.warning("%s: %d event(s) not acknowledged by the chain-writer before exit",
-                            self.cfg.path, self.producer.unacked_events)
+                log.warning("%s: %d event(s) not acknowledged by the chain-writer within %d ms",
+                            self.cfg.path, self.producer.unacked_events, timeout_ms)
                 return False
             if self.chain.poll(min(remaining, 0.5) * 1000):
                 self._drain_acks()
@@ -187,7 +196,28 @@ class Worker:
                 continue
             if env.kind == "ack":
                 self.producer.on_ack(env.corr)
+        if self.held:
+            self.held.release(self.producer.durable_through)
         self._answer_syncs()
+
+    def _emit(self, sock: zmq.Socket, frame: bytes) -> None:
+        """Send an effect (a reply, a response, an answer): now if every event recorded before it
+        is durable and nothing is held before it, else once the writer has acknowledged them."""
+        producer = self.producer
+        batch = producer.batch_seq + (1 if producer.pending else 0)
+        if not self.durable or (not self.held and producer.durable_through(batch)):
+            sock.send(frame)
+        else:
+            self.held.hold(batch, sock, frame)
+
+    def _settle(self, what: str, timeout_ms: int) -> str | None:
+        """Before an effect made during an export call (a send, a request, a supervisor call): make
+        every event recorded so far durable and let what waited for them leave. The refusal for the
+        actor when the writer did not acknowledge within `timeout_ms`, else None."""
+        if not self.durable or self.flush_events(wait_ack=True, timeout_ms=timeout_ms):
+            return None
+        return (f"{what}: not sent: this actor's earlier events were not stored within {timeout_ms} ms "
+                f"(the chain-writer is not acknowledging)")
 
     def _answer_syncs(self) -> None:
         waiting = []
@@ -253,6 +283,9 @@ class Worker:
     def _ask_node(self, kind: str, to: str, body: object, answer: str, timeout_ms: int) -> dict | None:
         """Send `kind` to the node and wait for its `answer` envelope: the answer's body (a dict),
         or None when none came within `timeout_ms`. What left the mailbox is reported first."""
+        refusal = self._settle(kind.replace("_", "-"), timeout_ms)
+        if refusal is not None:
+            return {"error": refusal}
         corr = next(self.corr)
         self._report_took()
         self.node.send(encode(Envelope(kind, self.cfg.actor_id, to, corr, body)))
@@ -262,11 +295,25 @@ class Worker:
         return env.body if isinstance(env.body, dict) else {}
 
     def send(self, target: str, msg: bytes) -> str | None:
-        """One-way message: returns once the node has put it in the target's mailbox, or with the
-        reason it could not (no such actor, over a message_bytes limit, a full mailbox)."""
+        """One-way message: returns once the node has admitted it for the target's mailbox, or with the
+        reason it could not (no such actor, over a message_bytes limit, a full mailbox). With durable
+        effects (the default) the node holds it until the events of the current call are stored."""
         refusal = self._too_big("message", msg)
         if refusal:
             return refusal
+        if self.durable:  # admitted now, released once this call's events are stored (node/outbox.py)
+            corr = next(self.corr)
+            self._report_took()
+            self.node.send(encode(Envelope("send", self.cfg.actor_id, target, corr, msg)))
+            answer = self._await("sent", corr, SEND_ANSWER_TIMEOUT_MS)
+            if answer is None:
+                return f"send to {target}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
+            body = answer.body if isinstance(answer.body, dict) else {}
+            if "error" in body:
+                return str(body["error"])
+            self.held.hold(self.producer.batch_seq + 1, self.node,
+                           encode(Envelope("release", self.cfg.actor_id, "node", 0, corr)))
+            return None
         body = self._ask_node("send", target, msg, "sent", SEND_ANSWER_TIMEOUT_MS)
         if body is None:
             return f"send to {target}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
@@ -285,6 +332,9 @@ class Worker:
 
     def supervise(self, op: str, args: dict) -> dict:
         """A supervisor-interface call: ask the node, wait for its answer like a request."""
+        refusal = self._settle(f"supervisor call {op}", SUPERVISE_TIMEOUT_MS)
+        if refusal is not None:
+            return {"error": refusal}
         corr = next(self.corr)
         self.node.send(encode(Envelope("supervise", self.cfg.actor_id, op, corr, args)))
         env = self._await("reply", corr, SUPERVISE_TIMEOUT_MS)
@@ -296,7 +346,7 @@ class Worker:
         origin = self.outstanding_requests.pop(request_id, None)
         if origin is None:
             return f"no outstanding request {request_id!r}"
-        self.node.send(encode(Envelope("reply", self.cfg.actor_id, origin[0], origin[1], {"ok": msg})))
+        self._emit(self.node, encode(Envelope("reply", self.cfg.actor_id, origin[0], origin[1], {"ok": msg})))
         return None
 
     def http_listen(self, listener: dict) -> int | str:
@@ -320,8 +370,8 @@ class Worker:
         origin = self.outstanding_requests.pop(request_id, None)
         if origin is None:
             return f"no outstanding request {request_id!r}"
-        self.node.send(encode(Envelope("reply", self.cfg.actor_id, origin[0], origin[1],
-                                       {"error": "the actor cancelled the request"})))
+        self._emit(self.node, encode(Envelope("reply", self.cfg.actor_id, origin[0], origin[1],
+                                              {"error": "the actor cancelled the request"})))
         return None
 
     def own_events(self) -> list[dict]:
@@ -475,7 +525,7 @@ class Worker:
 
     def _to_gateway(self, env: Envelope, answer: dict) -> None:
         assert self.http is not None
-        self.http.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, answer)))
+        self._emit(self.http, encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, answer)))
 
     def _channel_event(self, env: Envelope) -> None:
         """A channel opened to this actor, a message on one, or its close; an open is answered to
@@ -487,11 +537,11 @@ class Worker:
             outcome = perform(self.actor, ExportCall("channel-open", [msg], meta))
             self.record(outcome.event_type, outcome.data)
             if outcome.crash is not None:
-                self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
-                                               {"error": f"{self.cfg.path} crashed opening the channel"})))
+                self._emit(self.node, encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
+                                                      {"error": f"{self.cfg.path} crashed opening the channel"})))
                 raise outcome.crash
             accept = {"accepted": bool(outcome.data.get("accepted")), "message": outcome.data.get("message")}
-            self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": accept})))
+            self._emit(self.node, encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": accept})))
         elif env.kind == "channel_message":
             msg = body.get("msg") if isinstance(body.get("msg"), bytes) else b""
             self._call(ExportCall("channel-message", [msg], meta))
@@ -551,10 +601,10 @@ class Worker:
             self.outstanding_requests[request_id] = (env.sender, env.corr)
             reply = self._call(ExportCall("request", [env.body], {"from": env.sender, "request_id": request_id}))
             if reply is not None and self.outstanding_requests.pop(request_id, None) is not None:
-                self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": reply})))
+                self._emit(self.node, encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr, {"ok": reply})))
         elif kind == "state":
-            self.node.send(encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
-                                           {"ok": actor.state, "has_state": actor.state is not None})))
+            self._emit(self.node, encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
+                                                  {"ok": actor.state, "has_state": actor.state is not None})))
             return
         elif kind == "child_event":
             body = env.body if isinstance(env.body, dict) else {}
@@ -567,7 +617,9 @@ class Worker:
         elif kind == "ws_message":
             self._ws_message(env)
         elif kind == "undeliverable":
-            self.record("message.undeliverable", env.body if isinstance(env.body, dict) else {})
+            body = env.body if isinstance(env.body, dict) else {}
+            log.warning("%s: a message to %s was not delivered: %s", self.cfg.path, body.get("to"), body.get("error"))
+            self.record("message.undeliverable", body)
         elif kind == "stop":
             self.stop_requested = True
         elif kind == "sync":  # tell the node once what was recorded so far is durable
@@ -603,7 +655,8 @@ def worker_main(cfg: WorkerConfig) -> None:
     if crash is not None:
         _write_crash_report(cfg, crash)
         log.error("%s crashed: %s", cfg.path, crash)
-    worker.flush_events(wait_ack=True)
+    if not worker.flush_events(wait_ack=True) and worker.held:
+        log.warning("%s: %d repl(ies) not sent: their events were not stored", cfg.path, len(worker.held))
     flush_and_exit(code)
 
 
