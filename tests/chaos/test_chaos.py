@@ -201,6 +201,7 @@ def run_chaos(tmp_path, duration_s: float, default_seed: int | None = None) -> F
             fig.rss_max = 0
 
             killed_writers: set[int] = set()
+            killed_workers: set[int] = set()
             deadline = time.monotonic() + duration_s
             while time.monotonic() < deadline and load.error is None:
                 time.sleep(rng.uniform(0.05, 0.4))  # pacing between faults, not a wait for a condition
@@ -220,6 +221,7 @@ def run_chaos(tmp_path, duration_s: float, default_seed: int | None = None) -> F
                     for pid in rng.sample(running, min(len(running), rng.choice((1, 1, 2)))):
                         try:
                             os.kill(pid, signal.SIGKILL)
+                            killed_workers.add(pid)
                             fig.worker_kills += 1
                         except ProcessLookupError:
                             pass
@@ -232,8 +234,12 @@ def run_chaos(tmp_path, duration_s: float, default_seed: int | None = None) -> F
         assert load.error is None, f"seed {seed}: the load thread failed: {load.error!r}"
         fig.sent_ok, fig.sent_refused = load.ok, load.refused
 
-        # convergence: every child runs again and answers
-        tree.wait_running(timeout=60)
+        # convergence: every child runs again, none of them an incarnation we killed (the node may not
+        # have read the last kill's sentinel yet when the loop ends), and answers
+        def converged():
+            pids = tree.wait_running(timeout=60)
+            return pids if not killed_workers & set(pids.values()) else None
+        tree.wait_for(converged, timeout=60, what=f"every child restarted after its kill (seed {seed})")
         for path in COUNTERS + RELAYS:
             reply = tree.call("request", {"target": path, "payload": b"get" if path in COUNTERS else b"inc"},
                               timeout_s=30)
