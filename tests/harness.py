@@ -192,3 +192,61 @@ def walk(node: dict):
     yield node
     for child in node.get("children", []):
         yield from walk(child)
+
+
+class StandaloneWriter:
+    """A real chain-writer process started the way the node starts it, with secrets the test holds:
+    the test can speak as the node (`connect(self.secrets.node)`) or as a producer it registered."""
+
+    def __init__(self, folder: Path):
+        from theater_otp.protocol.trust import RunSecrets
+
+        self.home = Home.at(folder / "home")
+        self.home.prepare()
+        self.secrets = RunSecrets.new()
+        self._ctx: Any = None
+        self._proc: Any = None
+        self._socks: list = []
+
+    def __enter__(self) -> "StandaloneWriter":
+        import multiprocessing
+
+        import zmq
+
+        from theater_otp.chain.writer import writer_main
+
+        self._ctx = zmq.Context()
+        self._proc = multiprocessing.get_context("spawn").Process(
+            target=writer_main, args=(self.home, os.getpid(), self.secrets), daemon=True)
+        self._proc.start()
+        return self
+
+    def connect(self, identity: bytes) -> Any:
+        """A DEALER on the writer's socket with this identity."""
+        import zmq
+
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.home.chain_endpoint)
+        self._socks.append(sock)
+        return sock
+
+    def register(self, identity: bytes, actor_id: str, incarnation: int) -> None:
+        """As the node: `identity` may write `actor_id` for `incarnation`; answered once the writer
+        has read it (a sync from the node after it)."""
+        from theater_otp.protocol import Envelope, decode, encode
+
+        node = self.connect(self.secrets.node)
+        node.send(encode(Envelope("producer", "node", "chain", 0,
+                                  {"identity": identity, "actor_id": actor_id, "incarnation": incarnation})))
+        node.send(encode(Envelope("sync", "node", "chain", 1)))
+        assert node.poll(20_000), "the chain-writer did not answer the node's sync"
+        assert decode(node.recv()).kind == "synced"
+
+    def __exit__(self, *exc) -> None:
+        for sock in self._socks:
+            sock.close()
+        self._ctx.term()
+        self._proc.kill()
+        self._proc.join(5)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from harness import Tree, cli, write_manifest
+from harness import StandaloneWriter, Tree, cli, write_manifest
 from theater_otp.chain.store import connect, iter_chain, read_events
 from theater_otp.chain.verify import verify_store
 from theater_otp.client import ControlClient
@@ -75,16 +75,12 @@ def test_sigkill_of_the_writer_during_a_burst_loses_no_event_and_stores_none_twi
 
 def test_writer_applies_each_batch_once_and_in_order_per_producer(tmp_path):
     """A resent batch is acked again but stored once; a batch after a gap waits until the gap is resent."""
-    import zmq
     from theater_otp.chain.store import iter_chain
     from theater_otp.protocol import Envelope, decode, encode
 
-    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
-    with Tree(tmp_path, TREE) as tree:
-        ctx = zmq.Context()
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(Home.at(tree.home).chain_endpoint)
+    with StandaloneWriter(tmp_path) as writer:
+        writer.register(b"x-1-secret", "x", 1)
+        s = writer.connect(b"x-1-secret")
 
         def batch(n: int, payload: bytes):
             s.send(encode(Envelope("events", "producer-x", "chain", n, [["x", 1, "t", n, payload]])))
@@ -92,21 +88,16 @@ def test_writer_applies_each_batch_once_and_in_order_per_producer(tmp_path):
         def ack(timeout_ms: int = 10_000):
             return decode(s.recv()) if s.poll(timeout_ms) else None
 
-        try:
-            batch(1, b"one")
-            assert ack().corr == 1
-            batch(1, b"one again")                       # a resend of batch 1
-            again = ack()
-            assert (again.corr, again.body) == (1, {"received": 0})
-            batch(3, b"three")                           # batch 2 was "lost"
-            assert ack(1000) is None                     # not acked: dropped until resent
-            batch(2, b"two")
-            batch(3, b"three")
-            assert [ack().corr, ack().corr] == [2, 3]
-        finally:
-            s.close()
-            ctx.term()
-        tree.close()
+        batch(1, b"one")
+        assert ack().corr == 1
+        batch(1, b"one again")                       # a resend of batch 1
+        again = ack()
+        assert (again.corr, again.body["received"]) == (1, 0)
+        batch(3, b"three")                           # batch 2 was "lost"
+        assert ack(1000) is None                     # not acked: dropped until resent
+        batch(2, b"two")
+        batch(3, b"three")
+        assert [ack().corr, ack().corr] == [2, 3]
     conn = connect(tmp_path / "home" / "chain.db", readonly=True)
     try:
         assert [e.data for e in iter_chain(conn, "x")] == [b"one", b"two", b"three"]

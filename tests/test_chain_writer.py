@@ -9,12 +9,10 @@ import sqlite3
 import struct
 
 import pytest
-import zmq
 
-from harness import Tree, cli, write_manifest
+from harness import StandaloneWriter
 from theater_otp.chain.store import ChainStore, iter_chain
 from theater_otp.chain.verify import verify_chain, verify_store
-from theater_otp.home import Home
 from theater_otp.protocol import Envelope, decode, encode
 
 pytestmark = pytest.mark.integration
@@ -41,39 +39,29 @@ BAD_ITEMS = [
 
 
 def test_writer_drops_events_the_layout_cannot_hold_and_keeps_the_rest(tmp_path):
-    write_manifest(tmp_path, "echo", "echo.wat")
-    with Tree(tmp_path, TREE) as tree:
-        tree.wait_running()
-        before = {p.pid for p in tree.processes()}  # node, forkserver, chain-writer, echo
-        ctx = zmq.Context()
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(Home.at(tree.home).chain_endpoint)
-        try:
-            items = [["w", 1, "t", 1, b"before"], *BAD_ITEMS, ["w", 1, "t", 2, b"after"]]
-            s.send(encode(Envelope("events", "test", "chain", 1, items)))
-            assert s.poll(10_000), "no ack: the chain-writer died or hung"
-            ack = decode(s.recv())
-            assert (ack.kind, ack.corr, ack.body) == ("ack", 1, {"received": 2})
-            # the writer is still there and still commits
-            s.send(encode(Envelope("events", "test", "chain", 2, [["w", 1, "t", 3, b"later"]])))
+    # as the node: its events are not bound to one actor, so each bad item reaches the layout check
+    with StandaloneWriter(tmp_path) as writer:
+        s = writer.connect(writer.secrets.node)
+        items = [["w", 1, "t", 1, b"before"], *BAD_ITEMS, ["w", 1, "t", 2, b"after"]]
+        s.send(encode(Envelope("events", "test", "chain", 1, items)))
+        assert s.poll(20_000), "no ack: the chain-writer died or hung"
+        ack = decode(s.recv())
+        assert (ack.kind, ack.corr, ack.body["received"]) == ("ack", 1, 2)
+        assert ack.body["proof"] == writer.secrets.writer_proof
+        # the writer is still there and still commits
+        s.send(encode(Envelope("events", "test", "chain", 2, [["w", 1, "t", 3, b"later"]])))
+        assert s.poll(10_000)
+        assert decode(s.recv()).body["received"] == 1
+        for n, body in ((3, {}), (4, "")):  # not a list, even an empty one
+            s.send(encode(Envelope("events", "test", "chain", n, body)))
             assert s.poll(10_000)
-            assert decode(s.recv()).body == {"received": 1}
-            for n, body in ((3, {}), (4, "")):  # not a list, even an empty one
-                s.send(encode(Envelope("events", "test", "chain", n, body)))
-                assert s.poll(10_000)
-                assert decode(s.recv()).body == {"received": 0}
-        finally:
-            s.close()
-            ctx.term()
-        assert cli("request", "echo", "hi", home=tree.home).stdout == "hi\n"
-        assert before <= {p.pid for p in tree.processes()}, "a process of the tree died"
-        log = (tree.home / "node.log").read_text()
-        tree.close()
+            assert decode(s.recv()).body["received"] == 0
+        home = writer.home
+    log = home.log_file.read_text()
     assert log.count("dropped a malformed event from 'test'") == len(BAD_ITEMS)
     assert log.count("dropped events from 'test': body is not a list") == 2
     assert "Traceback" not in log
-    conn = sqlite3.connect(tree.home / "chain.db")
+    conn = sqlite3.connect(home.root / "chain.db")
     try:
         assert [e.data for e in iter_chain(conn, "w")] == [b"before", b"after", b"later"]
         assert verify_store(conn) == []

@@ -96,7 +96,7 @@ def gateway(tmp_path):
 
     async def run() -> None:
         try:
-            await serve(GatewayConfig(home, 0, (listener,)))
+            await serve(GatewayConfig(home, 0, (listener,), b"http-gateway/test"))
         except asyncio.CancelledError:
             pass  # the fixture's teardown
 

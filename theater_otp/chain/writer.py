@@ -1,10 +1,18 @@
 """The chain-writer process: receives events, appends them durably, answers syncs.
 
-Socket: a ROUTER bound at HOME's chain endpoint. Frames are envelopes:
+Socket: a ROUTER bound at HOME's chain endpoint. Frames are envelopes; only the
+node (its run identity, protocol/trust.py) may send anything but `events`:
   `register` {actor_id, path, name}            -> no reply
+  `producer` {identity, actor_id, incarnation} -> no reply: that socket identity may now
+             send events for that actor and incarnation, and nothing else
+  `unproducer` {identity}                      -> no reply: it may no longer
   `events`   [[actor_id, incarnation, type, timestamp_ns, data], ...]
-             with sender = a producer id and corr = that producer's batch number
-             (1, 2, 3, ...; 0 = fire and forget) -> `ack` (same corr) once committed.
+             with corr = the producer's batch number (1, 2, 3, ...; 0 = fire and
+             forget) -> `ack` (same corr) once committed, carrying the run's writer
+             proof. From the node: its own events (trusted: they may describe ended
+             incarnations). From a registered producer: only its own actor and
+             incarnation, or the whole batch is refused, counted. From anyone else:
+             dropped, counted.
              Batches are applied exactly once and in order per producer: a batch
              already applied is acked again without storing it twice; a batch after
              a gap (an earlier one was lost with a dead writer) is dropped unacked,
@@ -31,19 +39,46 @@ import zmq
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import SNDMORE, Envelope, encode, recv_routed
+from ..protocol.trust import RunSecrets
 from .store import ChainStore
 
 log = logging.getLogger("theater_otp.chain.writer")
 
-#: The node's socket identity: its events describe incarnations it saw end (see ChainStore.append_batch).
-NODE_IDENTITY = b"node"
 #: The writer's exit code when chain.db cannot be opened (its log line says why).
 EXIT_CANNOT_OPEN = 3
 #: Most frames one group commit takes before it commits and acks.
 MAX_BATCH_FRAMES = 4096
 
 
-def writer_main(home: Home, node_pid: int) -> None:
+class Gate:
+    """What the writer takes from whom (protocol/trust.py): the node's identity, the producers the
+    node registered, and the counts of what it refused."""
+
+    def __init__(self, secrets: RunSecrets):
+        self.node = secrets.node
+        self.proof = secrets.writer_proof
+        #: socket identity -> (actor id, incarnation) it may write
+        self.producers: dict[bytes, tuple[str, int]] = {}
+        #: frames from identities the node did not register (or not the node, for its kinds)
+        self.dropped = 0
+        #: batches from a registered producer with an event for another actor or incarnation
+        self.forged = 0
+
+    def refuse(self, ident: bytes, env: Envelope, why: str) -> None:
+        """Count a refused frame; log the first and then every 1000th (a flood must not fill the log)."""
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.error("dropped %r from %r: %s (%d frame(s) dropped so far)", env.kind, ident[:64], why, self.dropped)
+
+    def owns(self, owner: tuple[str, int], items: object) -> bool:
+        """Whether every event of a batch is the producer's own actor and incarnation."""
+        if type(items) is not list:
+            return False
+        actor_id, incarnation = owner
+        return all(type(i) is list and len(i) == 5 and i[0] == actor_id and i[1] == incarnation for i in items)
+
+
+def writer_main(home: Home, node_pid: int, secrets: RunSecrets) -> None:
     """Entry point of the chain-writer process (started by the node)."""
     die_with_parent(node_pid)
     child_signals()
@@ -73,7 +108,7 @@ def writer_main(home: Home, node_pid: int) -> None:
     log.info("chain-writer ready at %s", home.chain_endpoint)
     code = 0
     try:
-        code = _serve(sock, store, wake_r, lambda: stopping)
+        code = _serve(sock, store, wake_r, lambda: stopping, Gate(secrets))
     finally:
         sock.close()
         ctx.term()
@@ -81,8 +116,9 @@ def writer_main(home: Home, node_pid: int) -> None:
     flush_and_exit(code)
 
 
-def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -> int:
+def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping, gate: Gate) -> int:
     """Serve until a `stop` envelope or SIGTERM (which wakes the poller through `wake`)."""
+    proof = gate.proof
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(wake, zmq.POLLIN)
@@ -109,29 +145,53 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
                 if routed is None:
                     continue
                 ident, env = routed
+                from_node = ident == gate.node
                 if env.kind == "events":
-                    group = (ident == NODE_IDENTITY, env.body, env.sender)
+                    if from_node:
+                        producer = env.sender
+                    else:
+                        owner = gate.producers.get(ident)
+                        if owner is None:
+                            gate.refuse(ident, env, "not a producer the node registered")
+                            continue
+                        if not gate.owns(owner, env.body):
+                            gate.forged += 1
+                            log.error("refused batch %d from %s/%d: an event for another actor or incarnation "
+                                      "(%d such batch(es) so far)", env.corr, owner[0], owner[1], gate.forged)
+                            continue
+                        producer = f"{owner[0]}/{owner[1]}"
+                    group = (from_node, env.body, producer)
                     if env.corr:
-                        last = marks.get(env.sender, store.applied.get(env.sender, 0))
+                        last = marks.get(producer, store.applied.get(producer, 0))
                         if env.corr > last + 1:
                             log.info("batch %d from %s follows a gap (last applied %d): dropped until resent",
-                                     env.corr, env.sender, last)
+                                     env.corr, producer, last)
                             continue
                         applied = None  # a batch applied before: acked again, stored once
                         if env.corr == last + 1:
                             applied = len(groups)
                             groups.append(group)
-                            marks[env.sender] = env.corr
-                        replies.append((ident, Envelope("ack", "chain", env.sender, env.corr), applied))
+                            marks[producer] = env.corr
+                        replies.append((ident, Envelope("ack", "chain", producer, env.corr), applied))
                     else:
                         groups.append(group)
+                elif not from_node:
+                    gate.refuse(ident, env, "only the node may send it")
+                elif env.kind == "producer":
+                    b = env.body if isinstance(env.body, dict) else {}
+                    if isinstance(b.get("identity"), bytes) and isinstance(b.get("actor_id"), str) \
+                            and isinstance(b.get("incarnation"), int):
+                        gate.producers[b["identity"]] = (b["actor_id"], b["incarnation"])
+                elif env.kind == "unproducer":
+                    b = env.body if isinstance(env.body, dict) else {}
+                    gate.producers.pop(b.get("identity"), None)  # type: ignore[arg-type]
                 elif env.kind == "register":
                     b = env.body if isinstance(env.body, dict) else {}
                     store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
                 elif env.kind == "sync":
-                    replies.append((ident, Envelope("synced", "chain", env.sender, env.corr), None))
+                    replies.append((ident, Envelope("synced", "chain", env.sender, env.corr, {"proof": proof}), None))
                 elif env.kind == "stop":
-                    replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr), None))
+                    replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr, {"proof": proof}), None))
                     stop_requested = True
                 else:
                     log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
@@ -145,7 +205,8 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping) -
                 log.warning("rejected %d late event(s) from dead incarnations", rejected)
         for ident, env, applied in replies:
             if env.kind == "ack":
-                env = Envelope("ack", "chain", env.to, env.corr, {"received": counts[applied] if applied is not None else 0})
+                env = Envelope("ack", "chain", env.to, env.corr,
+                               {"received": counts[applied] if applied is not None else 0, "proof": proof})
             sock.send(ident, SNDMORE)
             sock.send(encode(env))
         if stop_requested:

@@ -40,7 +40,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..home import Home
 from ..protocol import NOBLOCK, SNDMORE, Envelope, ProtocolError, decode, encode, recv_frames
-from .listener import GATEWAY_IDENTITY, GatewayConfig, Listener, ListenerKind
+from .listener import GatewayConfig, Listener, ListenerKind
 
 log = logging.getLogger("theater_otp.http")
 
@@ -83,10 +83,10 @@ class Links:
     """The gateway's sockets: a DEALER to the node (routes in, `http_ready` out) and the ROUTER the
     serving workers connect to (requests out, answers in). One future per request in flight."""
 
-    def __init__(self, home: Home):
+    def __init__(self, home: Home, identity: bytes):
         self.ctx = zmq.Context()
         self.node = self.ctx.socket(zmq.DEALER)
-        self.node.setsockopt(zmq.IDENTITY, GATEWAY_IDENTITY)
+        self.node.setsockopt(zmq.IDENTITY, identity)
         self.node.setsockopt(zmq.LINGER, 0)
         self.node.connect(home.router_endpoint)
         self.workers = self.ctx.socket(zmq.ROUTER)
@@ -483,7 +483,7 @@ class Ports:
 
 
 async def serve(cfg: GatewayConfig) -> None:
-    links = Links(cfg.home)
+    links = Links(cfg.home, cfg.identity)
     loop = asyncio.get_running_loop()
     ports = Ports(links)
     links.on_listen = ports.command
@@ -517,4 +517,4 @@ def gateway_main(cfg: GatewayConfig) -> None:
     flush_and_exit(code)
 
 
-__all__ = ["GATEWAY_IDENTITY", "GatewayConfig", "Links", "Listener", "Ports", "gateway_main", "serve"]
+__all__ = ["GatewayConfig", "Links", "Listener", "Ports", "gateway_main", "serve"]

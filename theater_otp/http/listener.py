@@ -7,9 +7,6 @@ from enum import Enum
 
 from ..home import Home
 
-#: The gateway's identity on the node's router.
-GATEWAY_IDENTITY = b"http-gateway"
-
 
 class ListenerKind(str, Enum):
     """What a port serves, named by the handler that grants it."""
@@ -63,3 +60,5 @@ class GatewayConfig:
     home: Home
     node_pid: int
     listeners: tuple[Listener, ...]
+    #: its identity on the node's router (protocol/trust.py: the node listens to no other gateway)
+    identity: bytes

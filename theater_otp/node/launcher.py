@@ -17,6 +17,7 @@ from multiprocessing.context import BaseContext
 from ..chain.writer import writer_main
 from ..http.listener import GatewayConfig
 from ..home import Home
+from ..protocol.trust import RunSecrets
 from ..worker.main import WorkerConfig, worker_main
 
 PRELOAD = ["theater_otp.worker.preload"]
@@ -74,8 +75,9 @@ class Launcher:
         proc.start()
         return ChildProcess(proc)
 
-    def start_writer(self, home: Home) -> ChildProcess:
-        proc = self.ctx.Process(target=writer_main, args=(home, os.getpid()), name="chain-writer", daemon=True)
+    def start_writer(self, home: Home, secrets: RunSecrets) -> ChildProcess:
+        proc = self.ctx.Process(target=writer_main, args=(home, os.getpid(), secrets), name="chain-writer",
+                                daemon=True)
         proc.start()
         return ChildProcess(proc)
 

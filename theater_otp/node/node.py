@@ -28,7 +28,6 @@ import msgpack
 import zmq
 
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
-from ..chain.writer import NODE_IDENTITY
 from ..config.model import ChildSpec, ChildType
 from ..errors import TheaterError
 from ..home import Home
@@ -38,7 +37,7 @@ from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exi
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
 from ..config.fields import MAX_SETTING
-from ..http.listener import GATEWAY_IDENTITY, GatewayConfig, Listener, ListenerKind
+from ..http.listener import GatewayConfig, Listener, ListenerKind
 from ..worker.handlers import granted_types
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from ..worker.main import WorkerConfig
@@ -48,6 +47,7 @@ from . import control
 from .http import HttpListeners, of_manifest
 from .http import listeners as http_listeners
 from .launcher import ChildProcess, Launcher
+from ..protocol.trust import RunSecrets, new_token, same
 from .outbox import HeldSend, Outbox
 from .registry import Registry, WorkerHandle
 
@@ -152,8 +152,12 @@ class Node(ActorSupervision):
         self.poller = zmq.Poller()
         self.router = self._bind(zmq.ROUTER, home.router_endpoint)
         self.control = self._bind(zmq.ROUTER, home.control_endpoint)
+        #: this run's identities and the writer's proof (protocol/trust.py), in memory only
+        self.secrets = RunSecrets.new()
+        #: frames on the router from identities that are not a live worker or the gateway
+        self.dropped_frames = 0
         self.chain = self.ctx.socket(zmq.DEALER)
-        self.chain.setsockopt(zmq.IDENTITY, NODE_IDENTITY)
+        self.chain.setsockopt(zmq.IDENTITY, self.secrets.node)
         self.chain.setsockopt(zmq.LINGER, 2000)
         self.chain.connect(home.chain_endpoint)
         self.poller.register(self.chain, zmq.POLLIN)
@@ -206,7 +210,7 @@ class Node(ActorSupervision):
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda s, f: self.signals.append(s))
-        self.writer = self.launcher.start_writer(self.home)
+        self.writer = self.launcher.start_writer(self.home, self.secrets)
         self.writer_started = time.monotonic()
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.writer.pid)
@@ -374,11 +378,13 @@ class Node(ActorSupervision):
     def _restart_writer(self) -> None:
         if self.writer is not None:
             return
-        self.writer = self.launcher.start_writer(self.home)
+        self.writer = self.launcher.start_writer(self.home, self.secrets)
         self.writer_started = time.monotonic()
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         for body in self._registrations.values():
             self._send_chain(Envelope("register", "node", "chain", 0, body))
+        for handle in list(self.registry.workers.values()):
+            self._register_producer(handle.identity, handle.actor_id, handle.incarnation)
         self.producer.resend()
         for handle in list(self.registry.workers.values()):
             if handle.ready:
@@ -397,7 +403,10 @@ class Node(ActorSupervision):
             except ProtocolError as exc:
                 log.error("dropped frame from the chain-writer: %s", exc)
                 continue
-            if env.kind == "ack":
+            body = env.body if isinstance(env.body, dict) else {}
+            if not same(body.get("proof"), self.secrets.writer_proof):
+                log.error("ignored %r on the chain socket: it does not carry the chain-writer's proof", env.kind)
+            elif env.kind == "ack":
                 self.producer.on_ack(env.corr)
             else:
                 others.append(env)
@@ -609,11 +618,12 @@ class Node(ActorSupervision):
             incarnation=incarnation, restart=a.restart, artifact=compiled.artifact,
             component_hash=compiled.content_hash, initial_state=manifest.initial_state, handlers=manifest.handlers,
             imports=compiled.imports, component_path=str(compiled.source),
-            max_unacked_events=self.max_unacked_events,
+            max_unacked_events=self.max_unacked_events, token=new_token(), writer_proof=self.secrets.writer_proof,
             record=os.environ.get("THEATER_OTP_RECORD", "1") != "0",
             durable_effects=os.environ.get("THEATER_OTP_DURABLE_EFFECTS", "1") != "0",
             limits=manifest.limits,
         )
+        self._register_producer(cfg.identity, actor_id, incarnation)
         try:
             process = self.launcher.start_worker(cfg)
         except OSError as exc:
@@ -631,6 +641,11 @@ class Node(ActorSupervision):
         if not handle.ready and self.registry.workers.get(handle.path) is handle:
             log.error("%s did not become ready within %.0f s: killing it", handle.path, START_TIMEOUT_S)
             handle.process.kill()
+
+    def _register_producer(self, identity: bytes, actor_id: str, incarnation: int) -> None:
+        """Tell the writer that `identity` may write `actor_id`'s chain for `incarnation`, and nothing else."""
+        self._send_chain(Envelope("producer", "node", "chain", 0,
+                                  {"identity": identity, "actor_id": actor_id, "incarnation": incarnation}))
 
     def _send_chain(self, env: Envelope) -> None:
         try:
@@ -698,6 +713,7 @@ class Node(ActorSupervision):
         self._record(handle.actor_id, handle.incarnation, "lifecycle.exited",
                      {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
         self._worker_synced(handle.identity)  # it flushed on its way out, or it died: nothing to wait for
+        self._send_chain(Envelope("unproducer", "node", "chain", 0, {"identity": handle.identity}))
         dropped = self.outbox.drop(handle.identity)
         if dropped:
             log.warning("%s: %d message(s) it sent were not delivered: the events of the calls that sent them "
@@ -743,9 +759,14 @@ class Node(ActorSupervision):
     def _on_worker_message(self, ident: bytes, env: Envelope) -> None:
         handle = self.registry.by_identity.get(ident)
         if handle is None:
-            if ident == GATEWAY_IDENTITY:
+            if ident == self.secrets.gateway:
                 self._on_gateway(env)
-            return  # else a late frame from a reaped incarnation
+            else:  # a late frame from a reaped incarnation, or a process the node did not start
+                self.dropped_frames += 1
+                if self.dropped_frames == 1 or self.dropped_frames % 1000 == 0:
+                    log.warning("dropped %r from %r: not a live worker of this node (%d frame(s) dropped so far)",
+                                env.kind, ident[:64], self.dropped_frames)
+            return
         kind = env.kind
         if kind == "ready":
             if not handle.ready:
@@ -877,7 +898,8 @@ class Node(ActorSupervision):
     # ---- HTTP (the gateway process holds the ports; node/http.py, http/gateway.py) -------------
 
     def _start_gateway(self) -> None:
-        self.gateway = self.launcher.start_gateway(GatewayConfig(self.home, os.getpid(), self.http.all()))
+        self.gateway = self.launcher.start_gateway(GatewayConfig(self.home, os.getpid(), self.http.all(),
+                                                                 self.secrets.gateway))
         self.poller.register(self.gateway.sentinel, zmq.POLLIN)
 
     def _on_gateway_exit(self) -> None:
@@ -904,7 +926,7 @@ class Node(ActorSupervision):
         if not self.gateway_ready:  # it learns every route when it says it is ready
             return
         try:
-            self.router.send_multipart([GATEWAY_IDENTITY, encode(env)], zmq.NOBLOCK)
+            self.router.send_multipart([self.secrets.gateway, encode(env)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the gateway is gone: its clients' connections went with it
             log.warning("could not answer the http gateway: %s", exc)
 
@@ -1336,6 +1358,7 @@ class Node(ActorSupervision):
         root = self.supervisors.get(self.tree.id)
         node = self._sup_node(self.tree.id, root.sup if root else None, self.tree, root, 0)
         node["node_pid"] = os.getpid()
+        node["dropped_frames"] = self.dropped_frames
         return node
 
     def _sup_node(self, path: str, sup: Supervisor | None, spec: ChildSpec, entry: _SubSupervisor | None,

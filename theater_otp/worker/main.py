@@ -28,6 +28,7 @@ from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import MAILBOX_KINDS, NOBLOCK, Envelope, ProtocolError, decode, encode, message_size
+from ..protocol.trust import same, worker_identity
 from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
 from .component import load_artifact, new_engine
 from .calls import ExportCall, perform
@@ -81,6 +82,10 @@ class WorkerConfig:
     imports: tuple[str, ...] = ()
     component_path: str = ""
     max_unacked_events: int = MAX_UNACKED_EVENTS
+    #: this incarnation's secret: the end of its identity on every socket (protocol/trust.py)
+    token: str = ""
+    #: what the chain-writer's acks carry: an ack without it is not the writer's
+    writer_proof: bytes = b""
     #: False only for benchmarks that measure what recording costs (THEATER_OTP_RECORD=0)
     record: bool = True
     #: False only for benchmarks that measure what durable effects cost (THEATER_OTP_DURABLE_EFFECTS=0):
@@ -94,7 +99,7 @@ class WorkerConfig:
 
     @property
     def identity(self) -> bytes:
-        return f"{self.actor_id}/{self.incarnation}".encode()
+        return worker_identity(self.actor_id, self.incarnation, self.token)
 
 
 class _Stop(Exception):
@@ -118,6 +123,7 @@ class Worker:
         self.node.setsockopt(zmq.LINGER, 1000)
         self.node.connect(cfg.home.router_endpoint)
         self.chain = self.ctx.socket(zmq.DEALER)
+        self.chain.setsockopt(zmq.IDENTITY, cfg.identity)  # the node registered it as this actor's producer
         self.chain.setsockopt(zmq.LINGER, 2000)
         self.chain.connect(cfg.home.chain_endpoint)
         self.producer = ChainProducer(self.chain, f"{cfg.actor_id}/{cfg.incarnation}", cfg.max_unacked_events)
@@ -195,7 +201,11 @@ class Worker:
                 log.error("%s: dropped frame from the chain-writer: %s", self.cfg.path, exc)
                 continue
             if env.kind == "ack":
-                self.producer.on_ack(env.corr)
+                body = env.body if isinstance(env.body, dict) else {}
+                if same(body.get("proof"), self.cfg.writer_proof):
+                    self.producer.on_ack(env.corr)
+                else:
+                    log.error("%s: ignored an ack that does not carry the chain-writer's proof", self.cfg.path)
         if self.held:
             self.held.release(self.producer.durable_through)
         self._answer_syncs()
