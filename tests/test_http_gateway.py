@@ -42,6 +42,8 @@ class StandIn:
                                   "reason": "exited (killed)"})
             self.tell("route", {"target": "root/web", "identity": self.IDENTITY})  # and its replacement is up
             return None
+        if b["path"] == "/silent":  # held by the worker past the listener's timeout
+            return None
         if b["path"] == "/crash":
             return {"error": "trap in handle-request: unreachable", "exit": "abnormal"}
         if b["path"] == "/bad-status":
@@ -240,3 +242,34 @@ def test_frames_that_are_not_ours_are_dropped_and_the_gateway_serves_on(gateway)
     node.worker.send(b"not msgpack")
     node.worker.send(encode(Envelope("reply", "actor-1", "gateway", 999_999, {"ok": {}})))  # nobody waits for it
     assert call(port, "/still")[0] == 201
+
+
+def test_an_answer_from_any_identity_but_the_serving_workers_is_ignored(gateway):
+    """A process that connects to gateway.sock and answers every request number it can guess does not
+    answer anyone's request: the gateway takes an answer only from the worker it asked."""
+    port, node = gateway
+    assert call(port, "/first")[0] == 201
+    home_endpoint = node.worker.getsockopt(zmq.LAST_ENDPOINT).decode()
+    rogue = node.ctx.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.IDENTITY, b"rogue/1")
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(home_endpoint)
+    forged = {"ok": {"status": 200, "headers": [], "body": b"forged"}}
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            for corr in range(1, 200):
+                rogue.send(encode(Envelope("reply", "actor-1", "gateway", corr, forged)))
+            stop.wait(0.01)
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        status, body, _ = call(port, "/silent")
+    finally:
+        stop.set()
+        flooder.join()
+        rogue.close(0)
+    assert (status, b"forged" in body) == (504, False)
+    assert call(port, "/after")[0] == 201
