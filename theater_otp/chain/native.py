@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Callable
 
 from .event import RECORD_LEN, encode_from_parts, fast_sha256
 
@@ -19,6 +20,11 @@ _U16 = struct.Struct(">H").unpack_from
 _U32 = struct.Struct(">I").unpack_from
 _U64 = struct.Struct(">Q").unpack_from
 _LEN = RECORD_LEN.pack
+
+#: py_record's and the C record's signature.
+RecordFn = Callable[[bytes, int, int, "bytes | None", bytes, int, bytes], tuple[bytes, bytes]]
+#: py_scan's and the C scan's signature.
+ScanFn = Callable[[bytes, int, bytes, int, "bytes | None"], tuple[int, int, "bytes | None"]]
 
 
 def py_record(actor_part: bytes, seq: int, incarnation: int, parent: bytes | None, type_part: bytes,
@@ -69,12 +75,18 @@ def py_scan(blob: bytes, offset: int, prefix: bytes, expect: int,
     return o, expect, prev
 
 
+c_record: RecordFn | None
+c_scan: ScanFn | None
 try:
-    from ._native import record as c_record, scan as c_scan
+    from ._native import record as _c_record, scan as _c_scan
 except ImportError:  # not built (no compiler or OpenSSL headers at install time)
     c_record = c_scan = None
+else:
+    c_record, c_scan = _c_record, _c_scan
 
-if c_record is not None and os.environ.get("THEATER_OTP_PURE_PYTHON") != "1":
+record: RecordFn
+scan: ScanFn
+if c_record is not None and c_scan is not None and os.environ.get("THEATER_OTP_PURE_PYTHON") != "1":
     record, scan, IMPLEMENTATION = c_record, c_scan, "C (OpenSSL SHA-256)"
 else:
     record, scan, IMPLEMENTATION = py_record, py_scan, "Python"

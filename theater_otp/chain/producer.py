@@ -23,6 +23,9 @@ MAX_UNACKED_EVENTS = 10_000
 #: Resend unacknowledged batches if the writer has acknowledged nothing for this long.
 RESEND_AFTER_S = 2.0
 
+#: One event as a batch carries it: [actor_id, incarnation, event_type, timestamp_ns, data] (writer.py).
+WireEvent = list[str | int | bytes]
+
 
 @dataclass
 class _Batch:
@@ -38,17 +41,17 @@ class ChainProducer:
     `unacked_events` is the number of events in them.
     """
 
-    def __init__(self, sock: zmq.Socket, producer_id: str, max_unacked: int = MAX_UNACKED_EVENTS):
+    def __init__(self, sock: zmq.Socket[bytes], producer_id: str, max_unacked: int = MAX_UNACKED_EVENTS):
         self.sock = sock
         self.producer_id = producer_id
         self.max_unacked = max_unacked
-        self.pending: list[list] = []
+        self.pending: list[WireEvent] = []
         self.unacked: deque[_Batch] = deque()
         self.unacked_events = 0
         self.batch_seq = 0
         self.last_progress = time.monotonic()
 
-    def add(self, item: list) -> None:
+    def add(self, item: WireEvent) -> None:
         self.pending.append(item)
 
     def flush(self) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import native
 from .event import RECORD_LEN, ChainEvent, EventHasher, MalformedRecord, decode_record, split_records
@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS producers (
 #: Most events one chunk row holds; a longer run in one commit becomes several rows.
 MAX_CHUNK_EVENTS = 4096
 
+#: One event as `_append` takes it: (actor_id, incarnation, event_type, timestamp, data). A tuple
+#: from append_batch, or a list just as msgpack decoded it off the wire: the writer's hot path hands
+#: those over unchecked (append_groups), so the element types are only known once `record` has
+#: taken them; one the layout cannot hold raises before anything is written.
+EventItem = Sequence[Any]
+#: append_batch's and append_items' items: an event item plus whether the node sent it (trusted).
+TrustedItem = tuple[str, int, str, int, bytes, bool]
+
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
@@ -89,9 +97,7 @@ class ChainStore:
         self.applied: dict[str, int] = dict(self.conn.execute("SELECT producer, batch_seq FROM producers"))
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.conn.close()  # sqlite3's close is idempotent
 
     def register(self, actor_id: str, path: str, name: str) -> None:
         self.conn.execute(
@@ -100,7 +106,7 @@ class ChainStore:
             (actor_id, path, name))
         self.heads.setdefault(actor_id, (-1, None, 0))
 
-    def append_batch(self, items: Iterable[tuple[str, int, str, int, bytes, bool]]) -> tuple[list[ChainEvent], int]:
+    def append_batch(self, items: Iterable[TrustedItem]) -> tuple[list[ChainEvent], int]:
         """Append (actor_id, incarnation, event_type, timestamp, data, trusted) items in one transaction.
 
         An untrusted item (written by a worker) from an incarnation older than the
@@ -116,7 +122,7 @@ class ChainStore:
         _, rejected = self._append(_grouped(items), stored)
         return stored, rejected
 
-    def append_items(self, items: Iterable[tuple[str, int, str, int, bytes, bool]],
+    def append_items(self, items: Iterable[TrustedItem],
                      marks: dict[str, int] | None = None) -> tuple[int, int]:
         """`append_batch` without building ChainEvent records: (stored, rejected).
 
@@ -125,7 +131,7 @@ class ChainStore:
         """
         return self._append(_grouped(items), None, marks or {})
 
-    def append_groups(self, groups: Iterable[tuple[bool, Iterable[Sequence]]],
+    def append_groups(self, groups: Iterable[tuple[bool, Iterable[EventItem]]],
                       marks: dict[str, int] | None = None) -> tuple[int, int]:
         """`append_items` for the writer's hot path: (trusted, items) per envelope, each item
         [actor_id, incarnation, event_type, timestamp, data] as it came off the wire. Items are
@@ -133,14 +139,14 @@ class ChainStore:
         anything is written, and the writer then validates item by item (writer._collect)."""
         return self._append(groups, None, marks or {})
 
-    def _append(self, groups: Iterable[tuple[bool, Iterable[Sequence]]],
+    def _append(self, groups: Iterable[tuple[bool, Iterable[EventItem]]],
                 events: list[ChainEvent] | None, marks: dict[str, int] | None = None) -> tuple[int, int]:
         heads = self.heads
         hasher = self._hasher
         actor_parts, type_parts = hasher.actor_parts, hasher.type_parts
         record = native.record
-        runs: dict[str, list] = {}   # actor -> [first seq, records]
-        full: list[tuple] = []       # chunk rows closed at MAX_CHUNK_EVENTS
+        runs: dict[str, tuple[int, list[bytes]]] = {}   # actor -> (first seq, records)
+        full: list[tuple[str, int, int, bytes]] = []   # chunk rows closed at MAX_CHUNK_EVENTS
         rejected = 0
         try:
             for trusted, items in groups:
@@ -159,7 +165,7 @@ class ChainStore:
                     if run is None or len(run[1]) == MAX_CHUNK_EVENTS:
                         if run is not None:
                             full.append((actor_id, run[0], seq - 1, b"".join(run[1])))
-                        run = runs[actor_id] = [seq, []]
+                        run = runs[actor_id] = (seq, [])
                     run[1].append(rec)
                     if events is not None:
                         events.append(ChainEvent(actor_id, seq, incarnation, parent, event_type, timestamp, data, h))
@@ -206,7 +212,7 @@ class ChainStore:
         """
         from .verify import ChainScan, hash_before
 
-        cuts = []
+        cuts: list[tuple[str, int, int, str]] = []
         for actor_id, (head_seq, _h, _inc) in list(self.heads.items()):
             lo = max(0, head_seq - window + 1)
             chunks = [(rowid, first, last, bytes(blob))
@@ -249,7 +255,7 @@ class ChainStore:
                       self.conn.execute("SELECT actor_id, head_seq, head_hash, incarnation FROM actors")}
 
 
-def _grouped(items: Iterable[tuple[str, int, str, int, bytes, bool]]) -> Iterator[tuple[bool, list]]:
+def _grouped(items: Iterable[TrustedItem]) -> Iterator[tuple[bool, tuple[EventItem]]]:
     """(actor_id, incarnation, event_type, timestamp, data, trusted) items as _append's groups."""
     for *item, trusted in items:
         yield trusted, (item,)
@@ -275,10 +281,12 @@ def _migrate_event_rows(conn: sqlite3.Connection) -> None:
     from .event import canonical_bytes
 
     conn.execute("BEGIN")
-    rows = []
-    current, first, parts = None, 0, []
+    rows: list[tuple[str | None, int, int, bytes]] = []
+    current: str | None = None
+    first = 0
+    parts: list[bytes] = []
 
-    def close_run():
+    def close_run() -> None:
         if parts:
             rows.append((current, first, first + len(parts) // 3 - 1, b"".join(parts)))
 
@@ -352,16 +360,18 @@ def iter_chain(conn: sqlite3.Connection, actor_id: str) -> Iterator[ChainEvent]:
 def count_events(conn: sqlite3.Connection, actor_id: str | None = None) -> tuple[int, int]:
     """(events, chains) stored, per the chunk index."""
     sql = "SELECT coalesce(sum(last_seq - first_seq + 1), 0), count(DISTINCT actor_id) FROM chunks"
-    return tuple(conn.execute(sql + (" WHERE actor_id=?" if actor_id else ""),
-                              (actor_id,) if actor_id else ()).fetchone())
+    events, chains = conn.execute(sql + (" WHERE actor_id=?" if actor_id else ""),
+                                  (actor_id,) if actor_id else ()).fetchone()
+    return events, chains
 
 
 def find_actor(conn: sqlite3.Connection, ref: str) -> list[tuple[str, str | None, str | None]]:
     """Actors `ref` names, best kind of match first (id, path, path suffix, manifest name), newest first
     within a kind: (actor_id, path, name)."""
     rows = list(conn.execute("SELECT rowid, actor_id, path, name FROM actors"))
-    tests = (lambda a, p, n: a == ref, lambda a, p, n: p == ref,
-             lambda a, p, n: bool(p) and p.endswith("/" + ref), lambda a, p, n: n == ref)
+    tests: tuple[Callable[[str, str | None, str | None], bool], ...] = (
+        lambda a, p, n: a == ref, lambda a, p, n: p == ref,
+        lambda a, p, n: p is not None and p.endswith("/" + ref), lambda a, p, n: n == ref)
     for test in tests:
         hits = sorted((r for r in rows if test(r[1], r[2], r[3])), key=lambda r: -r[0])
         if hits:

@@ -33,7 +33,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import IO, Iterable
 
 from . import native
 from .event import (HASH_SIZE, MAGIC, ChainEvent, MalformedRecord, canonical_bytes, parse_encoding, record_bytes)
@@ -218,7 +218,7 @@ def verify_store(conn: sqlite3.Connection, actor_id: str | None = None,
         sizes = [(a, _size(heads.get(a))) for a in ids]
         path = _db_path(conn)
         n = _choose_jobs(jobs, sum(s for _, s in sizes), path)
-        if n <= 1:
+        if n <= 1 or path is None:  # _choose_jobs picks 1 when there is no file
             found = _run_ranges(conn, [(a, None, None) for a in ids])
         else:
             tasks = _partition(conn, ids, n)
@@ -283,7 +283,7 @@ def _run_ranges(conn: sqlite3.Connection, ranges: list[Range]) -> list[Problem]:
 
 def _check_range(conn: sqlite3.Connection, actor_id: str, lo: int | None, hi: int | None) -> Problem | None:
     sql = "SELECT first_seq, last_seq, records FROM chunks WHERE actor_id=?"
-    args: list = [actor_id]
+    args: list[str | int] = [actor_id]
     scan = ChainScan(actor_id)
     if lo is not None:
         sql += " AND first_seq>=?"
@@ -339,7 +339,7 @@ def _check_head(conn: sqlite3.Connection, actor_id: str, last_seq: int, last_has
 def _partition(conn: sqlite3.Connection, ids: list[str], jobs: int) -> list[list[Range]]:
     """Cut the actors' chunks into `jobs` tasks of about the same number of events
     (ranges start at chunk boundaries, from the chunk index)."""
-    index = {a: [] for a in ids}
+    index: dict[str, list[tuple[int, int]]] = {a: [] for a in ids}
     for a, first, last in conn.execute("SELECT actor_id, first_seq, last_seq FROM chunks ORDER BY actor_id, first_seq"):
         if a in index and type(first) is int and type(last) is int:
             index[a].append((first, max(0, last - first + 1)))
@@ -396,11 +396,11 @@ def _run_parallel(path: str, tasks: list[list[Range]]) -> list[Problem]:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in tasks]
     try:
         for proc, task in zip(procs, tasks):
-            proc.stdin.write(json.dumps({"uri": uri, "ranges": task}).encode())
-            proc.stdin.close()
+            _pipe(proc.stdin).write(json.dumps({"uri": uri, "ranges": task}).encode())
+            _pipe(proc.stdin).close()
         problems = []
         for proc in procs:
-            out = proc.stdout.read()
+            out = _pipe(proc.stdout).read()
             if proc.wait() != 0:
                 raise RuntimeError(f"chain verify worker exited with status {proc.returncode}")
             problems += [Problem(*p) for p in json.loads(out)]
@@ -410,7 +410,14 @@ def _run_parallel(path: str, tasks: list[list[Range]]) -> list[Problem]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
+            _pipe(proc.stdout).close()
+
+
+def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    """A worker's stdin or stdout: always there, as _run_parallel opens both with PIPE."""
+    if stream is None:
+        raise RuntimeError("chain verify worker started without a pipe")
+    return stream
 
 
 def _worker() -> None:

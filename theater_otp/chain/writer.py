@@ -33,6 +33,8 @@ import signal
 import socket
 import sqlite3
 import struct
+from types import FrameType
+from typing import Callable
 
 import zmq
 
@@ -40,7 +42,7 @@ from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import SNDMORE, Envelope, encode, recv_routed
 from ..protocol.trust import RunSecrets
-from .store import ChainStore
+from .store import ChainStore, EventItem
 
 log = logging.getLogger("theater_otp.chain.writer")
 
@@ -85,7 +87,7 @@ def writer_main(home: Home, node_pid: int, secrets: RunSecrets) -> None:
     setup_child_logging(home.log_file, "chain-writer")
     stopping = False
 
-    def on_term(signum, frame):
+    def on_term(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
@@ -116,7 +118,8 @@ def writer_main(home: Home, node_pid: int, secrets: RunSecrets) -> None:
     flush_and_exit(code)
 
 
-def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping, gate: Gate) -> int:
+def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stopping: Callable[[], bool],
+           gate: Gate) -> int:
     """Serve until a `stop` envelope or SIGTERM (which wakes the poller through `wake`)."""
     proof = gate.proof
     poller = zmq.Poller()
@@ -127,7 +130,7 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping, g
         if wake in ready or wake.fileno() in ready:
             wake.recv(4096)
             continue
-        groups: list[tuple[bool, list, str]] = []   # (trusted, items, sender) per applied envelope
+        groups: list[tuple[bool, object, str]] = []   # (trusted, body, sender) per applied envelope
         replies: list[tuple[bytes, Envelope, int | None]] = []  # an ack counts its group's stored items
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
         stop_requested = False
@@ -184,7 +187,9 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping, g
                         gate.producers[b["identity"]] = (b["actor_id"], b["incarnation"])
                 elif env.kind == "unproducer":
                     b = env.body if isinstance(env.body, dict) else {}
-                    gate.producers.pop(b.get("identity"), None)  # type: ignore[arg-type]
+                    identity = b.get("identity")
+                    if isinstance(identity, bytes):
+                        gate.producers.pop(identity, None)
                 elif env.kind == "register":
                     b = env.body if isinstance(env.body, dict) else {}
                     store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
@@ -214,29 +219,32 @@ def _serve(sock: zmq.Socket, store: ChainStore, wake: socket.socket, stopping, g
     return 0
 
 
-def _append(store: ChainStore, groups: list[tuple[bool, list, str]], marks: dict[str, int]) -> tuple[list[int], int]:
+def _append(store: ChainStore, groups: list[tuple[bool, object, str]],
+            marks: dict[str, int]) -> tuple[list[int], int]:
     """Store this turn's events in one transaction: (items stored per group, rejected).
 
     Optimistic: the envelopes' items go to the store as they came off the wire; only if one
     of them cannot be encoded (the store raises before writing anything) is every item
     validated one by one, the bad ones logged and dropped, and the rest stored.
     """
-    if all(type(items) is list for _, items, _ in groups):
+    wire = [(trusted, items) for trusted, items, _ in groups if type(items) is list]
+    if len(wire) == len(groups):  # every body is a list
         try:
-            _stored, rejected = store.append_groups(((trusted, items) for trusted, items, _ in groups), marks)
-            return [len(items) for _, items, _ in groups], rejected
+            _stored, rejected = store.append_groups(wire, marks)
+            return [len(items) for _, items in wire], rejected
         except (TypeError, ValueError, AttributeError, struct.error):
             pass
-    checked, counts = [], []
+    checked: list[tuple[bool, list[EventItem]]] = []
+    counts: list[int] = []
     for trusted, items, sender in groups:
-        good: list = []
+        good: list[EventItem] = []
         counts.append(_collect(items, sender, good))
         checked.append((trusted, good))
     _stored, rejected = store.append_groups(checked, marks)
     return counts, rejected
 
 
-def _collect(body: object, sender: str, good: list) -> int:
+def _collect(body: object, sender: str, good: list[EventItem]) -> int:
     """Validate an `events` body item by item; append well-formed items to `good`, log and
     skip the rest; return how many were good.
 

@@ -9,6 +9,7 @@ unpacks and shape before it builds the record; anything else is a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,7 @@ def decode(frame: bytes, peer: str | None = None, max_size: int = MAX_FRAME) -> 
 NOBLOCK, SNDMORE, _RCVMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVMORE)
 
 
-def recv_frames(sock: zmq.Socket) -> list[bytes]:
+def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
     """The frames of one message, without blocking (zmq.Again when nothing is queued): plain recv
     with int flags, as recv_multipart's flag handling costs more than small frames."""
     frames = [sock.recv(NOBLOCK)]
@@ -98,7 +99,7 @@ def recv_frames(sock: zmq.Socket) -> list[bytes]:
     return frames
 
 
-def recv_routed(sock, log) -> tuple[bytes, Envelope] | None:
+def recv_routed(sock: zmq.Socket[bytes], log: logging.Logger) -> tuple[bytes, Envelope] | None:
     """One message from a ROUTER socket as (peer identity, envelope), without blocking.
 
     Raises zmq.Again when nothing is queued; returns None for a message that is
