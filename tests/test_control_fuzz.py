@@ -148,7 +148,7 @@ def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_
 
     import psutil
 
-    tree = _echo_tree(tmp_path)
+    tree = _echo_tree(tmp_path, "intensity = 20\n        period = 60")  # the writer's restarts count here
     with tree:
         tree.wait_running()
         writer = [p for p in psutil.Process(tree.node("root")["node_pid"]).children(recursive=True)
@@ -172,6 +172,37 @@ def test_a_chain_writer_that_cannot_open_chain_db_is_restarted_with_backoff_and_
         next_open = min(t for t in opens if t > at)
         assert next_open - at >= pause - 0.001, (n, pause, next_open - at)
     assert "unable to open database file" in log
+
+
+def test_a_chain_writer_restarted_past_the_roots_intensity_stops_the_node_naming_chain_db(tmp_path):
+    """Hardening issue, item 4: writer restarts have OTP-style intensity (the root supervisor's);
+    past it the node stops with one clear error naming chain.db and the cause."""
+    import os
+    import signal
+
+    import psutil
+
+    tree = _echo_tree(tmp_path, "intensity = 3\n        period = 60")
+    with tree:
+        tree.wait_running()
+        node = psutil.Process(tree.node("root")["node_pid"])
+        writer = [p for p in node.children(recursive=True)
+                  if any(f.path.endswith("chain.db") for f in p.open_files())][0]
+        for name in ("chain.db", "chain.db-wal", "chain.db-shm"):
+            if (tree.home / name).exists():
+                (tree.home / name).rename(tree.home / f"{name}.moved")
+        (tree.home / "chain.db").mkdir()
+        echo = psutil.Process(tree.node("root/echo")["pid"])
+        os.kill(writer.pid, signal.SIGKILL)
+        node.wait(60)  # the node gives up by itself (psutil.TimeoutExpired if it does not)
+    log = (tree.home / "node.log").read_text()
+    # three restarts allowed: the one after the kill and two after failed starts; the third failure stops it
+    assert "chain-writer exited (-9): starting a new one" in log and len(restarts(log)) == 2
+    line = [ln for ln in log.splitlines() if "the chain-writer ended 4 times within 60 s" in ln]
+    assert line, log[-3000:]
+    assert "more than the root supervisor's intensity (3)" in line[0]
+    assert "it could not open the chain database" in line[0] and str(tree.home / "chain.db") in line[0]
+    assert not echo.is_running() or echo.status() == psutil.STATUS_ZOMBIE  # and took its workers with it
 
 
 def test_up_refuses_a_home_whose_chain_db_cannot_be_opened(tmp_path):

@@ -28,11 +28,13 @@ import msgpack
 import zmq
 
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
+from ..chain.writer import EXIT_CANNOT_OPEN
 from ..config.model import ChildSpec, ChildType
 from ..errors import TheaterError
 from ..home import Home
 from ..protocol import MAILBOX_KINDS, MAX_FRAME, Envelope, ProtocolError, decode, encode, message_size, recv_routed
 from ..supervision import events as ev
+from ..supervision.intensity import add_restart
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
@@ -170,6 +172,8 @@ class Node(ActorSupervision):
         self.writer_started = 0.0
         #: chain-writer exits in a row, each soon after its start (backoff before the next start)
         self.writer_failures = 0
+        #: when the writer was restarted (whole monotonic seconds), against the root's intensity
+        self.writer_restarts: tuple[int, ...] = ()
         #: the HTTP gateway process (theater_otp/http/gateway.py), when some actor serves HTTP
         self.gateway: ChildProcess | None = None
         self.gateway_ready = False
@@ -356,12 +360,27 @@ class Node(ActorSupervision):
         """Restart the chain-writer; every producer sends again what it has not had acknowledged.
         A writer that keeps exiting with an error soon after it starts (chain.db cannot be opened)
         is started again after a growing pause (WRITER_BACKOFF_S, doubling, at most WRITER_BACKOFF_MAX_S),
-        with one log line each time, instead of in a hot loop."""
+        with one log line each time, instead of in a hot loop. The writer counts as a child of the
+        root supervisor: more restarts than the root's intensity within its period stop the node,
+        with an error naming chain.db and the last cause."""
         assert self.writer is not None
         code = self.writer.exitcode()
         self.poller.unregister(self.writer.sentinel)
         self.writer.release()
         self.writer = None
+        if self.stopping:
+            return
+        flags = self.tree.flags
+        self.writer_restarts, within = add_restart(self.writer_restarts, int(time.monotonic()), flags.intensity,
+                                                   flags.period)
+        if not within:
+            cause = ("it could not open the chain database (its own line above says why)" if code == EXIT_CANNOT_OPEN
+                     else f"it was killed by signal {-code}" if code is not None and code < 0
+                     else f"it exited with code {code}")
+            self._give_up(f"the chain-writer ended {len(self.writer_restarts)} times within {flags.period} s, more "
+                          f"than the root supervisor's intensity ({flags.intensity}); the last time {cause}. "
+                          f"Chain database: {self.home.chain_db}")
+            return
         # failing to start: an error exit (not a signal: a killed writer is started again at once)
         # soon after its start, like chain.db that cannot be opened (exit 3)
         failed = code is not None and code > 0 and time.monotonic() - self.writer_started < WRITER_STABLE_S
@@ -584,11 +603,19 @@ class Node(ActorSupervision):
             why = {"reached_max_restart_intensity": "reached its maximum restart intensity "
                    f"({entry.sup.flags.intensity} restarts in {entry.sup.flags.period} s)",
                    "auto_shutdown": "shut down automatically (a significant child ended)"}.get(context, str(action.reason))
-            self.exit_code = 1
-            self.exit_message = f"root supervisor {action.supervisor!r} gave up: {why}"
-            log.error(self.exit_message)
+            self._give_up(f"root supervisor {action.supervisor!r} gave up: {why}")
+            return
         if self.on_ready:
             self.on_ready(self.exit_message)
+            self.on_ready = None
+
+    def _give_up(self, why: str) -> None:
+        """The node's work is over with an error: the loop ends, `up` (if it still waits) and `down`
+        waiters hear `why`, the node exits 1."""
+        self.exit_code, self.exit_message = 1, why
+        log.error(why)
+        if self.on_ready:
+            self.on_ready(why)
             self.on_ready = None
 
     # ---- starting and stopping children -------------------------------------------------
