@@ -31,7 +31,7 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, NotRequired, TypedDict, cast
 from urllib.parse import unquote
 
 import zmq
@@ -63,7 +63,7 @@ def _settle(future: asyncio.Future, value: Any) -> None:
         future.set_result(value)
 
 
-def _reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
+def _reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes],
             on_frames: Callable[[list[bytes]], None]) -> Callable[[], None]:
     """Call `on_frames` for every message `sock` receives, from the event loop (no zmq.asyncio:
     a plain socket whose descriptor the loop watches costs a fraction of its futures). Returns
@@ -71,12 +71,26 @@ def _reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket,
     the caller runs it after each send."""
 
     def drain() -> None:
-        while sock.getsockopt(_EVENTS) & _POLLIN:
+        # ZMQ_EVENTS is an int option; pyzmq types every getsockopt as int | bytes
+        while cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
             on_frames(recv_frames(sock))
 
-    loop.add_reader(sock.getsockopt(zmq.FD), drain)
+    loop.add_reader(sock.fileno(), drain)  # fileno(): ZMQ_FD, typed
     loop.call_soon(drain)
     return drain
+
+
+class HttpRequest(TypedDict):
+    """An HTTP request as the gateway hands it to the serving worker (docs/http.md)."""
+
+    method: str
+    uri: str
+    path: str
+    query: str
+    headers: list[list[str]]
+    body: bytes | None
+    #: an http-framework listener's port, so the worker finds the server
+    port: NotRequired[int]
 
 
 class Links:
@@ -117,7 +131,7 @@ class Links:
         self.node.send(encode(env), zmq.NOBLOCK)
         asyncio.get_running_loop().call_soon(self._drain_node)
 
-    async def ask(self, target: str, body: dict, timeout_s: float, kind: str = "http_request") -> dict | None:
+    async def ask(self, target: str, body: Mapping[str, object], timeout_s: float, kind: str = "http_request") -> dict | None:
         """The serving worker's answer for `target`: {"ok": response}, {"error", "exit"}, or
         {"retry": True} when no worker serves it now; None after `timeout_s`."""
         ident = self.routes.get(target)
@@ -141,7 +155,7 @@ class Links:
             timer.cancel()
             self.waiting.pop(corr, None)
 
-    async def ask_held(self, target: str, body: dict, timeout_s: float, hold_s: float,
+    async def ask_held(self, target: str, body: Mapping[str, object], timeout_s: float, hold_s: float,
                        kind: str = "http_request") -> dict | None:
         """As `ask`, but while no worker serves `target` (restarting, not started yet) it looks
         again every RETRY_MS for up to `hold_s` before it answers {"retry": True}."""
@@ -243,15 +257,15 @@ class _Front:
                               Connection="close")
         raw_path = request.raw_path
         path, _, query = raw_path.partition("?")
-        record = {"method": request.method, "uri": raw_path, "path": unquote(path, errors="replace"),
-                  "query": query, "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
-                  "body": body}
+        record: HttpRequest = {
+            "method": request.method, "uri": raw_path, "path": unquote(path, errors="replace"), "query": query,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers], "body": body}
         if self.port is not None:
             record["port"] = self.port
         async with self.slots:
             return await self._serve(record)
 
-    async def _serve(self, record: dict[str, Any]) -> web.StreamResponse:
+    async def _serve(self, record: HttpRequest) -> web.StreamResponse:
         lst = self.listener
         answer = await self.links.ask_held(lst.target, record, lst.timeout_ms / 1000, lst.hold_ms / 1000)
         if answer is None:
@@ -399,7 +413,7 @@ class _HeaderGuard(asyncio.Protocol):
                 self.tail = seen[-3:]
                 if self.timer is None:
                     self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._too_slow)
-        self.inner.data_received(data)  # type: ignore[attr-defined]
+        self.inner.data_received(data)
 
     def _too_slow(self) -> None:
         self.timer = None
@@ -408,7 +422,7 @@ class _HeaderGuard(asyncio.Protocol):
             self.transport.close()
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[attr-defined]
+        return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
@@ -416,10 +430,10 @@ class _HeaderGuard(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()  # type: ignore[attr-defined]
+        self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()  # type: ignore[attr-defined]
+        self.inner.resume_writing()
 
 
 class Ports:
@@ -495,8 +509,8 @@ async def serve(cfg: GatewayConfig) -> None:
         await asyncio.Event().wait()  # until cancelled (the tests) or killed (the node)
     finally:
         ports.close_all()
-        loop.remove_reader(links.node.getsockopt(zmq.FD))
-        loop.remove_reader(links.workers.getsockopt(zmq.FD))
+        loop.remove_reader(links.node.fileno())
+        loop.remove_reader(links.workers.fileno())
         links.close()
 
 

@@ -20,24 +20,50 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..config.loader import load_manifest
-from ..worker.handlers.supervisor import SupervisorSettings
-from ..config.model import ChildSpec, ChildType, RestartType
+from ..config.model import ActorManifest, ChildSpec, ChildType, RestartType
 from ..errors import TheaterError
 from ..protocol import Envelope
 from ..supervision import events as ev
 from ..supervision.reasons import ReasonKind
+from ..worker.handlers.supervisor import SupervisorSettings
 
 if TYPE_CHECKING:
-    from .registry import WorkerHandle
+    from ..chain.event import WitChainEvent
+    from ..home import Home
+    from ..supervision.supervisor import Supervisor
+    from .node import _PendingRequest, _SubSupervisor
+    from .registry import Registry, WorkerHandle
 
 log = logging.getLogger("theater_otp.node")
+
+#: How an owner actor's supervisor call is answered: {"ok": value} or {"error": text}.
+Answer = Callable[[dict[str, object]], None]
 
 
 class ActorSupervision:
     """Mixed into Node; uses its registry, supervisors, queue and sockets."""
+
+    if TYPE_CHECKING:
+        # What this mixin uses of Node (node.py defines each; declared here for the type checker only).
+        home: Home
+        registry: Registry
+        supervisors: dict[str, _SubSupervisor]
+        #: supervisor API req -> (CLI ident, corr), or a callback taking the Reply (actor supervisors)
+        api_waiters: dict[int, tuple[bytes, int] | Callable[[ev.Reply], None]]
+        _api_req: Iterator[int]
+
+        def _enqueue(self, sup_path: str, event: ev.Event) -> None: ...
+
+        def _to_worker(self, handle: WorkerHandle, env: Envelope) -> bool: ...
+
+        def _forward_request(self, pending: _PendingRequest, sender: str, body: Any, timeout_ms: int | None,
+                             kind: str = "request") -> None: ...
+
+        def _compile_then(self, manifests: list[ActorManifest],
+                          then: Callable[[Exception | None], None]) -> None: ...
 
     def _init_actor_supervision(self) -> None:
         self._child_restart: dict[str, RestartType] = {}   # owner path -> restart type of its children
@@ -60,12 +86,12 @@ class ActorSupervision:
         self.supervisors[handle.path] = entry
         self._enqueue(handle.path, ev.Start())
 
-    def _owned_supervisor_exited(self, entry: Any, action: ev.SupervisorExited) -> None:
+    def _owned_supervisor_exited(self, entry: "_SubSupervisor", action: ev.SupervisorExited) -> None:
         if entry.on_exit is not None:
             entry.on_exit()
             return
         # it gave up (intensity) or shut down on its own: the owner goes with it
-        handle = self.registry.workers.get(entry.owner)
+        handle = self.registry.workers.get(entry.owner) if entry.owner is not None else None
         if handle is not None:
             log.warning("supervisor of actor %s stopped (%s): stopping the actor", entry.owner, action.context)
             handle.process.kill()
@@ -94,7 +120,7 @@ class ActorSupervision:
     def _on_supervise(self, handle: "WorkerHandle", env: Envelope) -> None:
         op, args = env.to, env.body if isinstance(env.body, dict) else {}
 
-        def answer(body: dict) -> None:
+        def answer(body: dict[str, object]) -> None:
             self._to_worker(handle, Envelope("reply", "node", handle.actor_id, env.corr, body))
 
         entry = self.supervisors.get(handle.path)
@@ -113,7 +139,8 @@ class ActorSupervision:
                 if cid is None:
                     answer({"error": f"no child {args.get('child')!r}"})
                     return
-                self._api_call(entry, lambda req: ev.TerminateChildRequest(req, cid), answer)
+                stop_id = cid  # a str from here on (a closure does not keep the narrowing of `cid`)
+                self._api_call(entry, lambda req: ev.TerminateChildRequest(req, stop_id), answer)
             elif op == "restart-child":
                 cid = self._owned_child(sup, str(args.get("child", "")))
                 if cid is None:
@@ -140,7 +167,7 @@ class ActorSupervision:
         except TheaterError as exc:
             answer({"error": str(exc)})
 
-    def _owned_child(self, sup: Any, ref: str) -> str | None:
+    def _owned_child(self, sup: "Supervisor", ref: str) -> str | None:
         """A child id of `sup` from a child id or actor id."""
         if ref in sup.children:
             return ref
@@ -149,7 +176,7 @@ class ActorSupervision:
                 return cid
         return None
 
-    def _api_call(self, entry: Any, make, answer) -> None:
+    def _api_call(self, entry: "_SubSupervisor", make: Callable[[int], ev.Event], answer: Answer) -> None:
         req = next(self._api_req)
 
         def done(r: ev.Reply) -> None:
@@ -161,14 +188,16 @@ class ActorSupervision:
         self.api_waiters[req] = done
         self._enqueue(entry.sup.path, make(req))
 
-    def _actor_spawn(self, handle: "WorkerHandle", entry: Any, args: dict, answer) -> None:
+    def _actor_spawn(self, handle: "WorkerHandle", entry: "_SubSupervisor", args: dict[Any, Any],
+                     answer: Answer) -> None:
         ref = str(args.get("manifest", ""))
         if "\0" in ref:  # the OS takes no such path: refused before anything opens it
             answer({"error": f"spawn: manifest path {ref!r} contains a NUL byte"})
             return
         path = Path(ref)
-        if not path.is_absolute():
-            path = handle.spec.manifest.source.parent / path
+        owner_manifest = handle.spec.manifest  # set: a worker's spec always has one (ChildSpec)
+        if not path.is_absolute() and owner_manifest is not None:
+            path = owner_manifest.source.parent / path
         manifest = load_manifest(path)
 
         def compiled(error: Exception | None) -> None:
@@ -181,7 +210,8 @@ class ActorSupervision:
 
         self._compile_then([manifest], compiled)
 
-    def _start_spawned(self, handle: "WorkerHandle", entry: Any, manifest: Any, args: dict, answer) -> None:
+    def _start_spawned(self, handle: "WorkerHandle", entry: "_SubSupervisor", manifest: ActorManifest,
+                       args: dict[Any, Any], answer: Answer) -> None:
         init = args.get("init")
         if isinstance(init, bytes):
             manifest = replace(manifest, initial_state=init)
@@ -201,7 +231,7 @@ class ActorSupervision:
         self.api_waiters[req] = done
         self._enqueue(entry.sup.path, ev.StartChildRequest(req, spec))
 
-    def _actor_restart_child(self, entry: Any, cid: str, answer) -> None:
+    def _actor_restart_child(self, entry: "_SubSupervisor", cid: str, answer: Answer) -> None:
         """Stop the child if it runs, then start it again from the spec it was spawned with."""
         spec = self._spawn_specs.get(f"{entry.sup.path}/{cid}")
 
@@ -223,7 +253,7 @@ class ActorSupervision:
         self.api_waiters[req] = after_stop
         self._enqueue(entry.sup.path, ev.TerminateChildRequest(req, cid))
 
-    def _child_events(self, actor_id: str) -> list[dict]:
+    def _child_events(self, actor_id: str) -> list["WitChainEvent"]:
         from ..chain.store import connect, read_events
 
         conn = connect(self.home.chain_db, readonly=True)

@@ -128,12 +128,12 @@ class HttpListeners:
         a listener it takes over (kept from its path's earlier incarnation), why it may not have
         the port, or None when a new listener is to be opened."""
         if asked == 0:
-            for lst in self.by_port.values():
-                holder = self.claims.get(lst.port)
-                if (lst.target == path and lst.kind is ListenerKind.FRAMEWORK and lst.asked_port == 0
+            for kept in self.by_port.values():
+                holder = self.claims.get(kept.port)
+                if (kept.target == path and kept.kind is ListenerKind.FRAMEWORK and kept.asked_port == 0
                         and (holder is None or not alive(holder))):
-                    self.claims[lst.port] = identity
-                    return lst
+                    self.claims[kept.port] = identity
+                    return kept
             return None
         lst = self.by_port.get(asked)
         if lst is None:

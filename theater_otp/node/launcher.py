@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 from dataclasses import dataclass, field
-from multiprocessing.context import BaseContext
+from multiprocessing.context import ForkServerContext
 
 from ..chain.writer import writer_main
 from ..http.listener import GatewayConfig
@@ -23,7 +23,7 @@ from ..worker.main import WorkerConfig, worker_main
 PRELOAD = ["theater_otp.worker.preload"]
 
 
-def forkserver_context() -> BaseContext:
+def forkserver_context() -> ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx
@@ -38,6 +38,8 @@ class ChildProcess:
     sentinel: int = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.proc.pid is None:
+            raise ValueError(f"{self.proc.name} was never started: no process to own")
         self.pid = self.proc.pid
         self.sentinel = self.proc.sentinel
 

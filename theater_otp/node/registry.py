@@ -9,9 +9,17 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..config.model import ActorLimits, ChildSpec
+from ..protocol import Envelope
 from .launcher import ChildProcess
+
+
+class Cancellable(Protocol):
+    """A timer of the node's loop: setting `cancelled` keeps its callback from running."""
+
+    cancelled: bool
 
 
 @dataclass(eq=False)
@@ -28,10 +36,10 @@ class WorkerHandle:
     identity: bytes
     ready: bool = False
     started_at: float = field(default_factory=time.time)
-    stop_timer: object | None = None
-    start_timer: object | None = None
+    stop_timer: Cancellable | None = None
+    start_timer: Cancellable | None = None
     #: Frames for this worker that arrived before it was ready; sent in order on `ready`.
-    backlog: list = field(default_factory=list)
+    backlog: list[Envelope] = field(default_factory=list)
     #: Messages (send, request) routed to this worker and not yet reported taken, and their bytes:
     #: the mailbox the actor's `mailbox` limit and a quarter of its `memory_bytes` bound.
     queued: int = 0
