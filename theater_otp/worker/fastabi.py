@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import byref, pointer
+from types import ModuleType
 from typing import Any
 
 import wasmtime
@@ -81,12 +82,12 @@ def _bytes_to_c(self: _types.ListType, store: Any, val: Any, ptr: Any) -> None:
     _lower_bytes(val, ptr)
 
 
-def _lower_bytes(val: bytes, ptr: Any) -> None:
+def _lower_bytes(val: bytes | bytearray, ptr: Any) -> None:
     """Write `val` as a list<u8> value into `*ptr`."""
     _lower_bytes_into(val, ptr.contents)
 
 
-def _lower_bytes_into(val: bytes, c: Any) -> None:
+def _lower_bytes_into(val: bytes | bytearray, c: Any) -> None:
     """Write `val` as a list<u8> value into the value struct `c`: one memmove of pre-laid-out u8
     value structs."""
     if not isinstance(val, (bytes, bytearray)):
@@ -123,9 +124,10 @@ def install() -> None:
     """Switch byte-list conversion to the bulk path and let host results be `Ok`/`Err` (idempotent)."""
     global _installed
     if not _installed:
-        _types.ListType.convert_to_c = _bytes_to_c
-        _types.ListType.convert_from_c = _bytes_from_c
-        _types.ResultType.convert_to_c = _result_to_c
+        # replacing wasmtime's methods is the point of this module: mypy flags any method assignment
+        _types.ListType.convert_to_c = _bytes_to_c  # type: ignore[method-assign]
+        _types.ListType.convert_from_c = _bytes_from_c  # type: ignore[method-assign]
+        _types.ResultType.convert_to_c = _result_to_c  # type: ignore[method-assign]
         _installed = True
 
 
@@ -419,7 +421,7 @@ def plan(ty: Any, lifting: bool) -> tuple | None:
     return None
 
 
-def _native_converter() -> Any:
+def _native_converter() -> ModuleType | None:
     """theater_otp.worker._valconv, set up, when it was built and was built for this wasmtime's
     struct layout; else None (the Python converters serve)."""
     try:
@@ -429,7 +431,9 @@ def _native_converter() -> Any:
     entry = _bindings.wasmtime_component_valrecord_entry
     expected = {"val": _SIZE, "of": _OF, "entry": ctypes.sizeof(entry), "entry_val": entry.val.offset,
                 "vec": ctypes.sizeof(ffi.wasmtime_component_vallist_t),
-                "result_val": _OF + ffi.wasmtime_component_valresult_t.val.offset}
+                # a ctypes field read on its class is the field descriptor (with .offset); wasmtime's
+                # annotation of `val` is the instance attribute's type
+                "result_val": _OF + ffi.wasmtime_component_valresult_t.val.offset}  # type: ignore[attr-defined]
     if _valconv.layout() != expected:
         return None
 
@@ -474,12 +478,13 @@ class TypedFunc:
         n = 0
         try:
             for lower, lower_plan, val in zip(self.lowers, self.lower_plans, params):
-                if lower_plan is not None:
+                if lower_plan is not None and _native is not None:  # a plan only where _native is
                     _native.lower(lower_plan, val, base + n * _SIZE)
                 else:
                     lower(store, val, param_capi[n])
                 n += 1
-            result_space = _VAL() if self.lift is not None else None
+            lift = self.lift
+            result_space = _VAL() if lift is not None else None
             func = self.func._func
 
             def run():
@@ -489,14 +494,14 @@ class TypedFunc:
                     1 if result_space is not None else 0)
 
             enter_wasm(run)
-            if result_space is None:
+            if result_space is None or lift is None:  # both or neither
                 return None
-            if self.lift_plan is not None:
+            if self.lift_plan is not None and _native is not None:  # a plan only where _native is
                 try:
                     return _native.lift(self.lift_plan, ctypes.addressof(result_space))
                 finally:
                     ffi.wasmtime_component_val_delete(byref(result_space))
-            return self.lift(result_space)
+            return lift(result_space)
         finally:
             for i in range(n):
                 ffi.wasmtime_component_val_delete(byref(param_capi[i]))
