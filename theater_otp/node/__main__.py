@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import TheaterError
 from ..home import Home
+from ..proc import bound_malloc
 from .boot import claim_home, load_and_check
 
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status-fd", type=int, default=None)
     parser.add_argument("--log-stderr", action="store_true")
     args = parser.parse_args(argv)
+    bound_malloc()
     home = Home.at(args.home)
     status = os.fdopen(args.status_fd, "w", buffering=1) if args.status_fd is not None else None
 

@@ -14,4 +14,7 @@ import zmq  # noqa: F401
 import httpx  # noqa: F401  (the http-client handler: ~40 ms off its first call in each worker)
 
 from ..chain import writer  # noqa: F401
+from ..proc import bound_malloc
 from . import main  # noqa: F401
+
+bound_malloc()  # inherited by every worker, writer and gateway forked from here
