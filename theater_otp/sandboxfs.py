@@ -399,6 +399,12 @@ class SandboxFS:
     def _symlink(q: str, shown: str) -> FsDenied:
         return FsDenied(f"{q}: refused: {_q(shown)} is a symbolic link, and symbolic links are never followed")
 
+    def _open_base(self) -> int:
+        """The base fd, for an operation `_run` let through (it checked the fd is open)."""
+        if self._base_fd is None:
+            raise FsError("the filesystem is closed")
+        return self._base_fd
+
     def _walk(self, comps: tuple[str, ...], q: str, *, create: bool = False) -> int:
         """An O_PATH fd (the caller closes it) of the directory `comps`, each
         component opened with O_NOFOLLOW|O_DIRECTORY relative to the last, so
@@ -438,7 +444,7 @@ class SandboxFS:
 
     def _stat(self, comps: tuple[str, ...], q: str) -> os.stat_result:
         if not comps:
-            return os.fstat(self._base_fd)
+            return os.fstat(self._open_base())
         parent = self._walk(comps[:-1], q)
         try:
             return self._lstat_in(parent, comps, q)
@@ -655,14 +661,15 @@ class SandboxFS:
         try:
             with os.scandir(fd) as it:
                 out = []
-                for e in it:
-                    if e.name.startswith(TMP_PREFIX):
+                for entry in it:
+                    if entry.name.startswith(TMP_PREFIX):
                         continue
                     try:
-                        e.name.encode("utf-8")
+                        entry.name.encode("utf-8")
                     except UnicodeEncodeError:
                         continue  # not UTF-8 on disk: no actor path can name it
-                    out.append((e.name, e.is_file(follow_symlinks=False), e.is_dir(follow_symlinks=False)))
+                    out.append((entry.name, entry.is_file(follow_symlinks=False),
+                                entry.is_dir(follow_symlinks=False)))
         finally:
             os.close(fd)
         out.sort(key=lambda t: t[0])
@@ -671,9 +678,10 @@ class SandboxFS:
     def _metadata(self, comps: tuple[str, ...], q: str) -> FsMetadata:
         st = self._stat(comps, q)
         is_file = stat.S_ISREG(st.st_mode)
-        birth = getattr(st, "st_birthtime_ns", None)
-        if birth is None and getattr(st, "st_birthtime", None) is not None:
-            birth = int(st.st_birthtime * 1e9)
+        birth = getattr(st, "st_birthtime_ns", None)  # both platform-dependent (not on Linux)
+        birth_s = getattr(st, "st_birthtime", None)
+        if birth is None and birth_s is not None:
+            birth = int(birth_s * 1e9)
         return FsMetadata(
             name=comps[-1] if comps else ".",
             path="/".join(comps) or ".",
