@@ -21,11 +21,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
 import zmq
+
+if TYPE_CHECKING:
+    from wasmtime import Engine
 
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..chain.writer import EXIT_CANNOT_OPEN
@@ -137,7 +141,7 @@ class Node(ActorSupervision):
         #: supervisor API req -> (CLI ident, corr), or a callback taking the Reply (actor supervisors)
         self.api_waiters: dict[int, Any] = {}
         self._api_req = itertools.count(1)
-        self._engine = None  # created on first dynamic start-child (compiling needs one)
+        self._engine: Engine | None = None  # created on first dynamic start-child (compiling needs one)
         self._finished: deque = deque()  # (callback, result) from work done on threads
         self._init_actor_supervision()
         self._registrations: dict[str, dict] = {}  # chain id -> its `register` body
@@ -268,12 +272,14 @@ class Node(ActorSupervision):
         while time.monotonic() < deadline and self.chain.poll(max(1, int((deadline - time.monotonic()) * 1000))):
             if any(env.kind == "stopped" for env in self._drain_chain_replies()):
                 break
-        self.writer.proc.join(5)
-        if self.writer.exitcode() is None:
+        writer = self.writer
+        assert writer is not None
+        writer.proc.join(5)
+        if writer.exitcode() is None:
             log.error("chain-writer did not stop in time: killing it")
-            self.writer.kill()
-            self.writer.proc.join(1)
-        self.writer.release()
+            writer.kill()
+            writer.proc.join(1)
+        writer.release()
 
     def _poll_once(self) -> None:
         self.producer.flush()
@@ -411,7 +417,7 @@ class Node(ActorSupervision):
 
     def _drain_chain_replies(self) -> list[Envelope]:
         """Take acks (and return other replies) from the chain socket."""
-        others = []
+        others: list[Envelope] = []
         while True:
             try:
                 frame = self.chain.recv(zmq.NOBLOCK)
@@ -452,10 +458,9 @@ class Node(ActorSupervision):
                 return
             then(None)
             return
-        self._engine = self._engine or new_engine()
-        engine = self._engine
+        engine = self._engine = self._engine or new_engine()
 
-        def work() -> None:
+        def work() -> Callable[[], None]:
             compiled = {path: compile_component(path, engine) for path in missing}
 
             def finish() -> None:
@@ -464,6 +469,7 @@ class Node(ActorSupervision):
             return finish
 
         def run() -> None:
+            result: Callable[[], None] | Exception
             try:
                 result = work()
             except Exception as exc:  # handed to the loop, which reports it to whoever asked
@@ -528,7 +534,7 @@ class Node(ActorSupervision):
             self._stop_child(action)
         elif isinstance(action, ev.Post):
             if action.delay > 0:
-                self._after(action.delay, lambda a=action: self._enqueue(a.supervisor, a.event))
+                self._after(action.delay, partial(self._enqueue, action.supervisor, action.event))
             else:
                 self._enqueue(action.supervisor, action.event)
         elif isinstance(action, ev.Report):
@@ -629,6 +635,7 @@ class Node(ActorSupervision):
             self._enqueue(path, ev.Start())
             return
         manifest = a.spec.manifest
+        assert manifest is not None  # a worker's spec has one (ChildSpec's invariant)
         compiled = self.components[manifest.component]
         new_ports, port_problem = self.http.for_child(of_manifest(a.spec, path),
                                                       running=lambda p: p in self.registry.workers)
@@ -662,7 +669,7 @@ class Node(ActorSupervision):
         self.registry.add(handle)
         self.poller.register(process.sentinel, zmq.POLLIN)
         self._attach_actor_supervisor(handle)  # before init: an actor may spawn children from init
-        handle.start_timer = self._after(START_TIMEOUT_S, lambda h=handle: self._start_timed_out(h))
+        handle.start_timer = self._after(START_TIMEOUT_S, partial(self._start_timed_out, handle))
 
     def _start_timed_out(self, handle: WorkerHandle) -> None:
         if not handle.ready and self.registry.workers.get(handle.path) is handle:
@@ -706,7 +713,7 @@ class Node(ActorSupervision):
             return
         handle.process.signal(signal.SIGTERM)
         if kind == "timeout":
-            handle.stop_timer = self._after(a.shutdown.ms / 1000, lambda h=handle: self._stop_timed_out(h))
+            handle.stop_timer = self._after(a.shutdown.ms / 1000, partial(self._stop_timed_out, handle))
 
     def _stop_timed_out(self, handle: WorkerHandle) -> None:
         if self.registry.workers.get(handle.path) is handle:
@@ -849,14 +856,15 @@ class Node(ActorSupervision):
         elif kind == "synced":
             self._worker_synced(ident, env.corr)
         elif kind == "reply":
-            pending = self.pending.pop(env.corr, None)
-            if pending is not None and pending.target is handle:
-                if pending.timer is not None:
-                    pending.timer.cancelled = True
+            answered = self.pending.get(env.corr)
+            if answered is not None and answered.target is handle:  # only the asked worker answers it
+                del self.pending[env.corr]
+                if answered.timer is not None:
+                    answered.timer.cancelled = True
                 body = env.body if isinstance(env.body, dict) else {"error": "malformed reply"}
-                if pending.channel is not None:
-                    body = self._channel_answered(pending, body)
-                self._answer(pending, body)
+                if answered.channel is not None:
+                    body = self._channel_answered(answered, body)
+                self._answer(answered, body)
         else:
             log.error("dropped unknown envelope kind %r from %s", kind, handle.path)
 
@@ -880,16 +888,17 @@ class Node(ActorSupervision):
                 self._forward_request(pending, handle.actor_id, {"channel": channel_id, "msg": msg},
                                       DEFAULT_REQUEST_TIMEOUT_MS, kind="channel_open")
             return
-        channel_id = body.get("channel")
+        channel_id = body["channel"] if isinstance(body.get("channel"), str) else ""
         peer, error = self.channels.route(channel_id, handle)
         if peer is not None and env.kind == "channel_send":
             if not isinstance(msg, bytes):
                 error = "a channel message must be bytes"
             else:
                 error = self._admit(peer, msg)
-                if error is None:
-                    self._to_worker(peer, Envelope("channel_message", handle.actor_id, peer.actor_id, 0,
-                                                   {"channel": channel_id, "msg": msg}))
+                if error is None and not self._to_worker(peer, Envelope("channel_message", handle.actor_id,
+                                                                        peer.actor_id, 0,
+                                                                        {"channel": channel_id, "msg": msg})):
+                    error = f"actor {peer.path} is not reachable"
         elif peer is not None:  # channel_close
             self.channels.remove(str(channel_id))
             self._to_worker(peer, Envelope("channel_close", handle.actor_id, peer.actor_id, 0,
@@ -1345,7 +1354,9 @@ class Node(ActorSupervision):
             if error is not None:
                 self._control_error(ident, corr, "invalid_child_spec", str(error))
             elif entry.sup.path in self.supervisors:
-                self._api_request(ident, corr, entry, lambda req: ev.StartChildRequest(req, spec or sup.template))
+                child = spec or sup.template
+                assert child is not None  # a simple_one_for_one supervisor always has its template
+                self._api_request(ident, corr, entry, lambda req: ev.StartChildRequest(req, child))
             else:
                 self._control_error(ident, corr, "not_found", f"supervisor {entry.sup.path} stopped meanwhile")
 
@@ -1405,8 +1416,9 @@ class Node(ActorSupervision):
                 "intensity": spec.flags.intensity, "period": spec.flags.period, "children": children}
 
     def _actor_node(self, path: str, child) -> dict:
-        handle = self.registry.workers.get(path)
-        live = handle is not None and child.state is ChildState.RUNNING and handle.incarnation == child.incarnation
+        found = self.registry.workers.get(path)
+        handle = found if found is not None and child.state is ChildState.RUNNING and \
+            found.incarnation == child.incarnation else None
         status = {ChildState.RUNNING: "running", ChildState.STOPPING: "running",
                   ChildState.STOPPED: "stopped"}.get(child.state, "restarting")
         owned = self.supervisors.get(path)
@@ -1414,10 +1426,10 @@ class Node(ActorSupervision):
         if owned is not None and owned.owner == path:
             kids = [self._actor_node(f"{path}/{c.spec.id}", c) for c in owned.sup.ordered_children()]
         return {"id": child.spec.id, "kind": "actor", "path": path,
-                "pid": handle.process.pid if live else None, "status": status, "restarts": child.restarts,
+                "pid": handle.process.pid if handle else None, "status": status, "restarts": child.restarts,
                 "actor_id": self.registry.actor_ids.get(path), "name": child.spec.manifest.name,
                 "manifest": str(child.spec.manifest.source), "version": child.spec.manifest.version,
                 "restart": child.spec.restart.value, "incarnation": child.incarnation,
-                "uptime": round(time.time() - handle.started_at, 3) if live else None,
-                "mailbox": handle.queued if live else None, "refused": handle.refused if live else None,
+                "uptime": round(time.time() - handle.started_at, 3) if handle else None,
+                "mailbox": handle.queued if handle else None, "refused": handle.refused if handle else None,
                 "limits": child.spec.manifest.limits.to_plain(), "children": kids}
