@@ -17,13 +17,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from .config.fields import MAX_SETTING
 from .errors import NodeNotRunning, RemoteError, TheaterError
 from .home import Home
+
+if TYPE_CHECKING:
+    from .client import ControlClient
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run WebAssembly actors as a supervised, traced tree of OS processes.")
@@ -45,28 +48,28 @@ def _fail(exc: TheaterError) -> typer.Exit:
     return typer.Exit(code=exc.exit_code)
 
 
-def _client(home: Path | None):
+def _client(home: Path | Home | None) -> ControlClient:
     from .client import ControlClient
     return ControlClient(Home.at(home))
 
 
 def _payload(text: str | None, file: Path | None) -> bytes:
-    if (text is None) == (file is None):
+    if text is not None and file is None:
+        return text.encode("utf-8")
+    if file is None or text is not None:  # neither or both
         _err("give the message either as an argument or with --file PATH")
         raise typer.Exit(code=2)
-    if file is not None:
-        from .worker.handlers.base import MAX_LIST_BYTES
-        try:
-            with open(file, "rb") as f:
-                data = f.read(MAX_LIST_BYTES + 1)  # bounded: a huge file or a device is not read whole
-        except OSError as exc:
-            _err(f"cannot read {file}: {exc.strerror}")
-            raise typer.Exit(code=1) from None
-        if len(data) > MAX_LIST_BYTES:
-            _err(f"{file} is over {MAX_LIST_BYTES} bytes, the largest message an actor can take")
-            raise typer.Exit(code=2)
-        return data
-    return text.encode("utf-8")
+    from .worker.handlers.base import MAX_LIST_BYTES
+    try:
+        with open(file, "rb") as f:
+            data = f.read(MAX_LIST_BYTES + 1)  # bounded: a huge file or a device is not read whole
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
+        raise typer.Exit(code=1) from None
+    if len(data) > MAX_LIST_BYTES:
+        _err(f"{file} is over {MAX_LIST_BYTES} bytes, the largest message an actor can take")
+        raise typer.Exit(code=2)
+    return data
 
 
 def _print_json(value: Any) -> None:
@@ -499,16 +502,19 @@ def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
         starts = read_events(conn, actor_id, event_type="actor.start", limit=1, last=True)
     finally:
         conn.close()
-    start = starts[0].payload() if starts else {}
-    info = {"path": path, "actor_id": actor_id, "name": head[3] or start.get("name"),
+    payload = starts[0].payload() if starts else None
+    start = payload if isinstance(payload, dict) else {}  # actor.start's data is a map
+    limits = live.get("limits") or start.get("limits")
+    head_hash = head[1].hex() if head[1] else None
+    info: dict[str, object] = {"path": path, "actor_id": actor_id, "name": head[3] or start.get("name"),
             "manifest": live.get("manifest"), "version": live.get("version"),
             "status": live.get("status", "not running (node down)" if not live else None),
             "pid": live.get("pid"), "restarts": live.get("restarts"), "incarnation": head[2],
             "uptime": live.get("uptime"), "component": start.get("component"),
             "component_path": start.get("component_path"), "granted": start.get("granted"),
-            "limits": live.get("limits") or start.get("limits"), "mailbox": live.get("mailbox"),
+            "limits": limits, "mailbox": live.get("mailbox"),
             "refused": live.get("refused"),
-            "chain_head": {"seq": head[0], "hash": head[1].hex() if head[1] else None},
+            "chain_head": {"seq": head[0], "hash": head_hash},
             "last_events": [e.to_plain() for e in recent]}
     if json_out:
         _print_json(info)
@@ -517,9 +523,9 @@ def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
                 "component", "component_path", "granted", "mailbox", "refused"):
         if info[key] is not None:
             print(f"{key:<15} {info[key]}")
-    if info["limits"]:
-        print(f"{'limits':<15} " + "  ".join(f"{k} = {v}" for k, v in info["limits"].items()))
-    print(f"{'chain head':<15} seq {head[0]}  {info['chain_head']['hash'] or '-'}")
+    if limits:
+        print(f"{'limits':<15} " + "  ".join(f"{k} = {v}" for k, v in limits.items()))
+    print(f"{'chain head':<15} seq {head[0]}  {head_hash or '-'}")
     print("last events:")
     for e in recent:
         _print_event(e, False)

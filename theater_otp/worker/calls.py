@@ -64,7 +64,7 @@ def perform(actor: Actor, call: ExportCall) -> CallOutcome:
         data["from"] = call.meta.get("from")
     if call.kind == "channel-close":
         data["reason"] = call.meta.get("reason")
-    reply = None
+    reply: object = None  # a request's reply bytes, an HTTP response, WebSocket messages to send
     try:
         if call.kind == "http-request":
             handler = call.meta.get("handler")
@@ -79,8 +79,9 @@ def perform(actor: Actor, call: ExportCall) -> CallOutcome:
             reply = response
         elif call.kind == "websocket-message":
             event = call.params[0] if call.params and isinstance(call.params[0], dict) else {}
-            message = event.get("message") if isinstance(event.get("message"), dict) else {}
-            sent = actor.handle_websocket_message(int(event.get("connection") or 0), message)
+            raw_message = event.get("message")
+            ws_message = raw_message if isinstance(raw_message, dict) else {}
+            sent = actor.handle_websocket_message(int(event.get("connection") or 0), ws_message)
             data["sent"] = [{"ty": m["ty"], "size": len(m["text"].encode() if m["text"] is not None else
                                                         m["data"] or b"")} for m in sent]
             reply = sent

@@ -128,7 +128,7 @@ def check_actor_abi(compiled: CompiledComponent, granted: Iterable[str], manifes
         raise ComponentError(f"{where}: {first}")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | bytearray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:

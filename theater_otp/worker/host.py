@@ -309,6 +309,7 @@ class Actor:
 
     def child_event(self, kind: str, child_id: str, data: bytes | None) -> bool:
         """Tell a supervising actor about its child; False if it does not export that handler."""
+        params: tuple[object, ...]
         if kind == "error":
             name, params = "handle-child-error", (child_id, _actor_error("internal", data))
         elif kind == "exit":

@@ -24,6 +24,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
+from ..chain.event import WitChainEvent
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
@@ -183,7 +184,7 @@ class Worker:
                 log.warning("%s: %d event(s) not acknowledged by the chain-writer within %d ms",
                             self.cfg.path, self.producer.unacked_events, timeout_ms)
                 return False
-            if self.chain.poll(min(remaining, 0.5) * 1000):
+            if self.chain.poll(int(min(remaining, 0.5) * 1000)):  # ms, as pyzmq would truncate a float
                 self._drain_acks()
             else:
                 self.producer.resend()
@@ -324,10 +325,10 @@ class Worker:
             self.held.hold(self.producer.batch_seq + 1, self.node,
                            encode(Envelope("release", self.cfg.actor_id, "node", 0, corr)))
             return None
-        body = self._ask_node("send", target, msg, "sent", SEND_ANSWER_TIMEOUT_MS)
-        if body is None:
+        sent = self._ask_node("send", target, msg, "sent", SEND_ANSWER_TIMEOUT_MS)
+        if sent is None:
             return f"send to {target}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
-        return str(body["error"]) if "error" in body else None
+        return str(sent["error"]) if "error" in sent else None
 
     def request(self, target: str, msg: bytes, timeout_ms: int) -> bytes | str:
         refusal = self._too_big("request", msg)
@@ -384,7 +385,7 @@ class Worker:
                                               {"error": "the actor cancelled the request"})))
         return None
 
-    def own_events(self) -> list[dict]:
+    def own_events(self) -> list[WitChainEvent]:
         """This actor's chain as committed so far (the current call's events are not in it yet)."""
         from ..chain.store import connect, read_events
         self.flush_events(wait_ack=True)
@@ -526,7 +527,7 @@ class Worker:
     def _gateway_call(self, env: Envelope, call: ExportCall) -> None:
         """Run `call` for the gateway's `env`, record it, answer the gateway with its result or, for
         a crash, with the crash (before the crash ends the actor)."""
-        outcome = perform(self.actor, call)
+        outcome = perform(self._live_actor(), call)
         self.record(outcome.event_type, outcome.data)
         if outcome.crash is not None:
             self._to_gateway(env, {"error": str(outcome.crash), "exit": "abnormal"})
@@ -544,7 +545,7 @@ class Worker:
         meta = {"channel": str(body.get("channel", "")), "from": env.sender}
         if env.kind == "channel_open":
             msg = body.get("msg") if isinstance(body.get("msg"), bytes) else b""
-            outcome = perform(self.actor, ExportCall("channel-open", [msg], meta))
+            outcome = perform(self._live_actor(), ExportCall("channel-open", [msg], meta))
             self.record(outcome.event_type, outcome.data)
             if outcome.crash is not None:
                 self._emit(self.node, encode(Envelope("reply", self.cfg.actor_id, env.sender, env.corr,
@@ -589,9 +590,15 @@ class Worker:
         if self.stop_requested:
             raise _Stop(EXIT_SHUTDOWN, "stopped by its supervisor")
 
+    def _live_actor(self) -> Actor:
+        """The actor instance: calls are served only after `start` made it."""
+        if self.actor is None:
+            raise RuntimeError(f"{self.cfg.path}: an export call before the actor was instantiated")
+        return self.actor
+
     def _call(self, call: ExportCall) -> bytes | None:
         """Run one export call, record it, and raise its crash (after recording it)."""
-        outcome = perform(self.actor, call)
+        outcome = perform(self._live_actor(), call)
         self.record(outcome.event_type, outcome.data)
         if outcome.crash is not None:
             raise outcome.crash

@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import wasmtime.component as wc
 
+from ...chain.event import WitChainEvent
 from ...config.fields import Fields
 from ...home import Home
 from .. import fastabi
@@ -76,7 +77,7 @@ class HostServices(Protocol):
     def close_channel(self, channel_id: str) -> str | None: ...
     def sleep(self, ms: int) -> str | None: ...
     def supervise(self, op: str, args: dict) -> dict: ...
-    def own_events(self) -> list[dict]: ...
+    def own_events(self) -> list[WitChainEvent]: ...
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def _url_host(url: "httpx.URL") -> str:
 
 # ---- the chain record ---------------------------------------------------------------------------
 
-def _body_record(data: bytes | None) -> dict | None:
+def _body_record(data: bytes | bytearray | memoryview | None) -> dict[str, Any] | None:
     return None if data is None else digest(data)
 
 

@@ -55,7 +55,7 @@ import os
 import platform
 import socket
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import wasmtime.component as wc
 
@@ -76,7 +76,7 @@ class _NotReplayable(HostAbort):
         super().__init__(f"{what} cannot be served from the chain")
 
 
-def chain_event_record(e: dict) -> wc.Record:
+def chain_event_record(e: Mapping[str, object]) -> wc.Record:
     """A `chain-event` WIT record from an event's WIT fields (see ChainEvent.wit_fields)."""
     record = wc.Record()
     for key in ("hash", "parent-hash", "event-type", "data", "timestamp", "description"):
