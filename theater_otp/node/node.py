@@ -165,6 +165,10 @@ class Node(ActorSupervision):
         self.chain = self.ctx.socket(zmq.DEALER)
         self.chain.setsockopt(zmq.IDENTITY, self.secrets.node)
         self.chain.setsockopt(zmq.LINGER, 2000)
+        # never refused while the writer is away: what waits here is the node's own batches (kept
+        # until acknowledged anyway) and one registration per chain and per worker; a writer away
+        # for long stops the node (its restarts count against the root's intensity)
+        self.chain.setsockopt(zmq.SNDHWM, 0)
         self.chain.connect(home.chain_endpoint)
         self.poller.register(self.chain, zmq.POLLIN)
         self.producer = ChainProducer(self.chain, f"node/{os.getpid()}/{time.time_ns()}")
@@ -682,10 +686,8 @@ class Node(ActorSupervision):
                                   {"identity": identity, "actor_id": actor_id, "incarnation": incarnation}))
 
     def _send_chain(self, env: Envelope) -> None:
-        try:
-            self.chain.send(encode(env), zmq.NOBLOCK)
-        except zmq.Again:
-            log.error("chain-writer queue full: dropped %s", env.kind)
+        """A registration for the writer: queued while it is away (SNDHWM 0), never dropped."""
+        self.chain.send(encode(env), zmq.NOBLOCK)
 
     def _stop_child(self, a: ev.StopChild) -> None:
         path = f"{a.supervisor}/{a.child_id}"
