@@ -58,7 +58,8 @@ def write_manifest(folder: Path, name: str, wat: str, initial_state: str | None 
 class Tree:
     """One running node. Use as a context manager; `close()` always leaves no process behind."""
 
-    def __init__(self, folder: Path, supervision: str):
+    def __init__(self, folder: Path, supervision: str, up_args: tuple[str, ...] = ()):
+        self.up_args = up_args
         self.folder = folder
         self.home = folder / "home"
         self.config = folder / "supervision.toml"
@@ -67,7 +68,7 @@ class Tree:
         self._seen: set[int] = set()
 
     def __enter__(self) -> "Tree":
-        proc = cli("up", str(self.config), "--detach", home=self.home)
+        proc = cli("up", str(self.config), "--detach", *self.up_args, home=self.home)
         if proc.returncode != 0:
             raise AssertionError(f"up failed: {proc.stderr}")
         self.node_pid = self.tree()["node_pid"]

@@ -152,7 +152,9 @@ def test_a_worker_pauses_when_its_event_buffer_is_full_and_loses_nothing(tmp_pat
             with ControlClient(Home.at(tree.home)) as c:
                 for _ in range(400):
                     c.call("send", {"target": "counter", "payload": b"inc"})
-            log = lambda: (tree.home / "node.log").read_text()
+            def log() -> str:
+                return (tree.home / "node.log").read_text()
+
             tree.wait_for(lambda: _re.search(r"root/counter: paused: \d+ events wait for the chain-writer", log()),
                           what="the counter paused")
         finally:
@@ -243,3 +245,23 @@ def test_an_actor_that_keeps_sending_itself_ticks_still_gets_its_events_stored(t
             finally:
                 conn.close()
         tree.wait_for(lambda: stored_ticks() >= 4, timeout=10, what="the pump's ticks stored without a sync")
+
+
+def test_durability_process_keeps_acknowledged_events_through_a_writer_sigkill(tmp_path):
+    """`up --durability process`: commits are not fsynced, but an acknowledged event is in the OS, so
+    the death of the writer loses none (a power loss could: docs/chain-format.md)."""
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, TREE, up_args=("--durability", "process")) as tree:
+        tree.wait_running()
+        assert "(durability: process)" in (tree.home / "node.log").read_text()
+        answered = [int(tree.call("request", {"target": "counter", "payload": b"inc"})["ok"]) for _ in range(20)]
+        old = writer_pid(tree)
+        os.kill(old, signal.SIGKILL)
+        tree.wait_for(lambda: writer_pid(tree) != old, what="a new chain-writer")
+        answered.append(int(tree.call("request", {"target": "counter", "payload": b"inc"})["ok"]))
+        replies = [bytes(e.payload()["reply"]) for e in tree.events(tree.node("root/counter")["actor_id"],
+                                                                    "message.request")]
+        assert [int(r) for r in replies] == answered == list(range(1, 22))
+        assert cli("verify", home=tree.home).returncode == 0
+    bad = cli("up", str(tmp_path / "supervision.toml"), "--durability", "maybe", home=tmp_path / "other")
+    assert bad.returncode != 0 and "maybe" in bad.stderr and "Traceback" not in bad.stderr

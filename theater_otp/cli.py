@@ -11,8 +11,8 @@ import json
 import math
 import os
 import re
-import sqlite3
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +23,7 @@ import typer
 
 from .config.fields import MAX_SETTING
 from .errors import NodeNotRunning, RemoteError, TheaterError
+from .chain.store import Durability
 from .home import Home
 
 if TYPE_CHECKING:
@@ -92,6 +93,10 @@ def up(
     config: Annotated[Path, typer.Argument(help="The supervision.toml of the tree to boot.")],
     home: HomeOpt = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once the tree is running.")] = False,
+    durability: Annotated[Durability, typer.Option(
+        "--durability", help="What the chain-writer's ack promises: disk (fsync per group commit: survives a power "
+        "loss) or process (in the OS: survives any process's death, not a power loss; replies wait less).",
+        case_sensitive=False)] = Durability.DISK,
 ) -> None:
     """Boot a supervision tree: a node process, a chain-writer, one process per actor."""
     from .node.boot import load_and_check, running_node_pid
@@ -108,7 +113,7 @@ def up(
     h.prepare()
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "theater_otp.node", "--home", str(h.root), "--config", str(config.resolve()),
-           "--status-fd", str(write_fd)]
+           "--status-fd", str(write_fd), "--durability", durability.value]
     if not detach:
         cmd.append("--log-stderr")
     log = open(h.root / "node.stderr", "ab") if detach else None

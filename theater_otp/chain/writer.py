@@ -42,7 +42,7 @@ from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import SNDMORE, Envelope, encode, recv_routed
 from ..protocol.trust import RunSecrets
-from .store import ChainStore, EventItem
+from .store import ChainStore, Durability, EventItem
 
 log = logging.getLogger("theater_otp.chain.writer")
 
@@ -80,7 +80,7 @@ class Gate:
         return all(type(i) is list and len(i) == 5 and i[0] == actor_id and i[1] == incarnation for i in items)
 
 
-def writer_main(home: Home, node_pid: int, secrets: RunSecrets) -> None:
+def writer_main(home: Home, node_pid: int, secrets: RunSecrets, durability: Durability = Durability.DISK) -> None:
     """Entry point of the chain-writer process (started by the node)."""
     die_with_parent(node_pid)
     child_signals()
@@ -96,7 +96,7 @@ def writer_main(home: Home, node_pid: int, secrets: RunSecrets) -> None:
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno())
     try:
-        store = ChainStore(home.chain_db)
+        store = ChainStore(home.chain_db, durability)
     except (sqlite3.Error, OSError) as exc:  # one clear line; the node backs off before the next start
         log.error("chain-writer cannot open %s: %s", home.chain_db, exc)
         flush_and_exit(EXIT_CANNOT_OPEN)
@@ -107,7 +107,7 @@ def writer_main(home: Home, node_pid: int, secrets: RunSecrets) -> None:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 1000)
     sock.bind(home.chain_endpoint)
-    log.info("chain-writer ready at %s", home.chain_endpoint)
+    log.info("chain-writer ready at %s (durability: %s)", home.chain_endpoint, durability.value)
     code = 0
     try:
         code = _serve(sock, store, wake_r, lambda: stopping, Gate(secrets))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TheaterError
+from ..chain.store import Durability
 from ..home import Home
 from ..proc import bound_malloc
 from .boot import claim_home, load_and_check
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--status-fd", type=int, default=None)
     parser.add_argument("--log-stderr", action="store_true")
+    parser.add_argument("--durability", choices=[d.value for d in Durability], default=Durability.DISK.value)
     args = parser.parse_args(argv)
     bound_malloc()
     home = Home.at(args.home)
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_ready(error: str | None) -> None:
         tell("ready" if error is None else f"error {error}")
 
-    node = Node(home, tree, components, on_ready=on_ready)
+    node = Node(home, tree, components, on_ready=on_ready, durability=Durability(args.durability))
     try:
         code = node.run()
     finally:

@@ -14,9 +14,10 @@ import signal
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 
+from ..chain.store import Durability
 from ..chain.writer import writer_main
-from ..http.listener import GatewayConfig
 from ..home import Home
+from ..http.listener import GatewayConfig
 from ..protocol.trust import RunSecrets
 from ..worker.main import WorkerConfig, worker_main
 
@@ -77,9 +78,9 @@ class Launcher:
         proc.start()
         return ChildProcess(proc)
 
-    def start_writer(self, home: Home, secrets: RunSecrets) -> ChildProcess:
-        proc = self.ctx.Process(target=writer_main, args=(home, os.getpid(), secrets), name="chain-writer",
-                                daemon=True)
+    def start_writer(self, home: Home, secrets: RunSecrets, durability: Durability) -> ChildProcess:
+        proc = self.ctx.Process(target=writer_main, args=(home, os.getpid(), secrets, durability),
+                                name="chain-writer", daemon=True)
         proc.start()
         return ChildProcess(proc)
 

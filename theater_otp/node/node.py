@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from wasmtime import Engine
 
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
+from ..chain.store import Durability
 from ..chain.writer import EXIT_CANNOT_OPEN
 from ..config.model import ChildSpec, ChildType
 from ..errors import TheaterError
@@ -123,8 +124,10 @@ class _SubSupervisor:
 
 class Node(ActorSupervision):
     def __init__(self, home: Home, tree: ChildSpec, components: dict[Path, CompiledComponent],
-                 on_ready: Callable[[str | None], None] | None = None):
+                 on_ready: Callable[[str | None], None] | None = None, durability: Durability = Durability.DISK):
         self.home = home
+        #: what the chain-writer's acks promise (chain/store.py Durability)
+        self.durability = durability
         self.tree = tree
         self.components = components
         self.on_ready = on_ready
@@ -222,7 +225,7 @@ class Node(ActorSupervision):
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda s, f: self.signals.append(s))
-        self.writer = self.launcher.start_writer(self.home, self.secrets)
+        self.writer = self.launcher.start_writer(self.home, self.secrets, self.durability)
         self.writer_started = time.monotonic()
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.writer.pid)
@@ -407,7 +410,7 @@ class Node(ActorSupervision):
     def _restart_writer(self) -> None:
         if self.writer is not None:
             return
-        self.writer = self.launcher.start_writer(self.home, self.secrets)
+        self.writer = self.launcher.start_writer(self.home, self.secrets, self.durability)
         self.writer_started = time.monotonic()
         self.poller.register(self.writer.sentinel, zmq.POLLIN)
         for body in self._registrations.values():
