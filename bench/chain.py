@@ -58,7 +58,6 @@ from theater_otp.chain.verify import verify_store  # noqa: E402
 from theater_otp.home import Home  # noqa: E402
 from theater_otp.protocol import Envelope, decode, encode  # noqa: E402
 
-
 # ---------------------------------------------------------------------------
 # the writer
 # ---------------------------------------------------------------------------
@@ -185,8 +184,7 @@ ROW_PER_EVENT_SCHEMA = """CREATE TABLE events (actor_id TEXT NOT NULL, seq INTEG
 
 
 def bench_stages(root: Path, batch: int, data_bytes: int, repeat: int) -> list[tuple[str, float]]:
-    from theater_otp.chain import writer
-    from theater_otp.chain import native
+    from theater_otp.chain import native, writer
     from theater_otp.chain.event import EventHasher
     from theater_otp.chain.store import ChainStore, connect
 

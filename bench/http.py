@@ -183,6 +183,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="baseline/actor alternations")
     parser.add_argument("--python", action="store_true", help="also the http-demo's kv, a Python actor (builds it)")
+    parser.add_argument("--durability", choices=["disk", "process"], default="disk",
+                        help="the actor tree's `up --durability` (what the chain-writer's ack promises)")
+    parser.add_argument("--effects-not-held", action="store_true",
+                        help="responses leave before their events are stored (THEATER_OTP_DURABLE_EFFECTS=0: "
+                             "the behaviour before durable effects, for comparison only)")
     args = parser.parse_args()
 
     python_row = python_kv(args.requests // 2) if args.python else None
@@ -197,6 +202,8 @@ def main() -> None:
     port = free_port()
     (folder / "web.toml").write_text(f'name = "web"\ncomponent = "{WAT / "httpecho.wat"}"\n\n'
                                      f'[[handler]]\ntype = "http-server"\nport = {port}\n')
+    if args.effects_not_held:
+        os.environ["THEATER_OTP_DURABLE_EFFECTS"] = "0"  # read by the node `up` starts
     tree = Tree(folder, """
         [supervisor]
         id = "root"
@@ -205,7 +212,7 @@ def main() -> None:
         [[supervisor.children]]
         id = "web"
         manifest = "web.toml"
-    """)
+    """, up_args=("--durability", args.durability))
     try:
         with tree:
             tree.wait_running()
@@ -214,6 +221,8 @@ def main() -> None:
             for _ in range(args.rounds):  # alternate, so drift hits both alike
                 rows.append(("baseline", *figures(base_port, args.requests, args.clients)))
                 rows.append(("actor", *figures(port, args.requests, args.clients)))
+            print(f"# actor tree: --durability {args.durability}"
+                  + (", effects not held (THEATER_OTP_DURABLE_EFFECTS=0)" if args.effects_not_held else ""))
             print(f"{'':<9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9}   ({args.requests} requests, "
                   f"{args.clients} clients for req/s)")
             for name, p50, p99, rps in rows:

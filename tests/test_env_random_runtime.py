@@ -29,8 +29,10 @@ from theater_otp.errors import ConfigError
 from theater_otp.home import Home
 from theater_otp.worker.handlers import check_imports
 from theater_otp.worker.handlers.base import ActorInfo, HostContext
-from theater_otp.worker.handlers.environment import HANDLER as ENVIRONMENT, EnvironmentSettings
-from theater_otp.worker.handlers.random_ import HANDLER as RANDOM, RandomSettings
+from theater_otp.worker.handlers.environment import HANDLER as ENVIRONMENT
+from theater_otp.worker.handlers.environment import EnvironmentSettings
+from theater_otp.worker.handlers.random_ import HANDLER as RANDOM
+from theater_otp.worker.handlers.random_ import RandomSettings
 from theater_otp.worker.handlers.runtime import HANDLER as RUNTIME
 
 pytestmark = pytest.mark.integration
@@ -163,14 +165,14 @@ def test_a_bad_vars_entry_in_a_sub_table_is_refused_at_its_own_line(tmp_path):
 def test_validate_lists_each_bad_setting_with_file_and_line(tmp_path):
     cases = BAD_SETTINGS[0], BAD_SETTINGS[3], BAD_SETTINGS[7], BAD_SETTINGS[8], BAD_SETTINGS[6]
     children = []
-    for i, (env, rnd, key, needle, words) in enumerate(cases):
+    for i, (env, rnd, _key, _needle, _words) in enumerate(cases):
         probe_manifest(tmp_path, env, rnd, name=f"bad{i}")
         children.append(f'[[supervisor.children]]\nid = "bad{i}"\nmanifest = "bad{i}.toml"\n')
     config = write(tmp_path / "supervision.toml", "[supervisor]\n\n" + "\n".join(children))
     result = cli("validate", str(config), "--json")
     assert result.returncode == 1, result.stderr
     problems = json.loads(result.stdout)["problems"]
-    for i, (env, rnd, key, needle, words) in enumerate(cases):
+    for i, (_env, _rnd, key, needle, words) in enumerate(cases):
         path = tmp_path / f"bad{i}.toml"
         # (validate then also reports the import the refused handler no longer grants)
         (found,) = [p for p in problems if p["file"] == str(path) and p["key"] == key]

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 import wasmtime
+import wasmtime.component as wc
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import wasmtime.component as wc
 from wasmtime.component import _types
 
 from theater_otp.worker import fastabi

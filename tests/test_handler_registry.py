@@ -7,8 +7,7 @@ import pytest
 
 from theater_otp.config.fields import Fields
 from theater_otp.pyactor.checks import wit_interfaces
-from theater_otp.worker.handlers import (ALWAYS_GRANTED, MANIFEST_TYPES, REGISTRY, check_imports, grants,
-                                         owner_of)
+from theater_otp.worker.handlers import ALWAYS_GRANTED, MANIFEST_TYPES, REGISTRY, check_imports, grants, owner_of
 from theater_otp.worker.handlers.base import PACKAGE, SEED_PACKAGE, ActorInfo, HostContext
 
 pytestmark = pytest.mark.unit

@@ -118,7 +118,7 @@ def test_down_stops_children_in_reverse_start_order(tmp_path):
         assert wait_gone(family, timeout=30) == []  # a hang guard (`down` answers once stopped)
         assert [e["child"] for e in tree.supervisor_events("root/team", "supervisor.child_stopped")] == ["c", "b"]
         assert [e["child"] for e in tree.supervisor_events("root", "supervisor.child_stopped")] == ["team", "a"]
-        for path, pid in pids.items():
+        for path in pids:
             exits = [e.payload() for e in tree.events(tree_actor_id(tree, path), "lifecycle.exited")]
             assert exits and exits[-1]["reason"]["kind"] == "shutdown", (path, exits)
         tree.node_pid = None

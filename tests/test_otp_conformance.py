@@ -317,8 +317,8 @@ def test_failed_restart_shows_restarting_and_retries_until_it_starts(tmp_path):
 
 
 def _is_echo(artifact):
-    from theater_otp.worker.component import content_hash
     from harness import WAT
+    from theater_otp.worker.component import content_hash
     return artifact.name.startswith(content_hash((WAT / "echo.wat").read_bytes()))
 
 
@@ -455,6 +455,7 @@ def test_any_significant_child_ending_shuts_its_supervisor_down(tmp_path):
 def test_start_child_compiles_a_new_component_off_the_loop(tmp_path):
     """While start-child waits for a large, uncached component to compile, the node keeps answering."""
     import threading
+
     from harness import WAT
     manifests(tmp_path)
     big = (WAT / "echo.wat").read_text()

@@ -32,8 +32,14 @@ import pytest
 
 from harness import REPO, Tree, cli
 from pybuilds import kept_build
-from theater_otp.pyactor.build import (GENERATED_WORLD, componentize_executable, granted_interfaces,
-                                       input_stamp, read_spec, write_build_wit)
+from theater_otp.pyactor.build import (
+    GENERATED_WORLD,
+    componentize_executable,
+    granted_interfaces,
+    input_stamp,
+    read_spec,
+    write_build_wit,
+)
 from theater_otp.pyactor.checks import validate
 from theater_otp.pyactor.scaffold import create_project
 from theater_otp.pyactor.sdk import SDK_FILE

@@ -3,7 +3,6 @@
 import json
 
 import msgpack
-
 import pytest
 
 from harness import WAT, Tree, cli, write_manifest

@@ -26,11 +26,29 @@ from collections import deque
 import pytest
 
 from theater_otp.config.model import (
-    BRUTAL_KILL, INFINITY, AutoShutdown, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupFlags,
+    BRUTAL_KILL,
+    INFINITY,
+    AutoShutdown,
+    ChildSpec,
+    ChildType,
+    RestartType,
+    Shutdown,
+    Strategy,
+    SupFlags,
 )
 from theater_otp.supervision.events import (
-    ChildExited, ChildStarted, ChildStartFailed, Post, Report, Start, StartChild, Stop, StopChild,
-    SupervisorExited, SupervisorStarted, TryAgain,
+    ChildExited,
+    ChildStarted,
+    ChildStartFailed,
+    Post,
+    Report,
+    Start,
+    StartChild,
+    Stop,
+    StopChild,
+    SupervisorExited,
+    SupervisorStarted,
+    TryAgain,
 )
 from theater_otp.supervision.reasons import KILLED, NORMAL, SHUTDOWN, ExitReason, ReasonKind
 from theater_otp.supervision.supervisor import ChildState, Supervisor

@@ -137,7 +137,7 @@ class Boss:
     def child_error(self, state, child_id: str, error_type: str = "internal", data: bytes | None = b"boom"):
         r = wc.Record()
         setattr(r, "error-type", error_type)
-        setattr(r, "data", data)
+        r.data = data
         return self._call(HANDLERS, "handle-child-error", state, (child_id, r))
 
     def child_exit(self, state, child_id: str, data: bytes | None = None):

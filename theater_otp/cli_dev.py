@@ -59,7 +59,8 @@ def build(project: ProjectArg = Path("."), force: ForceOpt = False, json_out: De
     PROJECT is a project folder, its manifest, or a supervision.toml (then every manifest of the
     tree with a [build] table is built)."""
     from .config.rules import is_supervision
-    from .pyactor.build import BuildError, build as build_one, build_tree
+    from .pyactor.build import BuildError, build_tree
+    from .pyactor.build import build as build_one
 
     try:
         if is_supervision(project):

@@ -78,7 +78,8 @@ def py_scan(blob: bytes, offset: int, prefix: bytes, expect: int,
 c_record: RecordFn | None
 c_scan: ScanFn | None
 try:
-    from ._native import record as _c_record, scan as _c_scan
+    from ._native import record as _c_record
+    from ._native import scan as _c_scan
 except ImportError:  # not built (no compiler or OpenSSL headers at install time)
     c_record = c_scan = None
 else:

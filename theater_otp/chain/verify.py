@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from . import native
-from .event import (HASH_SIZE, MAGIC, ChainEvent, MalformedRecord, canonical_bytes, parse_encoding, record_bytes)
+from .event import HASH_SIZE, MAGIC, ChainEvent, MalformedRecord, canonical_bytes, parse_encoding, record_bytes
 
 #: Below this many events (estimated from the actors table) verify_store stays in-process.
 PARALLEL_MIN_EVENTS = 200_000

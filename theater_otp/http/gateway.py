@@ -37,8 +37,8 @@ from urllib.parse import unquote
 import zmq
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..home import Home
+from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import NOBLOCK, SNDMORE, Envelope, ProtocolError, decode, encode, recv_frames
 from .listener import GatewayConfig, Listener, ListenerKind
 

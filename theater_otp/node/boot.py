@@ -12,11 +12,16 @@ from ..config.loader import load_supervision
 from ..config.model import ChildSpec, ChildType
 from ..errors import ComponentError, TheaterError
 from ..home import Home
-from .http import listeners, port_problems
+from ..worker.component import (
+    CompiledComponent,
+    artifact_path,
+    check_actor_abi,
+    compile_component,
+    content_hash,
+    new_engine,
+)
 from ..worker.handlers import granted_types
-from ..worker.component import (CompiledComponent, artifact_path, check_actor_abi, compile_component,
-                                content_hash, new_engine)
-
+from .http import listeners, port_problems
 
 #: Components smaller than this compile in well under a second: no progress line for them.
 PROGRESS_ABOVE_BYTES = 1_000_000

@@ -44,7 +44,6 @@ from ..config.rules import (
 )
 from ..config.source import Source
 from ..errors import ComponentError, ConfigError, TheaterError
-from ..worker.handlers import PACKAGE, owner_of
 from ..worker.component import (
     ACTOR_EXPORT,
     CompiledComponent,
@@ -54,6 +53,7 @@ from ..worker.component import (
     content_hash,
     new_engine,
 )
+from ..worker.handlers import PACKAGE, owner_of
 
 #: The functions of each interface an actor can export, used when the WIT folder cannot be found
 #: (an installed, not editable, theater-otp).

@@ -13,7 +13,6 @@ from typing import TypedDict
 from ..config.model import ChildSpec, Shutdown
 from .reasons import ExitReason
 
-
 # ---- events: node -> supervisor -------------------------------------------------
 
 @dataclass(frozen=True)

@@ -17,9 +17,28 @@ from typing import Callable, TypedDict
 
 from ..config.model import AutoShutdown, ChildSpec, RestartType, Strategy
 from .events import (
-    Action, BackoffElapsed, ChildExited, ChildStarted, ChildStartFailed, DeleteChildRequest, Event, Post,
-    Reply, ReplyValue, Report, RestartChildRequest, Start, StartChild, StartChildRequest, StartedValue, Stop,
-    StopChild, SupervisorExited, SupervisorStarted, TerminateChildRequest, TryAgain,
+    Action,
+    BackoffElapsed,
+    ChildExited,
+    ChildStarted,
+    ChildStartFailed,
+    DeleteChildRequest,
+    Event,
+    Post,
+    Reply,
+    ReplyValue,
+    Report,
+    RestartChildRequest,
+    Start,
+    StartChild,
+    StartChildRequest,
+    StartedValue,
+    Stop,
+    StopChild,
+    SupervisorExited,
+    SupervisorStarted,
+    TerminateChildRequest,
+    TryAgain,
 )
 from .intensity import add_restart
 from .reasons import SHUTDOWN, ExitReason, ReasonKind

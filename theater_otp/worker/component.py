@@ -20,9 +20,9 @@ import wasmtime
 import wasmtime.component as wc
 
 from ..errors import ComponentError
+from ..home import cache_dir
 from .handlers import check_imports, missing_exports
 from .handlers.base import PACKAGE
-from ..home import cache_dir
 
 ACTOR_EXPORT = f"{PACKAGE}/actor"
 MESSAGE_CLIENT_EXPORT = f"{PACKAGE}/message-server-client"

@@ -21,7 +21,8 @@ import time
 from typing import Any
 
 import wasmtime
-from wasmtime import _bindings, _ffi as ffi
+from wasmtime import _bindings
+from wasmtime import _ffi as ffi
 
 #: How often the ticker advances the epoch while a call runs.
 TICK_S = 0.01

@@ -26,7 +26,8 @@ from typing import Any
 
 import wasmtime
 import wasmtime.component as wc
-from wasmtime import _bindings, _ffi as ffi
+from wasmtime import _bindings
+from wasmtime import _ffi as ffi
 from wasmtime.component import _types
 from wasmtime.component._enter import enter_wasm
 

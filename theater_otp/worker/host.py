@@ -21,13 +21,23 @@ from typing import Any, Callable
 import wasmtime
 import wasmtime.component as wc
 
-from . import fastabi
 from ..config.model import ActorLimits
+from . import fastabi
 from .component import ACTOR_EXPORT, MESSAGE_CLIENT_EXPORT, PACKAGE
 from .cpu import CpuBudget, EpochTicker
 from .handlers import interface_name, owner_of
-from .handlers.base import (MAX_LIST_BYTES, PACKAGES, ActorCrash, ActorInfo, HostAbort, HostContext, HostFunction, HostServices,
-                            record_of, recordable)
+from .handlers.base import (
+    MAX_LIST_BYTES,
+    PACKAGES,
+    ActorCrash,
+    ActorInfo,
+    HostAbort,
+    HostContext,
+    HostFunction,
+    HostServices,
+    record_of,
+    recordable,
+)
 
 SUPERVISOR_HANDLERS_EXPORT = f"{PACKAGE}/supervisor-handlers"
 HTTP_SERVER_EXPORT = f"{PACKAGE}/http-server"
@@ -262,8 +272,8 @@ class Actor:
                                headers=headers, body=request.get("body"))
             params = (int(handler), record)
         self.state, (response,) = self._call(iface, "handle-request", self.state, params)
-        return {"status": getattr(response, "status"), "body": getattr(response, "body"),
-                "headers": [[k, v] for k, v in getattr(response, "headers")]}
+        return {"status": response.status, "body": response.body,
+                "headers": [[k, v] for k, v in response.headers]}
 
     def handle_websocket_message(self, connection: int, message: dict) -> list[dict]:
         """One WebSocket event (the gateway's {ty, text?, data?}) of `connection` to
@@ -279,10 +289,10 @@ class Actor:
         self.state, (response,) = self._call(WEBSOCKET_EXPORT, "handle-message", self.state,
                                              (int(connection), record))
         out = []
-        for msg in getattr(response, "messages"):
-            variant = getattr(msg, "ty")
+        for msg in response.messages:
+            variant = msg.ty
             out.append({"ty": variant.tag if variant.tag != "other" else f"other:{variant.payload}",
-                        "text": getattr(msg, "text"), "data": getattr(msg, "data")})
+                        "text": msg.text, "data": msg.data})
         return out
 
     def handle_channel_open(self, channel_id: str, msg: bytes) -> tuple[bool, bytes | None]:
@@ -291,7 +301,7 @@ class Actor:
             return False, b"this actor does not accept channels"
         self.state, (accept,) = self._call(MESSAGE_CLIENT_EXPORT, "handle-channel-open", self.state,
                                            (channel_id, msg))
-        return bool(getattr(accept, "accepted")), getattr(accept, "message")
+        return bool(accept.accepted), accept.message
 
     def handle_channel_message(self, channel_id: str, msg: bytes) -> bool:
         if not self.exports(MESSAGE_CLIENT_EXPORT, "handle-channel-message"):
@@ -324,8 +334,9 @@ class Actor:
 
 def _actor_error(error_type: str, data: bytes | None) -> wc.Record:
     record = wc.Record()
-    setattr(record, "error-type", error_type)
-    setattr(record, "data", data)
+    # set by name: wc.Record declares no fields, and WIT's "error-type" is no Python identifier
+    for field_name, value in (("error-type", error_type), ("data", data)):
+        setattr(record, field_name, value)
     return record
 
 

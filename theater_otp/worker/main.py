@@ -26,19 +26,19 @@ import zmq
 
 from ..chain.event import WitChainEvent
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
+from ..config.model import ActorLimits, HandlerConfig
 from ..home import Home
 from ..proc import child_signals, die_with_parent, flush_and_exit, setup_child_logging
 from ..protocol import MAILBOX_KINDS, NOBLOCK, Envelope, ProtocolError, decode, encode, message_size
 from ..protocol.trust import same, worker_identity
 from ..supervision.reasons import EXIT_CRASH, EXIT_NORMAL, EXIT_SHUTDOWN
-from .component import load_artifact, new_engine
 from .calls import ExportCall, perform
-from ..config.model import ActorLimits, HandlerConfig
-from .handlers import REGISTRY, granted_types, grants
-from .handlers.base import ActorInfo
+from .component import load_artifact, new_engine
 from .cpu import EpochTicker
 from .effects import HeldEffects
 from .fastabi import Err
+from .handlers import REGISTRY, granted_types, grants
+from .handlers.base import ActorInfo
 from .handlers.http_framework import SHARED_KEY as FRAMEWORK_KEY
 from .handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from .host import Actor, ActorCrash

@@ -7,11 +7,11 @@ milliseconds. Nothing here may start threads or compile wasm (see component.py).
 
 import sqlite3  # noqa: F401  (the chain-writer's storage)
 
+import httpx  # noqa: F401  (the http-client handler: ~40 ms off its first call in each worker)
 import msgpack  # noqa: F401
 import wasmtime  # noqa: F401
 import wasmtime.component  # noqa: F401
 import zmq  # noqa: F401
-import httpx  # noqa: F401  (the http-client handler: ~40 ms off its first call in each worker)
 
 from ..chain import writer  # noqa: F401
 from ..proc import bound_malloc

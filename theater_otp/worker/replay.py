@@ -31,9 +31,9 @@ from ..home import Home
 from . import fastabi
 from .calls import ExportCall, perform
 from .component import artifact_path, compile_component, load_artifact, new_engine
+from .cpu import EpochTicker
 from .handlers import REGISTRY
 from .handlers.base import ActorInfo
-from .cpu import EpochTicker
 from .host import Actor, HostAbort
 
 EXPORT_EVENTS = ("actor.init", "message.send", "message.request")

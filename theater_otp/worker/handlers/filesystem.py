@@ -37,11 +37,27 @@ from typing import Any, Callable
 
 from ...config.fields import Fields
 from ...contentstore import StoreError
-from ...sandboxfs import (NOT_OFFERED, OPERATIONS, FsFailure, FsMetadata, SandboxFS, check_allowed_commands,
-                          new_actor_dir)
+from ...sandboxfs import (
+    NOT_OFFERED,
+    OPERATIONS,
+    FsFailure,
+    FsMetadata,
+    SandboxFS,
+    check_allowed_commands,
+    new_actor_dir,
+)
 from .. import fastabi
-from .base import (MAX_LIST_BYTES, FunctionTable, Handler, HostAbort, HostContext, HostFunction, record_of, recordable,
-                   same_functions)
+from .base import (
+    MAX_LIST_BYTES,
+    FunctionTable,
+    Handler,
+    HostAbort,
+    HostContext,
+    HostFunction,
+    record_of,
+    recordable,
+    same_functions,
+)
 from .recorded_bytes import NodeBlobs, digest
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024

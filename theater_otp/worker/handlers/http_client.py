@@ -41,8 +41,16 @@ from typing import TYPE_CHECKING, Any
 from ...config.fields import Fields
 from ...contentstore import StoreError
 from .. import fastabi
-from .base import (MAX_LIST_BYTES, FunctionTable, Handler, HostAbort, HostContext, HostFunction, record_of,
-                   same_functions)
+from .base import (
+    MAX_LIST_BYTES,
+    FunctionTable,
+    Handler,
+    HostAbort,
+    HostContext,
+    HostFunction,
+    record_of,
+    same_functions,
+)
 from .recorded_bytes import NodeBlobs, digest
 
 if TYPE_CHECKING:  # httpx is imported in the worker, on the first call (see _client)

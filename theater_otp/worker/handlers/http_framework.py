@@ -27,8 +27,7 @@ from typing import Any
 
 from ...config.fields import Fields
 from .. import fastabi
-from .base import (FunctionTable, Handler, HostContext, HostFunction, record_of, replay_tagged,
-                   same_functions)
+from .base import FunctionTable, Handler, HostContext, HostFunction, record_of, replay_tagged, same_functions
 from .http_server import read_listener_limits
 
 #: The export an http-framework actor implements.

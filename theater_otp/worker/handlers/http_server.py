@@ -16,6 +16,7 @@ for a restarting actor before 503).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from ...config.fields import Fields
 from .base import MAX_LIST_BYTES, FunctionTable, Handler, HostContext
@@ -35,18 +36,33 @@ class HttpServerSettings:
     hold_ms: int = 1000
 
 
-def read_listener_limits(fields: Fields, defaults: object) -> dict[str, int]:
+class ListenerLimits(Protocol):
+    """The defaults `read_listener_limits` takes (the settings records of http-server and http-framework)."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+    @property
+    def max_header_bytes(self) -> int: ...
+    @property
+    def timeout_ms(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def hold_ms(self) -> int: ...
+
+
+def read_listener_limits(fields: Fields, defaults: ListenerLimits) -> dict[str, int]:
     """The limits every HTTP listener takes (http-server and http-framework), read from `fields`
     with `defaults`' values: the one place their names and ranges are written."""
     return {
-        "max_body_bytes": fields.int("max_body_bytes", getattr(defaults, "max_body_bytes"), minimum=0,
+        "max_body_bytes": fields.int("max_body_bytes", defaults.max_body_bytes, minimum=0,
                                      maximum=MAX_LIST_BYTES),
-        "max_header_bytes": fields.int("max_header_bytes", getattr(defaults, "max_header_bytes"), minimum=256,
+        "max_header_bytes": fields.int("max_header_bytes", defaults.max_header_bytes, minimum=256,
                                        maximum=60 * 1024),
-        "timeout_ms": fields.int("timeout_ms", getattr(defaults, "timeout_ms"), minimum=1, maximum=600_000),
-        "max_connections": fields.int("max_connections", getattr(defaults, "max_connections"), minimum=1,
+        "timeout_ms": fields.int("timeout_ms", defaults.timeout_ms, minimum=1, maximum=600_000),
+        "max_connections": fields.int("max_connections", defaults.max_connections, minimum=1,
                                       maximum=100_000),
-        "hold_ms": fields.int("hold_ms", getattr(defaults, "hold_ms"), minimum=0, maximum=10_000),
+        "hold_ms": fields.int("hold_ms", defaults.hold_ms, minimum=0, maximum=10_000),
     }
 
 

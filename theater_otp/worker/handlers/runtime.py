@@ -60,8 +60,19 @@ from typing import Any, Mapping
 import wasmtime.component as wc
 
 from ...contentstore import content_hash
-from .base import (PACKAGE, SEED_PACKAGE, FunctionTable, Handler, HostAbort, HostContext, HostFunction,
-                   record_args, record_call, record_of, recordable)
+from .base import (
+    PACKAGE,
+    SEED_PACKAGE,
+    FunctionTable,
+    Handler,
+    HostAbort,
+    HostContext,
+    HostFunction,
+    record_args,
+    record_call,
+    record_of,
+    recordable,
+)
 from .environment import visible
 
 #: log-at's levels (the worker's `log_at` service maps them to Python logging levels)

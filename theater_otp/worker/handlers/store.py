@@ -24,9 +24,17 @@ from typing import Any, Callable
 from ...config.fields import Fields
 from ...contentstore import ContentStore, StoreError, content_hash
 from .. import fastabi
-from .base import (MAX_LIST_BYTES, FunctionTable, Handler, HostAbort, HostContext, HostFunction, record_of,
-                   recordable,
-                   same_functions)
+from .base import (
+    MAX_LIST_BYTES,
+    FunctionTable,
+    Handler,
+    HostAbort,
+    HostContext,
+    HostFunction,
+    record_of,
+    recordable,
+    same_functions,
+)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
