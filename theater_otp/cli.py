@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from .chain.store import Durability
 from .config.fields import MAX_SETTING
 from .errors import NodeNotRunning, RemoteError, TheaterError
-from .chain.store import Durability
 from .home import Home
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import TheaterError
 from ..chain.store import Durability
+from ..errors import TheaterError
 from ..home import Home
 from ..proc import bound_malloc
 from .boot import claim_home, load_and_check
