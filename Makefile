@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test soak bench clean
+.PHONY: install demo test lint soak bench clean
 
 $(STAMP): pyproject.toml setup.py theater_otp/chain/_native.c theater_otp/worker/_valconv.c
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ demo: install
 # two pytest workers (pytest-xdist): the integration tests wait on real processes, so two at a
 # time keep both cores busy; every test has its own home, sockets and ports. --dist loadfile: a
 # module's tests share one worker, so a module-scoped fixture (a kept Python build) runs once
-test: install
+test: install lint
 	$(PY) -m pytest -q -n 2 --dist loadfile -W error::ResourceWarning
+
+# ruff (rules chosen in pyproject.toml) and mypy (strict for supervision/, protocol/, config/,
+# chain/; the whole package checked): part of `make test`, so CI fails on either
+lint: install
+	$(VENV)/bin/ruff check theater_otp tests bench
+	$(VENV)/bin/mypy
 
 # the long runs kept out of `make test` (pytest marker `slow`)
 soak: install

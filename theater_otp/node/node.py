@@ -34,27 +34,27 @@ if TYPE_CHECKING:
 from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..chain.store import Durability
 from ..chain.writer import EXIT_CANNOT_OPEN
+from ..config.fields import MAX_SETTING
 from ..config.model import ChildSpec, ChildType
 from ..errors import TheaterError
 from ..home import Home
+from ..http.listener import GatewayConfig, Listener, ListenerKind
 from ..protocol import MAILBOX_KINDS, MAX_FRAME, Envelope, ProtocolError, decode, encode, message_size, recv_routed
+from ..protocol.trust import RunSecrets, new_token, same
 from ..supervision import events as ev
 from ..supervision.intensity import add_restart
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind, classify_exit
 from ..supervision.supervisor import ChildState, Supervisor
 from ..worker.component import CompiledComponent
-from ..config.fields import MAX_SETTING
-from ..http.listener import GatewayConfig, Listener, ListenerKind
 from ..worker.handlers import granted_types
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from ..worker.main import WorkerConfig
+from . import control
 from .actor_supervision import ActorSupervision
 from .channels import ChannelTable
-from . import control
 from .http import HttpListeners, of_manifest
 from .http import listeners as http_listeners
 from .launcher import ChildProcess, Launcher
-from ..protocol.trust import RunSecrets, new_token, same
 from .outbox import HeldSend, Outbox
 from .registry import Registry, WorkerHandle
 
