@@ -17,11 +17,12 @@ demo: install
 	$(VENV)/bin/theater-otp build manifests/demo/supervision.toml
 	$(VENV)/bin/theater-otp up manifests/demo/supervision.toml
 
-# two pytest workers (pytest-xdist): the integration tests wait on real processes, so two at a
-# time keep both cores busy; every test has its own home, sockets and ports. --dist loadfile: a
-# module's tests share one worker, so a module-scoped fixture (a kept Python build) runs once
+# three pytest workers (pytest-xdist) on two cores: the integration tests spend much of their time
+# waiting on real processes (with two workers the cores were ~58% busy; three: 6:10 -> 5:32, four:
+# 6:19); every test has its own home, sockets and ports. --dist loadfile: a module's tests share
+# one worker, so a module-scoped fixture (a kept Python build) runs once
 test: install lint
-	$(PY) -m pytest -q -n 2 --dist loadfile -W error::ResourceWarning
+	$(PY) -m pytest -q -n 3 --dist loadfile -W error::ResourceWarning
 
 # ruff (rules chosen in pyproject.toml) and mypy (strict for supervision/, protocol/, config/,
 # chain/; the whole package checked): part of `make test`, so CI fails on either

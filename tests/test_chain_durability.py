@@ -265,3 +265,31 @@ def test_durability_process_keeps_acknowledged_events_through_a_writer_sigkill(t
         assert cli("verify", home=tree.home).returncode == 0
     bad = cli("up", str(tmp_path / "supervision.toml"), "--durability", "maybe", home=tmp_path / "other")
     assert bad.returncode != 0 and "maybe" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_writer_keeps_batch_marks_only_for_live_producers(tmp_path):
+    """Bounded: each worker incarnation is a producer whose last batch number the writer keeps (for
+    exactly-once); once the worker exits the node says so and the mark goes, so restarts do not
+    grow the producers table."""
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, TREE) as tree:
+        for _ in range(5):
+            pid = tree.wait_running()["root/counter"]
+            tree.call("request", {"target": "counter", "payload": b"inc"})
+            tree.kill("root/counter")
+            tree.wait_for(lambda: tree.node("root/counter")["pid"] not in (None, pid), what="the restart")
+        tree.wait_running()
+        actor = tree.node("root/counter")["actor_id"]
+        tree.call("request", {"target": "counter", "payload": b"inc"})
+        tree.call("sync")
+
+        def marks() -> list[str]:
+            conn = connect(tree.home / "chain.db", readonly=True)
+            try:
+                return [p for (p,) in conn.execute("SELECT producer FROM producers")]
+            finally:
+                conn.close()
+        # the live incarnation's and the node's, not the five that were killed
+        tree.wait_for(lambda: [p for p in marks() if p.startswith(actor)] == [f"{actor}/6"],
+                      what="only the live incarnation's mark")
+        assert len(marks()) == 2, marks()

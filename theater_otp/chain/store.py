@@ -108,6 +108,13 @@ class ChainStore:
         #: producer id -> the last batch applied from it (for exactly-once appends of resent batches)
         self.applied: dict[str, int] = dict(self.conn.execute("SELECT producer, batch_seq FROM producers"))
 
+    def forget_producers(self, producers: list[str]) -> None:
+        """Drop the batch marks of producers that will send nothing more (their worker exited), so
+        the marks kept are those of live producers and the node's, not one per incarnation ever."""
+        for producer in producers:
+            self.applied.pop(producer, None)
+        self.conn.executemany("DELETE FROM producers WHERE producer=?", [(p,) for p in producers])
+
     def close(self) -> None:
         self.conn.close()  # sqlite3's close is idempotent
 

@@ -5,7 +5,8 @@ node (its run identity, protocol/trust.py) may send anything but `events`:
   `register` {actor_id, path, name}            -> no reply
   `producer` {identity, actor_id, incarnation} -> no reply: that socket identity may now
              send events for that actor and incarnation, and nothing else
-  `unproducer` {identity}                      -> no reply: it may no longer
+  `unproducer` {identity, actor_id, incarnation} -> no reply: it may no longer (its
+             worker exited), and its batch mark is forgotten
   `events`   [[actor_id, incarnation, type, timestamp_ns, data], ...]
              with corr = the producer's batch number (1, 2, 3, ...; 0 = fire and
              forget) -> `ack` (same corr) once committed, carrying the run's writer
@@ -133,6 +134,7 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
         groups: list[tuple[bool, object, str]] = []   # (trusted, body, sender) per applied envelope
         replies: list[tuple[bytes, Envelope, int | None]] = []  # an ack counts its group's stored items
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
+        ended: list[str] = []        # producers whose worker exited (the node's `unproducer`)
         stop_requested = False
 
         def drain(budget: int) -> int:
@@ -190,6 +192,10 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
                     identity = b.get("identity")
                     if isinstance(identity, bytes):
                         gate.producers.pop(identity, None)
+                    if isinstance(b.get("actor_id"), str) and isinstance(b.get("incarnation"), int):
+                        # its batch mark is needed no more (even if this writer never knew it): dropped
+                        # after this turn's commit
+                        ended.append(f"{b['actor_id']}/{b['incarnation']}")
                 elif env.kind == "register":
                     b = env.body if isinstance(env.body, dict) else {}
                     store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
@@ -214,6 +220,8 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
                                {"received": counts[applied] if applied is not None else 0, "proof": proof})
             sock.send(ident, SNDMORE)
             sock.send(encode(env))
+        if ended:
+            store.forget_producers(ended)
         if stop_requested:
             return 0
     return 0

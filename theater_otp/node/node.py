@@ -752,7 +752,9 @@ class Node(ActorSupervision):
         self._record(handle.actor_id, handle.incarnation, "lifecycle.exited",
                      {"pid": handle.process.pid, "exit_code": code, "reason": reason.to_plain()})
         self._worker_synced(handle.identity)  # it flushed on its way out, or it died: nothing to wait for
-        self._send_chain(Envelope("unproducer", "node", "chain", 0, {"identity": handle.identity}))
+        self._send_chain(Envelope("unproducer", "node", "chain", 0, {"identity": handle.identity,
+                                                                     "actor_id": handle.actor_id,
+                                                                     "incarnation": handle.incarnation}))
         dropped = self.outbox.drop(handle.identity)
         if dropped:
             log.warning("%s: %d message(s) it sent were not delivered: the events of the calls that sent them "
