@@ -173,3 +173,56 @@ def test_log_rate_allows_a_burst_then_the_rate_and_reports_drops_once_a_second()
     assert rate.take(100, 1.2) == (1, 10) and rate.allowed      # a second on: the pending drop reported
     assert rate.take(1000, 100.0) == (1, 1000) and not rate.allowed  # never more than the burst
     assert rate.take(400, 100.0) is None and rate.allowed
+
+
+def test_sends_to_an_actor_that_is_still_starting_are_delivered_or_refused_never_lost(tmp_path):
+    """Hardening issue, defect 8: 15,000 sends to an actor that was still starting vanished without
+    a notice. slowinit.wat sleeps 800 ms in init; while its replacement starts, 1,000 sends are
+    pipelined to it: each is answered, delivered or refused (its mailbox is 100), and every one
+    answered as delivered is in the new incarnation's chain."""
+    import zmq
+
+    from theater_otp.home import Home
+    from theater_otp.protocol import Envelope, decode, encode
+
+    (tmp_path / "slow.toml").write_text(f'name = "slow"\ncomponent = "{WAT / "slowinit.wat"}"\n'
+                                        '[[handler]]\ntype = "timing"\n[limits]\nmailbox = 100\n')
+    tree = Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        intensity = 5
+        period = 30
+        [[supervisor.children]]
+        id = "slow"
+        manifest = "slow.toml"
+    """)
+    with tree:
+        first = tree.wait_running()["root/slow"]
+        actor = tree.node("root/slow")["actor_id"]
+        tree.kill("root/slow")
+        tree.wait_for(lambda: tree.node("root/slow")["status"] == "restarting", what="the replacement starting")
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(Home.at(tree.home).control_endpoint)
+        try:
+            for i in range(1, 1001):
+                sock.send(encode(Envelope("send", "test", "node", i, {"target": "slow", "payload": b"m"})))
+            answers = []
+            for _ in range(1000):
+                assert sock.poll(20_000), f"only {len(answers)} of 1000 sends were answered"
+                answers.append(decode(sock.recv()))
+        finally:
+            sock.close()
+            ctx.term()
+        still_starting = tree.node("root/slow")["status"] == "restarting"
+        delivered = [a for a in answers if a.kind != "error"]
+        refused = [a for a in answers if a.kind == "error"]
+        assert all("mailbox of root/slow is full" in a.body["message"] for a in refused)
+        assert len(delivered) <= 100 and len(delivered) + len(refused) == 1000
+        assert still_starting or len(refused) > 0  # the sends met the starting actor (or its full mailbox)
+        tree.wait_for(lambda: tree.node("root/slow")["pid"] not in (None, first)
+                      and tree.node("root/slow")["status"] == "running", timeout=20, what="the replacement ready")
+        tree.wait_for(lambda: tree.node("root/slow")["mailbox"] == 0, what="the mailbox emptied")
+        got = [e for e in tree.events(actor, "message.send") if e.incarnation == 2]
+        assert len(got) == len(delivered)
