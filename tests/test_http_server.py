@@ -235,3 +235,12 @@ def test_a_child_spawned_after_up_serves_its_port_and_a_second_one_on_that_port_
         assert out.returncode == 0 and out.stdout.startswith("err:") and f"port {port}" in out.stdout
         assert "already served by root/boss/web-1" in out.stdout
         assert get(port, "/still")[0] == 200
+
+
+def test_up_returns_once_the_tree_serves_its_ports(tmp_path):
+    """`up --detach && curl` must not be refused: `up` reports the tree ready only when the root has
+    started and the gateway listens (before, the gateway came up ~300 ms after `up` returned)."""
+    port = free_port()
+    with http_tree(tmp_path, port):
+        status, body, _ = get(port, "/first-request")  # no retry, no wait
+        assert status == 200

@@ -188,6 +188,8 @@ class Node(ActorSupervision):
         #: the HTTP gateway process (theater_otp/http/gateway.py), when some actor serves HTTP
         self.gateway: ChildProcess | None = None
         self.gateway_ready = False
+        #: the root supervisor has started (with the gateway's readiness: what `up` waits for)
+        self.root_up = False
         #: control command -> its handler, bound once (control.COMMANDS has the arguments of each)
         self.control_handlers: dict[str, Callable[[bytes, int, dict], None]] = {
             name: getattr(self, f"_cmd_{name}") for name in control.COMMANDS}
@@ -589,9 +591,8 @@ class Node(ActorSupervision):
             return
         if entry.parent is None:
             log.info("tree %s is up: %d actor(s) running", path, len(self.registry.workers))
-            if self.on_ready:
-                self.on_ready(None)
-                self.on_ready = None
+            self.root_up = True
+            self._tell_ready()
         else:
             self._enqueue(entry.parent, ev.ChildStarted(entry.child_id, entry.incarnation))
 
@@ -961,6 +962,8 @@ class Node(ActorSupervision):
             return
         if code == 2:
             log.error("http gateway could not open its ports: HTTP is not served (see the lines above)")
+            if self.on_ready:  # `up` still waits: it fails, naming the cause
+                self._give_up("the HTTP gateway could not open the tree's ports (node.log says which and why)")
             return
         log.error("http gateway exited (%s): starting a new one", code)
         self._start_gateway()
@@ -972,6 +975,13 @@ class Node(ActorSupervision):
             self.router.send_multipart([self.secrets.gateway, encode(env)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the gateway is gone: its clients' connections went with it
             log.warning("could not answer the http gateway: %s", exc)
+
+    def _tell_ready(self) -> None:
+        """`up` hears the tree is ready once the root has started and, when the tree serves HTTP,
+        the gateway listens on its ports: a client right after `up --detach` is not refused."""
+        if self.on_ready and self.root_up and (self.gateway is None or self.gateway_ready):
+            self.on_ready(None)
+            self.on_ready = None
 
     def _on_gateway(self, env: Envelope) -> None:
         """The gateway is up (a new one after a crash too): it learns which worker serves each path,
@@ -991,6 +1001,7 @@ class Node(ActorSupervision):
         queued, self.http_queued = self.http_queued, []
         for lst, waiter in queued:
             self._http_open(lst, waiter)
+        self._tell_ready()
 
     def _route(self, handle: WorkerHandle) -> None:
         """Tell the gateway that `handle`'s worker serves requests for its tree path now."""
