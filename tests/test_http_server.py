@@ -244,3 +244,58 @@ def test_up_returns_once_the_tree_serves_its_ports(tmp_path):
     with http_tree(tmp_path, port):
         status, body, _ = get(port, "/first-request")  # no retry, no wait
         assert status == 200
+
+
+def test_a_killed_gateway_comes_back_and_one_that_finds_its_port_taken_tries_again(tmp_path):
+    """The gateway process is restarted after a kill -9. If another process took the port
+    meanwhile, the new gateway cannot bind it: the node tries again after a growing pause, once a
+    line each, until the port is free, and then serves it again. Before, HTTP was off for good."""
+    import os
+    import re
+    import signal
+    import socket as socketlib
+
+    port = free_port()
+    tree = http_tree(tmp_path, port)
+    with tree:
+        assert get(port, "/before")[0] == 200
+        log = tree.home / "node.log"
+
+        def gateway_pid() -> int:
+            return int(re.findall(r"http-gateway\[(\d+)\] INFO http gateway: ", log.read_text())[-1])
+
+        # the node held still while the gateway dies and another process takes the port
+        os.kill(tree.node_pid, signal.SIGSTOP)
+        try:
+            os.kill(gateway_pid(), signal.SIGKILL)
+            taker = socketlib.socket()
+            taker.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_REUSEADDR, 1)
+            tree.wait_for(lambda: _bound(taker, port), what="the port taken")
+            taker.listen()
+        finally:
+            os.kill(tree.node_pid, signal.SIGCONT)
+        try:
+            tree.wait_for(lambda: "http gateway could not open its ports (2 time(s) in a row" in log.read_text(),
+                          timeout=20, what="two failed gateway starts")
+        finally:
+            taker.close()
+        tree.wait_for(lambda: _serves(port), timeout=30, what="the port served again")
+        assert get(port, "/after")[0] == 200
+        text = log.read_text()
+        assert "http gateway exited (-9): starting a new one" in text
+        assert "trying again in 0.5 s" in text and "trying again in 1.0 s" in text
+
+
+def _bound(sock, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:  # the dead gateway's socket is not released yet
+        return False
+
+
+def _serves(port: int) -> bool:
+    try:
+        return get(port, "/probe")[0] == 200
+    except OSError:
+        return False

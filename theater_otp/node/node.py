@@ -67,6 +67,10 @@ START_TIMEOUT_S = 30.0
 WRITER_STABLE_S = 2.0
 WRITER_BACKOFF_S = 0.1
 WRITER_BACKOFF_MAX_S = 5.0
+#: A gateway that could not bind a port (taken by another process after `up`) is started again
+#: after a pause doubling from GATEWAY_RETRY_S up to GATEWAY_RETRY_MAX_S.
+GATEWAY_RETRY_S = 0.5
+GATEWAY_RETRY_MAX_S = 10.0
 #: Most frames the node holds for a worker that is still starting.
 MAX_BACKLOG = 10_000
 #: How long a `sync` waits for a worker to say its events are durable (then reads without it).
@@ -190,6 +194,8 @@ class Node(ActorSupervision):
         self.gateway_ready = False
         #: the root supervisor has started (with the gateway's readiness: what `up` waits for)
         self.root_up = False
+        #: gateway starts in a row that could not bind the tree's ports (a pause before the next)
+        self.gateway_failures = 0
         #: control command -> its handler, bound once (control.COMMANDS has the arguments of each)
         self.control_handlers: dict[str, Callable[[bytes, int, dict], None]] = {
             name: getattr(self, f"_cmd_{name}") for name in control.COMMANDS}
@@ -961,12 +967,22 @@ class Node(ActorSupervision):
         if self.stopping:
             return
         if code == 2:
-            log.error("http gateway could not open its ports: HTTP is not served (see the lines above)")
             if self.on_ready:  # `up` still waits: it fails, naming the cause
                 self._give_up("the HTTP gateway could not open the tree's ports (node.log says which and why)")
+                return
+            # a port taken meanwhile by another process: tried again after a growing pause
+            self.gateway_failures += 1
+            delay = min(GATEWAY_RETRY_MAX_S, GATEWAY_RETRY_S * 2 ** (self.gateway_failures - 1))
+            log.error("http gateway could not open its ports (%d time(s) in a row; the line above says why): "
+                      "trying again in %.1f s", self.gateway_failures, delay)
+            self._after(delay, self._restart_gateway)
             return
         log.error("http gateway exited (%s): starting a new one", code)
         self._start_gateway()
+
+    def _restart_gateway(self) -> None:
+        if self.gateway is None and not self.stopping:
+            self._start_gateway()
 
     def _send_gateway(self, env: Envelope) -> None:
         if not self.gateway_ready:  # it learns every route when it says it is ready
@@ -994,6 +1010,7 @@ class Node(ActorSupervision):
             return
         log.info("http gateway ready: ports %s", (env.body or {}).get("ports") if isinstance(env.body, dict) else "?")
         self.gateway_ready = True
+        self.gateway_failures = 0
         for path in self.http.targets:
             handle = self.registry.workers.get(path)
             if handle is not None and handle.ready:
