@@ -136,79 +136,70 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
         ended: list[str] = []        # producers whose worker exited (the node's `unproducer`)
         stop_requested = False
-
-        def drain(budget: int) -> int:
-            """Take up to `budget` queued frames into this turn; how many were taken."""
-            nonlocal stop_requested
-            taken = 0
-            while taken < budget:
-                try:
-                    routed = recv_routed(sock, log)
-                except zmq.Again:
-                    break
-                taken += 1
-                if routed is None:
-                    continue
-                ident, env = routed
-                from_node = ident == gate.node
-                if env.kind == "events":
-                    if from_node:
-                        producer = env.sender
-                    else:
-                        owner = gate.producers.get(ident)
-                        if owner is None:
-                            gate.refuse(ident, env, "not a producer the node registered")
-                            continue
-                        if not gate.owns(owner, env.body):
-                            gate.forged += 1
-                            log.error("refused batch %d from %s/%d: an event for another actor or incarnation "
-                                      "(%d such batch(es) so far)", env.corr, owner[0], owner[1], gate.forged)
-                            continue
-                        producer = f"{owner[0]}/{owner[1]}"
-                    group = (from_node, env.body, producer)
-                    if env.corr:
-                        last = marks.get(producer, store.applied.get(producer, 0))
-                        if env.corr > last + 1:
-                            log.info("batch %d from %s follows a gap (last applied %d): dropped until resent",
-                                     env.corr, producer, last)
-                            continue
-                        applied = None  # a batch applied before: acked again, stored once
-                        if env.corr == last + 1:
-                            applied = len(groups)
-                            groups.append(group)
-                            marks[producer] = env.corr
-                        replies.append((ident, Envelope("ack", "chain", producer, env.corr), applied))
-                    else:
-                        groups.append(group)
-                elif not from_node:
-                    gate.refuse(ident, env, "only the node may send it")
-                elif env.kind == "producer":
-                    b = env.body if isinstance(env.body, dict) else {}
-                    if isinstance(b.get("identity"), bytes) and isinstance(b.get("actor_id"), str) \
-                            and isinstance(b.get("incarnation"), int):
-                        gate.producers[b["identity"]] = (b["actor_id"], b["incarnation"])
-                elif env.kind == "unproducer":
-                    b = env.body if isinstance(env.body, dict) else {}
-                    identity = b.get("identity")
-                    if isinstance(identity, bytes):
-                        gate.producers.pop(identity, None)
-                    if isinstance(b.get("actor_id"), str) and isinstance(b.get("incarnation"), int):
-                        # its batch mark is needed no more (even if this writer never knew it): dropped
-                        # after this turn's commit
-                        ended.append(f"{b['actor_id']}/{b['incarnation']}")
-                elif env.kind == "register":
-                    b = env.body if isinstance(env.body, dict) else {}
-                    store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
-                elif env.kind == "sync":
-                    replies.append((ident, Envelope("synced", "chain", env.sender, env.corr, {"proof": proof}), None))
-                elif env.kind == "stop":
-                    replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr, {"proof": proof}), None))
-                    stop_requested = True
+        for _ in range(MAX_BATCH_FRAMES):
+            try:
+                routed = recv_routed(sock, log)
+            except zmq.Again:
+                break
+            if routed is None:
+                continue
+            ident, env = routed
+            from_node = ident == gate.node
+            if env.kind == "events":
+                if from_node:
+                    producer = env.sender
                 else:
-                    log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
-            return taken
-
-        drain(MAX_BATCH_FRAMES)
+                    owner = gate.producers.get(ident)
+                    if owner is None:
+                        gate.refuse(ident, env, "not a producer the node registered")
+                        continue
+                    if not gate.owns(owner, env.body):
+                        gate.forged += 1
+                        log.error("refused batch %d from %s/%d: an event for another actor or incarnation "
+                                  "(%d such batch(es) so far)", env.corr, owner[0], owner[1], gate.forged)
+                        continue
+                    producer = f"{owner[0]}/{owner[1]}"
+                group = (from_node, env.body, producer)
+                if env.corr:
+                    last = marks.get(producer, store.applied.get(producer, 0))
+                    if env.corr > last + 1:
+                        log.info("batch %d from %s follows a gap (last applied %d): dropped until resent",
+                                 env.corr, producer, last)
+                        continue
+                    applied = None  # a batch applied before: acked again, stored once
+                    if env.corr == last + 1:
+                        applied = len(groups)
+                        groups.append(group)
+                        marks[producer] = env.corr
+                    replies.append((ident, Envelope("ack", "chain", producer, env.corr), applied))
+                else:
+                    groups.append(group)
+            elif not from_node:
+                gate.refuse(ident, env, "only the node may send it")
+            elif env.kind == "producer":
+                b = env.body if isinstance(env.body, dict) else {}
+                if isinstance(b.get("identity"), bytes) and isinstance(b.get("actor_id"), str) \
+                        and isinstance(b.get("incarnation"), int):
+                    gate.producers[b["identity"]] = (b["actor_id"], b["incarnation"])
+            elif env.kind == "unproducer":
+                b = env.body if isinstance(env.body, dict) else {}
+                identity = b.get("identity")
+                if isinstance(identity, bytes):
+                    gate.producers.pop(identity, None)
+                if isinstance(b.get("actor_id"), str) and isinstance(b.get("incarnation"), int):
+                    # its batch mark is needed no more (even if this writer never knew it): dropped
+                    # after this turn's commit
+                    ended.append(f"{b['actor_id']}/{b['incarnation']}")
+            elif env.kind == "register":
+                b = env.body if isinstance(env.body, dict) else {}
+                store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
+            elif env.kind == "sync":
+                replies.append((ident, Envelope("synced", "chain", env.sender, env.corr, {"proof": proof}), None))
+            elif env.kind == "stop":
+                replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr, {"proof": proof}), None))
+                stop_requested = True
+            else:
+                log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
         counts: list[int] = []
         if groups or marks:
             counts, rejected = _append(store, groups, marks)
