@@ -102,6 +102,12 @@ class WorkerConfig:
     def identity(self) -> bytes:
         return worker_identity(self.actor_id, self.incarnation, self.token)
 
+    @property
+    def holds_effects(self) -> bool:
+        """Whether this worker's effects wait for their events (nothing to wait for when nothing is
+        recorded); the node holds its sends when it does."""
+        return self.durable_effects and self.record
+
 
 class _Stop(Exception):
     """Raised inside the loop to leave it with an exit code."""
@@ -150,8 +156,6 @@ class Worker:
         self.syncs: list[tuple[int, int]] = []  # (node's sync corr, batch seq it waits for)
         #: replies, responses and answers waiting for the events before them to be acknowledged
         self.held = HeldEffects()
-        #: effects wait for their events (nothing to wait for when nothing is recorded)
-        self.durable = cfg.durable_effects and cfg.record
         self.corr = itertools.count(1)
         self.outstanding_requests: dict[str, tuple[str, int]] = {}  # request-id -> (origin, corr)
         self.request_ids = itertools.count(1)
@@ -216,7 +220,7 @@ class Worker:
         is durable and nothing is held before it, else once the writer has acknowledged them."""
         producer = self.producer
         batch = producer.batch_seq + (1 if producer.pending else 0)
-        if not self.durable or (not self.held and producer.durable_through(batch)):
+        if not self.cfg.holds_effects or (not self.held and producer.durable_through(batch)):
             sock.send(frame)
         else:
             self.held.hold(batch, sock, frame)
@@ -225,7 +229,7 @@ class Worker:
         """Before an effect made during an export call (a send, a request, a supervisor call): make
         every event recorded so far durable and let what waited for them leave. The refusal for the
         actor when the writer did not acknowledge within `timeout_ms`, else None."""
-        if not self.durable or self.flush_events(wait_ack=True, timeout_ms=timeout_ms):
+        if not self.cfg.holds_effects or self.flush_events(wait_ack=True, timeout_ms=timeout_ms):
             return None
         return (f"{what}: not sent: this actor's earlier events were not stored within {timeout_ms} ms "
                 f"(the chain-writer is not acknowledging)")
@@ -292,18 +296,24 @@ class Worker:
             self.inbox.append(env)
 
     def _ask_node(self, kind: str, to: str, body: object, answer: str, timeout_ms: int) -> dict | None:
-        """Send `kind` to the node and wait for its `answer` envelope: the answer's body (a dict),
-        or None when none came within `timeout_ms`. What left the mailbox is reported first."""
+        """Make the events recorded so far durable (`_settle`), then `_call_node`: the answer's body,
+        {"error": ...} if the events were not stored in time, None without an answer."""
         refusal = self._settle(kind.replace("_", "-"), timeout_ms)
         if refusal is not None:
             return {"error": refusal}
+        return self._call_node(kind, to, body, answer, timeout_ms)[1]
+
+    def _call_node(self, kind: str, to: str, body: object, answer: str, timeout_ms: int) -> tuple[int, dict | None]:
+        """Send `kind` to the node and wait for its `answer` envelope: (the corr it went with, the
+        answer's body as a dict, or None when none came within `timeout_ms`). What left the mailbox
+        is reported first."""
         corr = next(self.corr)
         self._report_took()
         self.node.send(encode(Envelope(kind, self.cfg.actor_id, to, corr, body)))
         env = self._await(answer, corr, timeout_ms)
         if env is None:
-            return None
-        return env.body if isinstance(env.body, dict) else {}
+            return corr, None
+        return corr, env.body if isinstance(env.body, dict) else {}
 
     def send(self, target: str, msg: bytes) -> str | None:
         """One-way message: returns once the node has admitted it for the target's mailbox, or with the
@@ -312,23 +322,16 @@ class Worker:
         refusal = self._too_big("message", msg)
         if refusal:
             return refusal
-        if self.durable:  # admitted now, released once this call's events are stored (node/outbox.py)
-            corr = next(self.corr)
-            self._report_took()
-            self.node.send(encode(Envelope("send", self.cfg.actor_id, target, corr, msg)))
-            answer = self._await("sent", corr, SEND_ANSWER_TIMEOUT_MS)
-            if answer is None:
-                return f"send to {target}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
-            body = answer.body if isinstance(answer.body, dict) else {}
-            if "error" in body:
-                return str(body["error"])
-            self.held.hold(self.producer.batch_seq + 1, self.node,
-                           encode(Envelope("release", self.cfg.actor_id, "node", 0, corr)))
-            return None
-        sent = self._ask_node("send", target, msg, "sent", SEND_ANSWER_TIMEOUT_MS)
+        # no _settle: a held send waits for this call's own events instead (node/outbox.py)
+        corr, sent = self._call_node("send", target, msg, "sent", SEND_ANSWER_TIMEOUT_MS)
         if sent is None:
             return f"send to {target}: the node did not answer within {SEND_ANSWER_TIMEOUT_MS} ms"
-        return str(sent["error"]) if "error" in sent else None
+        if "error" in sent:
+            return str(sent["error"])
+        if self.cfg.holds_effects:  # admitted and held by the node: released once this call's events are stored
+            self.held.hold(self.producer.batch_seq + 1, self.node,
+                           encode(Envelope("release", self.cfg.actor_id, "node", 0, corr)))
+        return None
 
     def request(self, target: str, msg: bytes, timeout_ms: int) -> bytes | str:
         refusal = self._too_big("request", msg)
