@@ -35,7 +35,7 @@ from ..chain.producer import MAX_UNACKED_EVENTS, ChainProducer
 from ..chain.store import Durability
 from ..chain.writer import EXIT_CANNOT_OPEN
 from ..config.fields import MAX_SETTING
-from ..config.model import ChildSpec, ChildType
+from ..config.model import Backoff, ChildSpec, ChildType
 from ..errors import TheaterError
 from ..home import Home
 from ..http.listener import GatewayConfig, Listener, ListenerKind
@@ -63,14 +63,12 @@ log = logging.getLogger("theater_otp.node")
 #: A worker that has not sent `ready` this long after it was started has failed to start.
 START_TIMEOUT_S = 30.0
 #: A chain-writer that ends within this long of its start counts as failing to start; the pause
-#: before the next start doubles from WRITER_BACKOFF_S up to WRITER_BACKOFF_MAX_S.
+#: before the next start doubles from 0.1 s up to 5 s (the supervisors' Backoff record).
 WRITER_STABLE_S = 2.0
-WRITER_BACKOFF_S = 0.1
-WRITER_BACKOFF_MAX_S = 5.0
+WRITER_BACKOFF = Backoff(initial_ms=100, max_ms=5_000)
 #: A gateway that could not bind a port (taken by another process after `up`) is started again
-#: after a pause doubling from GATEWAY_RETRY_S up to GATEWAY_RETRY_MAX_S.
-GATEWAY_RETRY_S = 0.5
-GATEWAY_RETRY_MAX_S = 10.0
+#: after a pause doubling from 0.5 s up to 10 s.
+GATEWAY_RETRY = Backoff(initial_ms=500, max_ms=10_000)
 #: Most frames the node holds for a worker that is still starting.
 MAX_BACKLOG = 10_000
 #: How long a `sync` waits for a worker to say its events are durable (then reads without it).
@@ -380,7 +378,7 @@ class Node(ActorSupervision):
     def _on_writer_exit(self) -> None:
         """Restart the chain-writer; every producer sends again what it has not had acknowledged.
         A writer that keeps exiting with an error soon after it starts (chain.db cannot be opened)
-        is started again after a growing pause (WRITER_BACKOFF_S, doubling, at most WRITER_BACKOFF_MAX_S),
+        is started again after a growing pause (WRITER_BACKOFF),
         with one log line each time, instead of in a hot loop. The writer counts as a child of the
         root supervisor: more restarts than the root's intensity within its period stop the node,
         with an error naming chain.db and the last cause."""
@@ -407,7 +405,7 @@ class Node(ActorSupervision):
         failed = code is not None and code > 0 and time.monotonic() - self.writer_started < WRITER_STABLE_S
         self.writer_failures = self.writer_failures + 1 if failed else 0
         if self.writer_failures:
-            delay = min(WRITER_BACKOFF_MAX_S, WRITER_BACKOFF_S * 2 ** (self.writer_failures - 1))
+            delay = WRITER_BACKOFF.delay_s(self.writer_failures - 1)
             log.error("chain-writer exited (%s), %d time(s) in a row within %.0f s of starting (see its line "
                       "above): starting it again in %.1f s", code, self.writer_failures, WRITER_STABLE_S, delay)
             self._after(delay, self._restart_writer)
@@ -679,7 +677,7 @@ class Node(ActorSupervision):
             return
         handle = WorkerHandle(path=path, supervisor=a.supervisor, child_id=a.child_id, actor_id=actor_id,
                               incarnation=incarnation, spec=a.spec, process=process, identity=cfg.identity,
-                              durable_effects=cfg.durable_effects and cfg.record)
+                              durable_effects=cfg.holds_effects)
         self.registry.add(handle)
         self.poller.register(process.sentinel, zmq.POLLIN)
         self._attach_actor_supervisor(handle)  # before init: an actor may spawn children from init
@@ -972,7 +970,7 @@ class Node(ActorSupervision):
                 return
             # a port taken meanwhile by another process: tried again after a growing pause
             self.gateway_failures += 1
-            delay = min(GATEWAY_RETRY_MAX_S, GATEWAY_RETRY_S * 2 ** (self.gateway_failures - 1))
+            delay = GATEWAY_RETRY.delay_s(self.gateway_failures - 1)
             log.error("http gateway could not open its ports (%d time(s) in a row; the line above says why): "
                       "trying again in %.1f s", self.gateway_failures, delay)
             self._after(delay, self._restart_gateway)
