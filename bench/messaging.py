@@ -5,7 +5,8 @@
 Each round boots two trees alternately, one as shipped (every reply and send waits for the
 chain-writer's acknowledgement of its events, docs/durable-effects.md) and one with
 THEATER_OTP_DURABLE_EFFECTS=0 (effects leave at once, as before). Each tree: a counter and a relay
-whose request handler makes a request to the counter (actors/wat/relay.wat).
+whose request handler makes a request to the counter (actors/wat/relay.wat), booted and driven one-way
+as bench/chain_cost.py does.
 
   request -> counter          the control socket -> node -> counter -> reply: RTT p50/p99
   request -> relay -> counter  the same through the relay: the relay's request to the counter is an
@@ -19,7 +20,6 @@ Baseline in the same process: a raw pyzmq DEALER -> ROUTER round trip over ipc.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -32,25 +32,9 @@ import zmq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from chain_cost import boot, measure  # noqa: E402  (bench/ is this script's folder: the same tree and one-way run)
+
 from theater_otp.client import ControlClient  # noqa: E402
-from theater_otp.home import Home  # noqa: E402
-from theater_otp.protocol import Envelope, decode, encode  # noqa: E402
-
-
-def boot(folder: Path, durable: bool) -> Home:
-    wat = REPO / "actors" / "wat"
-    (folder / "counter.toml").write_text(f'name = "counter"\ncomponent = "{wat / "counter.wat"}"\ninitial_state = "0"\n'
-                                         '[limits]\nmailbox = 100000\n')
-    (folder / "relay.toml").write_text(f'name = "relay"\ncomponent = "{wat / "relay.wat"}"\ninitial_state = "counter"\n'
-                                       '[limits]\nmailbox = 100000\n')
-    (folder / "supervision.toml").write_text(
-        '[supervisor]\nid = "root"\n[[supervisor.children]]\nid = "counter"\nmanifest = "counter.toml"\n'
-        '[[supervisor.children]]\nid = "relay"\nmanifest = "relay.toml"\n')
-    home = Home.at(folder / "home")
-    env = dict(os.environ, THEATER_OTP_DURABLE_EFFECTS="1" if durable else "0")
-    subprocess.run([sys.executable, "-m", "theater_otp.cli", "up", str(folder / "supervision.toml"), "--detach",
-                    "--home", str(home.root)], check=True, capture_output=True, env=env)
-    return home
 
 
 def rtts(client: ControlClient, target: str, n: int) -> list[float]:
@@ -60,28 +44,6 @@ def rtts(client: ControlClient, target: str, n: int) -> list[float]:
         client.call("request", {"target": target, "payload": b"inc"})
         out.append(time.perf_counter() - t)
     return sorted(out)
-
-
-def one_way(home: Home, client: ControlClient, messages: int) -> float:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(home.control_endpoint)
-    try:
-        start_count = int(client.call("request", {"target": "counter", "payload": b"get"})["ok"])
-        start = time.perf_counter()
-        for i in range(messages):
-            sock.send(encode(Envelope("send", "bench", "node", i + 1, {"target": "relay", "payload": b"inc"})))
-        for _ in range(messages):
-            decode(sock.recv())
-        while int(client.call("request", {"target": "counter", "payload": b"get"})["ok"]) < start_count + messages:
-            time.sleep(0.002)
-        return messages / (time.perf_counter() - start)
-    finally:
-        sock.close()
-        ctx.term()
 
 
 def raw_zmq_rtt(n: int) -> list[float]:
@@ -129,13 +91,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for durable in (True, False):
             folder = Path(tempfile.mkdtemp(prefix="bench-messaging-"))
-            home = boot(folder, durable)
+            home = boot(folder, {"THEATER_OTP_DURABLE_EFFECTS": "1" if durable else "0"})
             try:
                 with ControlClient(home) as c:
                     rtts(c, "relay", 50)  # warm up
                     direct = rtts(c, "counter", args.requests)
                     via = rtts(c, "relay", args.requests)
-                    rate = one_way(home, c, args.messages)
+                    rate = measure(home, args.messages)
                 rows[durable].append((ms(direct, 0.5), ms(direct, 0.99), ms(via, 0.5), ms(via, 0.99), rate))
             finally:
                 subprocess.run([sys.executable, "-m", "theater_otp.cli", "down", "--home", str(home.root)],
