@@ -2,51 +2,126 @@
 
 Exit codes: 0 ok; 1 user or configuration error (or the tree gave up);
 2 usage error; 3 no node running at the home directory.
+
+Start-up time is part of the interface: `theater-otp tree` answers within 250 ms, interpreter
+start included, for a tree of 1,000 actors. So importing this module costs little: typer (with
+the pydantic and rich it loads, ~150 ms) is imported when the typer app is first built
+(`_typer_app`), each verb imports what it needs itself, and `main()` runs `tree` without typer
+when its arguments are plain ones (`_tree_argv`). Verbs declare their options with `_Opt` and
+`_Arg`, which become `typer.Option` and `typer.Argument` when the app is built.
 """
 
 from __future__ import annotations
 
-import datetime
+import functools
 import json
-import math
 import os
 import re
 import signal
-import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, TypeVar, cast, get_args, get_origin
 
-import typer
-
-from .chain.store import Durability
-from .config.fields import MAX_SETTING
 from .errors import NodeNotRunning, RemoteError, TheaterError
 from .home import Home
 
 if TYPE_CHECKING:
+    import typer
+
+    from .chain.store import Durability
     from .client import ControlClient
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Run WebAssembly actors as a supervised, traced tree of OS processes.")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", envvar="THEATER_OTP_HOME",
-                                                 help="The node's state directory (default ~/.theater-otp).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-TargetArg = Annotated[str, typer.Argument(help="Actor path (root/team/a), child id, name or actor id.")]
-PayloadArg = Annotated[Optional[str], typer.Argument(help="The message, as UTF-8 text.")]
-FileOpt = Annotated[Optional[Path], typer.Option("--file", help="Read the message bytes from this file.")]
+
+class _Opt:
+    """`typer.Option(*decls, **settings)`, made when the typer app is built (`_typer_app`)."""
+
+    def __init__(self, *decls: str, **settings: Any):
+        self.decls = decls
+        self.settings = settings
+
+    def build(self, typer_module: Any) -> Any:
+        return typer_module.Option(*self.decls, **self.settings)
+
+
+class _Arg(_Opt):
+    """`typer.Argument(**settings)`, made when the typer app is built."""
+
+    def build(self, typer_module: Any) -> Any:
+        return typer_module.Argument(*self.decls, **self.settings)
+
+
+#: (command name or None for the function's name, function) in the order `--help` lists them.
+_VERBS: list[tuple[str | None, Callable[..., Any]]] = []
+
+
+def _verb(name: str | None = None) -> Callable[[_F], _F]:
+    """Register a function as a verb of the typer app (built on first use)."""
+    def register(fn: _F) -> _F:
+        _VERBS.append((name, fn))
+        return fn
+    return register
+
+
+@functools.cache
+def _typer_app() -> typer.Typer:
+    """The typer app of every verb, built once. Each verb's annotations are resolved here and its
+    `_Opt`/`_Arg` markers replaced by typer's own, in place, before typer reads them."""
+    import typing
+
+    import typer
+
+    from .chain.store import Durability
+    from .cli_dev import build, create, validate
+
+    app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                      help="Run WebAssembly actors as a supervised, traced tree of OS processes.")
+    late_names = {"Durability": Durability}  # imported here, not at the top, for the start-up time
+    for name, fn in _VERBS:
+        hints = typing.get_type_hints(fn, localns=late_names, include_extras=True)
+        fn.__annotations__ = {key: _typer_hint(hint, typer) for key, hint in hints.items()}
+        app.command(name)(fn)
+    for fn in (create, build, validate):  # theater_otp.cli_dev declares them with typer's own markers
+        app.command()(fn)
+    return app
+
+
+def _typer_hint(hint: Any, typer_module: Any) -> Any:
+    if get_origin(hint) is not Annotated:
+        return hint
+    base, *meta = get_args(hint)
+    return Annotated[(base, *(m.build(typer_module) if isinstance(m, _Opt) else m for m in meta))]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `theater_otp.cli.app`, as before the app was built lazily
+        return _typer_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+HomeOpt = Annotated[Optional[Path], _Opt("--home", envvar="THEATER_OTP_HOME",
+                                         help="The node's state directory (default ~/.theater-otp).")]
+JsonOpt = Annotated[bool, _Opt("--json", help="Print JSON for scripts.")]
+TargetArg = Annotated[str, _Arg(help="Actor path (root/team/a), child id, name or actor id.")]
+PayloadArg = Annotated[Optional[str], _Arg(help="The message, as UTF-8 text.")]
+FileOpt = Annotated[Optional[Path], _Opt("--file", help="Read the message bytes from this file.")]
 
 
 def _err(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _exit(code: int) -> typer.Exit:
+    """`typer.Exit(code)`, for a verb to raise: typer is loaded whenever a verb runs under it."""
+    import typer
+    return typer.Exit(code=code)
+
+
 def _fail(exc: TheaterError) -> typer.Exit:
     _err(str(exc))
-    return typer.Exit(code=exc.exit_code)
+    return _exit(exc.exit_code)
 
 
 def _client(home: Path | Home | None) -> ControlClient:
@@ -59,17 +134,17 @@ def _payload(text: str | None, file: Path | None) -> bytes:
         return text.encode("utf-8")
     if file is None or text is not None:  # neither or both
         _err("give the message either as an argument or with --file PATH")
-        raise typer.Exit(code=2)
+        raise _exit(2)
     from .worker.handlers.base import MAX_LIST_BYTES
     try:
         with open(file, "rb") as f:
             data = f.read(MAX_LIST_BYTES + 1)  # bounded: a huge file or a device is not read whole
     except OSError as exc:
         _err(f"cannot read {file}: {exc.strerror}")
-        raise typer.Exit(code=1) from None
+        raise _exit(1) from None
     if len(data) > MAX_LIST_BYTES:
         _err(f"{file} is over {MAX_LIST_BYTES} bytes, the largest message an actor can take")
-        raise typer.Exit(code=2)
+        raise _exit(2)
     return data
 
 
@@ -86,20 +161,29 @@ def _as_text(data: bytes | None) -> Any:
         return {"hex": data.hex()}
 
 
+#: `up --durability`'s default, Durability.DISK's value (typer makes it the member; chain.store loads late).
+_DISK = cast("Durability", "disk")
+
+
 # ---- up / down -------------------------------------------------------------------------------
 
-@app.command()
+@_verb()
 def up(
-    config: Annotated[Path, typer.Argument(help="The supervision.toml of the tree to boot.")],
+    config: Annotated[Path, _Arg(help="The supervision.toml of the tree to boot.")],
     home: HomeOpt = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once the tree is running.")] = False,
-    durability: Annotated[Durability, typer.Option(
+    detach: Annotated[bool, _Opt("--detach", "-d", help="Return once the tree is running.")] = False,
+    durability: Annotated[Durability, _Opt(
         "--durability", help="What the chain-writer's ack promises: disk (fsync per group commit: survives a power "
         "loss) or process (in the OS: survives any process's death, not a power loss; replies wait less).",
-        case_sensitive=False)] = Durability.DISK,
+        case_sensitive=False)] = _DISK,
 ) -> None:
     """Boot a supervision tree: a node process, a chain-writer, one process per actor."""
+    import subprocess
+
+    from .chain.store import Durability
     from .node.boot import load_and_check, running_node_pid
+
+    durability = Durability(durability)  # the default is its value: this module imports chain.store late
 
     h = Home.at(home)
     try:
@@ -109,7 +193,7 @@ def up(
     pid = running_node_pid(h)
     if pid is not None:
         _err(f"a node is already running at {h.root} (pid {pid}); stop it with `theater-otp down`")
-        raise typer.Exit(code=1)
+        raise _exit(1)
     h.prepare()
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "theater_otp.node", "--home", str(h.root), "--config", str(config.resolve()),
@@ -128,7 +212,7 @@ def up(
         proc.wait()
         message = line.removeprefix("error ").strip() or f"the node exited with code {proc.returncode}"
         _err(message)
-        raise typer.Exit(code=1)
+        raise _exit(1)
     home_flag = "" if h.root == Home.at(None).root else f" --home {h.root}"
     print(f"tree up: node pid {proc.pid}, home {h.root}", file=sys.stderr)
     if detach:
@@ -138,12 +222,12 @@ def up(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node gets Ctrl-C too and stops the tree
     code = proc.wait()
     print("tree stopped" if code == 0 else f"node exited with code {code}", file=sys.stderr)
-    raise typer.Exit(code=code)
+    raise _exit(code)
 
 
-@app.command()
+@_verb()
 def down(home: HomeOpt = None, json_out: JsonOpt = False,
-         timeout: Annotated[float, typer.Option(help="Seconds to wait for the tree to stop.")] = 120.0) -> None:
+         timeout: Annotated[float, _Opt(help="Seconds to wait for the tree to stop.")] = 120.0) -> None:
     """Stop the tree in reverse start order, then the node."""
     try:
         with _client(home) as c:
@@ -170,35 +254,132 @@ def _pid_alive(pid: int) -> bool:
 
 # ---- tree ------------------------------------------------------------------------------------
 
-@app.command()
-def tree(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+@_verb()
+def tree(
+    path: Annotated[Optional[str], _Arg(
+        metavar="PATH", help="Show only this part of the tree: a supervisor's path (root/team) or id, or an actor's "
+        "path, id, unique path suffix or name.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+    depth: Annotated[Optional[int], _Opt("--depth", min=0, help="Show N levels below the start (0: the start "
+                                                                "alone).")] = None,
+) -> None:
     """Show the supervision tree: pids, status, restarts, uptime."""
+    code = _show_tree(home=home, json_out=json_out, depth=depth, path=path)
+    if code:
+        raise _exit(code)
+
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+
+
+def _tree_argv(argv: list[str]) -> dict[str, Any] | None:
+    """`_show_tree`'s arguments if `argv` is a `tree` command line of plain arguments, so `main()`
+    can run it without typer; else None, and typer parses it (help, errors, anything unusual).
+
+    Plain: each at most once, in any order, `--json`, `--home DIR` or `--home=DIR`, `--depth N` or
+    `--depth=N` with N written as a decimal integer ≥ 0, and one PATH; no value empty or starting
+    with "-". Invariant: for such a line, typer passes `tree` the same values (tests/test_cli_tree.py).
+    """
+    if not argv or argv[0] != "tree":
+        return None
+    args: dict[str, Any] = {"home": None, "json_out": False, "depth": None, "path": None}
+    seen: set[str] = set()
+    tokens = iter(argv[1:])
+    for token in tokens:
+        value: Any
+        if token == "--json":
+            key, value = "json_out", True
+        elif token in ("--home", "--depth"):
+            key, value = token[2:], next(tokens, "")
+        elif token.startswith(("--home=", "--depth=")):
+            key, value = token[2:].split("=", 1)
+        elif not token.startswith("-"):
+            key, value = "path", token
+        else:
+            return None
+        if key in seen or value == "" or (isinstance(value, str) and value.startswith("-")):
+            return None
+        seen.add(key)
+        if key == "home":
+            value = Path(value)
+        elif key == "depth":
+            if not _DECIMAL.fullmatch(value):
+                return None
+            value = int(value)
+        args[key] = value
+    return args
+
+
+def _show_tree(home: Path | None, json_out: bool, depth: int | None, path: str | None) -> int:
+    """`tree`: the running tree from `path` (default: the root) down `depth` levels (default: all),
+    as text or JSON on stdout. Returns the exit code; an error is one line on stderr."""
     try:
         with _client(home) as c:
-            snapshot = c.call("tree")
+            top = snapshot = c.call("tree")
+            if path is not None:
+                found, _actor_id = _live_target(c, snapshot, path)
+                top = _find_path(snapshot, found) or {}
+                if not top:
+                    raise TheaterError(f"{found} is not in the tree any more")
     except TheaterError as exc:
-        raise _fail(exc) from None
-    if json_out:
-        _print_json(snapshot)
-        return
-    print(f"{snapshot['id']}  [{snapshot['strategy']}]  node pid {snapshot['node_pid']}")
-    _render(snapshot["children"], "")
+        _err(str(exc))
+        return exc.exit_code
+    if depth is not None:
+        top = _cut(top, depth)
+    text = json.dumps(top, indent=2, default=str) + "\n" if json_out else _render_tree(top)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `tree | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
-def _render(children: list[dict], prefix: str) -> None:
+def _cut(node: dict, depth: int) -> dict:
+    """A copy of `node` without the levels below `depth` (0: the node alone). A node whose children
+    are left out has `"children": []` and `"hidden_children"`: how many it has."""
+    if depth < 0:
+        raise ValueError(f"depth must be 0 or more, not {depth}")
+    children = node["children"]
+    if depth == 0:
+        return {**node, "children": [], "hidden_children": len(children)} if children else node
+    return {**node, "children": [_cut(child, depth - 1) for child in children]}
+
+
+def _render_tree(top: dict) -> str:
+    """The tree under `top` as text, one line per node, as one string: a tree of 1,000 actors is
+    one write. The first line is `top`: the root with the node's pid, any other node with its path."""
+    if "node_pid" in top:
+        head = f"{top['id']}  [{top['strategy']}]  node pid {top['node_pid']}"
+    else:
+        head = _tree_row(top, top["path"])
+    lines = [head + _hidden(top)]
+    _tree_rows(top["children"], "", lines)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _tree_rows(children: list[dict], prefix: str, lines: list[str]) -> None:
+    last = len(children) - 1
     for i, node in enumerate(children):
-        last = i == len(children) - 1
-        branch = "└── " if last else "├── "
-        if node["kind"] == "supervisor":
-            line = f"{node['id']}  [{node['strategy']}]  {node['status']}"
-        else:
-            pid = f"pid {node['pid']}" if node["pid"] else "pid -"
-            up_s = f"  up {_duration(node['uptime'])}" if node.get("uptime") is not None else ""
-            line = f"{node['id']:<12} {node['status']:<10} {pid:<10} restarts {node['restarts']}{up_s}"
-        if node["restarts"] and node["kind"] == "supervisor":
-            line += f"  restarts {node['restarts']}"
-        print(prefix + branch + line)
-        _render(node["children"], prefix + ("    " if last else "│   "))
+        lines.append(f"{prefix}{'└── ' if i == last else '├── '}{_tree_row(node, node['id'])}{_hidden(node)}")
+        if node["children"]:
+            _tree_rows(node["children"], prefix + ("    " if i == last else "│   "), lines)
+
+
+def _tree_row(node: dict, label: str) -> str:
+    if node["kind"] == "supervisor":
+        restarts = f"  restarts {node['restarts']}" if node["restarts"] else ""
+        return f"{label}  [{node['strategy']}]  {node['status']}{restarts}"
+    pid = f"pid {node['pid']}" if node["pid"] else "pid -"
+    up_s = f"  up {_duration(node['uptime'])}" if node.get("uptime") is not None else ""
+    return f"{label:<12} {node['status']:<10} {pid:<10} restarts {node['restarts']}{up_s}"
+
+
+def _hidden(node: dict) -> str:
+    n = node.get("hidden_children")
+    return f"  ({n} {'child' if n == 1 else 'children'} below --depth)" if n else ""
 
 
 def _duration(seconds: float) -> str:
@@ -211,7 +392,7 @@ def _duration(seconds: float) -> str:
 
 # ---- messages --------------------------------------------------------------------------------
 
-@app.command()
+@_verb()
 def send(target: TargetArg, payload: PayloadArg = None, file: FileOpt = None, home: HomeOpt = None,
          json_out: JsonOpt = False) -> None:
     """Send a one-way message to an actor."""
@@ -227,14 +408,18 @@ def send(target: TargetArg, payload: PayloadArg = None, file: FileOpt = None, ho
         print(f"sent {len(data)} bytes to {result['delivered_to']}", file=sys.stderr)
 
 
-@app.command()
+@_verb()
 def request(target: TargetArg, payload: PayloadArg = None, file: FileOpt = None, home: HomeOpt = None,
             json_out: JsonOpt = False,
-            timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 30.0) -> None:
+            timeout: Annotated[float, _Opt(help="Seconds to wait for the reply.")] = 30.0) -> None:
     """Send a request to an actor and print its reply."""
+    import math
+
+    from .config.fields import MAX_SETTING
+
     if not (math.isfinite(timeout) and 0.001 <= timeout <= MAX_SETTING / 1000):
         _err(f"--timeout must be a number of seconds from 0.001 to {MAX_SETTING // 1000}, not {timeout}")
-        raise typer.Exit(code=2)
+        raise _exit(2)
     data = _payload(payload, file)
     try:
         with _client(home) as c:
@@ -249,7 +434,7 @@ def request(target: TargetArg, payload: PayloadArg = None, file: FileOpt = None,
         sys.stdout.buffer.write(reply + (b"" if reply.endswith(b"\n") else b"\n"))
 
 
-@app.command()
+@_verb()
 def state(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Print an actor's current state."""
     try:
@@ -268,8 +453,8 @@ def state(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False) ->
 
 # ---- the dynamic child API -------------------------------------------------------------------
 
-SupArg = Annotated[str, typer.Argument(help="Supervisor path (root/team) or unique id.")]
-ChildArg = Annotated[str, typer.Argument(help="Child id (for simple_one_for_one: the instance id).")]
+SupArg = Annotated[str, _Arg(help="Supervisor path (root/team) or unique id.")]
+ChildArg = Annotated[str, _Arg(help="Child id (for simple_one_for_one: the instance id).")]
 
 
 def _api(home: Path | None, kind: str, body: dict, json_out: bool, render) -> None:
@@ -281,7 +466,7 @@ def _api(home: Path | None, kind: str, body: dict, json_out: bool, render) -> No
             _print_json({"ok": False, "error": exc.code, "message": str(exc)})
         else:
             _err(str(exc))
-        raise typer.Exit(code=1) from None
+        raise _exit(1) from None
     except TheaterError as exc:
         raise _fail(exc) from None
     if json_out:
@@ -290,14 +475,14 @@ def _api(home: Path | None, kind: str, body: dict, json_out: bool, render) -> No
         render(result)
 
 
-@app.command("start-child")
+@_verb("start-child")
 def start_child(
     supervisor: SupArg,
-    manifest: Annotated[Optional[Path], typer.Argument(help="Actor manifest (optional for simple_one_for_one).")] = None,
-    child_id: Annotated[Optional[str], typer.Option("--id", help="Child id (default: the manifest's name).")] = None,
-    restart: Annotated[Optional[str], typer.Option(help="permanent | transient | temporary")] = None,
-    shutdown: Annotated[Optional[str], typer.Option(help="ms | brutal_kill | infinity")] = None,
-    significant: Annotated[bool, typer.Option("--significant", help="Mark the child significant.")] = False,
+    manifest: Annotated[Optional[Path], _Arg(help="Actor manifest (optional for simple_one_for_one).")] = None,
+    child_id: Annotated[Optional[str], _Opt("--id", help="Child id (default: the manifest's name).")] = None,
+    restart: Annotated[Optional[str], _Opt(help="permanent | transient | temporary")] = None,
+    shutdown: Annotated[Optional[str], _Opt(help="ms | brutal_kill | infinity")] = None,
+    significant: Annotated[bool, _Opt("--significant", help="Mark the child significant.")] = False,
     home: HomeOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Add a child to a running supervisor and start it (OTP start_child)."""
@@ -305,7 +490,7 @@ def start_child(
     if manifest is not None:
         if not manifest.is_file():
             _err(f"{manifest}: manifest file not found")
-            raise typer.Exit(code=1)
+            raise _exit(1)
         body["manifest"] = str(manifest.resolve())
         if child_id is None:
             from .config.loader import load_manifest
@@ -320,26 +505,26 @@ def start_child(
          lambda r: print(f"started {r['result']['path']} (pid {r['result']['pid']})"))
 
 
-@app.command("terminate-child")
+@_verb("terminate-child")
 def terminate_child(supervisor: SupArg, child: ChildArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Stop a child per its shutdown spec and keep its spec (OTP terminate_child)."""
     _api(home, "terminate-child", {"supervisor": supervisor, "id": child}, json_out, lambda r: print("ok"))
 
 
-@app.command("restart-child")
+@_verb("restart-child")
 def restart_child(supervisor: SupArg, child: ChildArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Start a stopped child again (OTP restart_child)."""
     _api(home, "restart-child", {"supervisor": supervisor, "id": child}, json_out,
          lambda r: print(f"restarted {r['result']['path']} (pid {r['result']['pid']})"))
 
 
-@app.command("delete-child")
+@_verb("delete-child")
 def delete_child(supervisor: SupArg, child: ChildArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Remove a stopped child's spec (OTP delete_child)."""
     _api(home, "delete-child", {"supervisor": supervisor, "id": child}, json_out, lambda r: print("ok"))
 
 
-@app.command("which-children")
+@_verb("which-children")
 def which_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """A supervisor's children, newest first (OTP which_children)."""
     def render(r: dict) -> None:
@@ -350,7 +535,7 @@ def which_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt =
     _api(home, "which-children", {"supervisor": supervisor}, json_out, render)
 
 
-@app.command("count-children")
+@_verb("count-children")
 def count_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Counts of specs, active children, supervisors and workers (OTP count_children)."""
     _api(home, "count-children", {"supervisor": supervisor}, json_out,
@@ -360,17 +545,17 @@ def count_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt =
 
 # ---- events ----------------------------------------------------------------------------------
 
-@app.command()
+@_verb()
 def events(
-    actor: Annotated[str, typer.Argument(help="Actor path, id or name; or a supervisor path.")],
+    actor: Annotated[str, _Arg(help="Actor path, id or name; or a supervisor path.")],
     home: HomeOpt = None,
     json_out: JsonOpt = False,
-    type_: Annotated[Optional[str], typer.Option("--type", help="Only this event type (or prefix, e.g. message).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the last N events.")] = None,
-    since: Annotated[Optional[str], typer.Option(
+    type_: Annotated[Optional[str], _Opt("--type", help="Only this event type (or prefix, e.g. message).")] = None,
+    limit: Annotated[Optional[int], _Opt("--limit", help="Only the last N events.")] = None,
+    since: Annotated[Optional[str], _Opt(
         "--since", help="Only events from this seq (120), this long ago (90s, 5m, 2h, 1d) "
                         "or this time (2026-11-26T14:05, local time unless it has an offset).")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
+    follow: Annotated[bool, _Opt("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
 ) -> None:
     """List the events of an actor's (or supervisor's) chain."""
     from .chain.store import connect, read_events
@@ -379,7 +564,7 @@ def events(
         since_seq, since_ns = _parse_since(since)
     except ValueError as exc:
         _err(str(exc))
-        raise typer.Exit(code=2) from None
+        raise _exit(2) from None
     h, actor_id, label = _chain_for(home, actor)
     conn = connect(h.chain_db, readonly=True)
     try:
@@ -416,6 +601,8 @@ def _parse_since(text: str | None) -> tuple[int, int | None]:
         return int(text), None
     if m := _DURATION.match(text):
         return 0, time.time_ns() - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
+    import datetime
+
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
@@ -435,21 +622,23 @@ def _print_event(e, json_out: bool) -> None:
     print(f"{e.seq:>6}  {stamp}  #{e.incarnation:<3} {e.event_type:<28} {summary}")
 
 
-@app.command()
+@_verb()
 def verify(
-    actor: Annotated[Optional[str], typer.Argument(help="Actor (or supervisor) to verify; default: all.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Verify every chain in the store (the default).")] = False,
+    actor: Annotated[Optional[str], _Arg(help="Actor (or supervisor) to verify; default: all.")] = None,
+    all_: Annotated[bool, _Opt("--all", help="Verify every chain in the store (the default).")] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check chains: seq from 0 without gaps, parent links, and each event's SHA-256. Exit 1 on the first bad event."""
+    import sqlite3
+
     from .chain.store import connect, count_events
     from .chain.verify import verify_store
 
     h = Home.at(home)
     if not h.chain_db.exists():
         _err(f"no event store at {h.chain_db}")
-        raise typer.Exit(code=1)
+        raise _exit(1)
     try:
         actor_id, label = _resolve_chain(h, actor) if actor and not all_ else (None, "all chains")
     except TheaterError as exc:
@@ -481,12 +670,12 @@ def verify(
     else:
         print(f"ok: {label}: {counted[0]} events in {counted[1]} chain(s) verify")
     if problems:
-        raise typer.Exit(code=1)
+        raise _exit(1)
 
 
-@app.command()
+@_verb()
 def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
-            last: Annotated[int, typer.Option("--last", help="How many recent events to show.")] = 5) -> None:
+            last: Annotated[int, _Opt("--last", help="How many recent events to show.")] = 5) -> None:
     """An actor in detail: manifest, status, restarts, chain head, last events."""
     from .chain.store import connect, read_events
 
@@ -494,9 +683,7 @@ def inspect(actor: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False,
     live: dict[str, Any] = {}
     try:
         with _client(h) as c:
-            for node in _walk(c.call("tree")):
-                if node["path"] == path:
-                    live = node
+            live = _find_path(c.call("tree"), path) or {}
     except NodeNotRunning:
         pass
     conn = connect(h.chain_db, readonly=True)
@@ -542,14 +729,14 @@ def _walk(node: dict):
         yield from _walk(child)
 
 
-@app.command()
+@_verb()
 def replay(
-    actor: Annotated[str, typer.Argument(help="Actor path, id or name.")],
+    actor: Annotated[str, _Arg(help="Actor path, id or name.")],
     home: HomeOpt = None,
     json_out: JsonOpt = False,
-    until: Annotated[Optional[int], typer.Option("--until", help="Stop after this seq.")] = None,
-    incarnation: Annotated[Optional[int], typer.Option("--incarnation", help="Replay only this incarnation.")] = None,
-    component: Annotated[Optional[Path], typer.Option("--component", help="Replay with this component instead.")] = None,
+    until: Annotated[Optional[int], _Opt("--until", help="Stop after this seq.")] = None,
+    incarnation: Annotated[Optional[int], _Opt("--incarnation", help="Replay only this incarnation.")] = None,
+    component: Annotated[Optional[Path], _Opt("--component", help="Replay with this component instead.")] = None,
 ) -> None:
     """Re-run an actor's component against its recorded chain and compare every event."""
     from .chain.store import connect, read_events
@@ -563,12 +750,12 @@ def replay(
         conn.close()
     if not events_:
         _err(f"no events recorded for {label}")
-        raise typer.Exit(code=1)
+        raise _exit(1)
     try:
         result = run_replay(events_, until=until, incarnation=incarnation, component=component, home=h)
     except (FileNotFoundError, ValueError, TheaterError) as exc:
         _err(str(exc))
-        raise typer.Exit(code=1) from None
+        raise _exit(1) from None
     if json_out:
         d = result.divergence
         _print_json({"actor_id": actor_id, "path": label, "replayed": result.replayed,
@@ -578,7 +765,7 @@ def replay(
     else:
         print(f"{label}: {result.summary()}")
     if result.divergence is not None:
-        raise typer.Exit(code=1)
+        raise _exit(1)
 
 
 def _chain_for(home: Path | None, ref: str) -> tuple[Home, str, str]:
@@ -614,12 +801,8 @@ def _resolve_chain(home: Home, ref: str) -> tuple[str, str]:
         raise _TE(f"no event store at {home.chain_db} (has a tree run with this --home?)")
     try:
         with _client(home) as c:
-            tree_data = c.call("tree")
-            for sup in _supervisor_paths(tree_data):
-                if ref in (sup, sup.rsplit("/", 1)[-1]):
-                    return f"supervisor:{sup}", sup
-            found = c.call("resolve", {"target": ref})
-            return found["actor_id"], found["path"]
+            live_path, live_id = _live_target(c, c.call("tree"), ref)
+            return (f"supervisor:{live_path}", live_path) if live_id is None else (live_id, live_path)
     except NodeNotRunning:
         pass
     except RemoteError as exc:
@@ -639,6 +822,23 @@ def _resolve_chain(home: Home, ref: str) -> tuple[str, str]:
         conn.close()
 
 
+def _live_target(c: ControlClient, snapshot: dict, ref: str) -> tuple[str, str | None]:
+    """(path, actor id; None for a supervisor) of what `ref` names in the running tree `snapshot`:
+    a supervisor by its path or its own id (the first in tree order), else the actor the node's
+    `resolve` finds (actor id, path, unique path suffix or unique name). How every verb resolves
+    a target against a running node; RemoteError `not_found` when nothing matches."""
+    for sup in _supervisor_paths(snapshot):
+        if ref in (sup, sup.rsplit("/", 1)[-1]):
+            return sup, None
+    found = c.call("resolve", {"target": ref})
+    return found["path"], found["actor_id"]
+
+
+def _find_path(snapshot: dict, path: str) -> dict | None:
+    """The node at `path` in a `tree` snapshot, or None."""
+    return next((node for node in _walk(snapshot) if node["path"] == path), None)
+
+
 def _supervisor_paths(node: dict):
     if node["kind"] == "supervisor":
         yield node["path"]
@@ -647,22 +847,22 @@ def _supervisor_paths(node: dict):
 
 
 def main() -> None:
+    """The console script. `tree` with plain arguments runs without typer: typer's import is most of
+    the verb's time. Every other command line, `tree --help` and bad arguments included, goes
+    through the typer app."""
+    args = _tree_argv(sys.argv[1:])
+    if args is not None:
+        sys.exit(_show_tree(**args))
+    from .chain.event import MalformedRecord
+
     try:
-        app()
+        _typer_app()()
     except TheaterError as exc:  # a domain error escaped a command: still one line
         _err(str(exc))
         sys.exit(exc.exit_code)
     except MalformedRecord as exc:  # a damaged chunk in the store: say so, point at verify
         _err(f"the event store holds a damaged record ({exc}); `theater-otp verify` says where")
         sys.exit(1)
-
-
-from .chain.event import MalformedRecord  # noqa: E402
-from .cli_dev import build, create, validate  # noqa: E402  (after `app`: they need nothing from here)
-
-app.command()(create)
-app.command()(build)
-app.command()(validate)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,28 @@ import zmq
 
 from .errors import NodeNotRunning, RemoteError
 from .home import Home
-from .node.boot import running_node_pid
 from .protocol import Envelope, ProtocolError, decode, encode
 
 _corr = itertools.count(1)
+
+
+def running_node_pid(home: Home) -> int | None:
+    """The pid of a live node at `home`, or None (a stale pid file, a zombie or another program
+    that got the pid does not count).
+
+    Every CLI command asks this first, so it reads /proc itself: psutil costs ~30 ms to import, and
+    node.boot's copy (for `up`) loads the config loader and wasmtime."""
+    try:
+        pid = int(home.pidfile.read_text().strip())
+        with open(f"/proc/{pid}/stat", "rb") as f:  # "pid (comm) state ...": comm may hold ") "
+            state = f.read().rpartition(b")")[2].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if state in (b"Z", b"X"):
+        return None
+    return pid if b"theater_otp.node" in cmdline else None
 
 
 class ControlClient:
