@@ -76,16 +76,22 @@ def _typer_app() -> typer.Typer:
     from .chain.store import Durability
     from .cli_dev import build, create, validate
 
+    # rich_markup_mode=None: plain help and usage errors; rich's import doubled the time of `--help`
     app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                      help="Run WebAssembly actors as a supervised, traced tree of OS processes.")
+                      rich_markup_mode=None, help="Run WebAssembly actors as a supervised, traced tree of OS processes.")
     late_names = {"Durability": Durability}  # imported here, not at the top, for the start-up time
     for name, fn in _VERBS:
         hints = typing.get_type_hints(fn, localns=late_names, include_extras=True)
         fn.__annotations__ = {key: _typer_hint(hint, typer) for key, hint in hints.items()}
-        app.command(name)(fn)
+        app.command(name, short_help=_summary(fn))(fn)
     for fn in (create, build, validate):  # theater_otp.cli_dev declares them with typer's own markers
-        app.command()(fn)
+        app.command(short_help=_summary(fn))(fn)
     return app
+
+
+def _summary(fn: Callable[..., Any]) -> str:
+    """The first paragraph of a verb's docstring, whole: `--help` lists it (click would cut it at 45 characters)."""
+    return " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def _typer_hint(hint: Any, typer_module: Any) -> Any:
