@@ -5,7 +5,7 @@ Exit codes: 0 ok; 1 user or configuration error (or the tree gave up);
 
 Start-up time is part of the interface: `theater-otp tree` answers within 250 ms, interpreter
 start included, for a tree of 1,000 actors. So importing this module costs little: typer (with
-the pydantic and rich it loads, ~150 ms) is imported when the typer app is first built
+the pydantic it parses with, ~150 ms) is imported when the typer app is first built
 (`_typer_app`), each verb imports what it needs itself, and `main()` runs `tree` without typer
 when its arguments are plain ones (`_tree_argv`). Verbs declare their options with `_Opt` and
 `_Arg`, which become `typer.Option` and `typer.Argument` when the app is built.
@@ -49,8 +49,11 @@ class _Opt:
 class _Arg(_Opt):
     """`typer.Argument(**settings)`, made when the typer app is built."""
 
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+
     def build(self, typer_module: Any) -> Any:
-        return typer_module.Argument(*self.decls, **self.settings)
+        return typer_module.Argument(**self.settings)
 
 
 #: (command name or None for the function's name, function) in the order `--help` lists them.
@@ -322,17 +325,14 @@ def _show_tree(home: Path | None, json_out: bool, depth: int | None, path: str |
     as text or JSON on stdout. Returns the exit code; an error is one line on stderr."""
     try:
         with _client(home) as c:
-            top = snapshot = c.call("tree")
-            if path is not None:
-                found, _actor_id = _live_target(c, snapshot, path)
-                top = _find_path(snapshot, found) or {}
-                if not top:
-                    raise TheaterError(f"{found} is not in the tree any more")
+            snapshot = c.call("tree")
+            start = snapshot if path is None else _find_path(snapshot, _live_target(c, snapshot, path)[0])
+            if start is None:  # resolved, then gone from the tree before we looked (deleted)
+                raise TheaterError(f"{path!r} is not in the tree any more")
     except TheaterError as exc:
         _err(str(exc))
         return exc.exit_code
-    if depth is not None:
-        top = _cut(top, depth)
+    top = start if depth is None else _cut(start, depth)
     text = json.dumps(top, indent=2, default=str) + "\n" if json_out else _render_tree(top)
     try:
         sys.stdout.write(text)
