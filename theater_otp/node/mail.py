@@ -1,0 +1,288 @@
+"""The actor message path through the node: admission, delivery, requests in flight, held sends, channels.
+
+Every frame for a worker leaves through `Mail.to_worker`: it waits in the
+worker's backlog while the worker starts, counts in its mailbox until the
+worker says it took it, and is refused (with a reason for the sender) when the
+target's limits say so. Requests through the node are `PendingRequest`s until
+the asked worker replies, the timer fires or the worker exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from ..protocol import MAILBOX_KINDS, Envelope, encode, message_size
+from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
+from .channels import ChannelTable
+from .loop import Loop, Timer
+from .outbox import HeldSend, Outbox
+from .registry import Registry, WorkerHandle
+
+log = logging.getLogger("theater_otp.node")
+
+#: Most frames the node holds for a worker that is still starting.
+MAX_BACKLOG = 10_000
+#: Envelope kinds a worker's call waits on as `sent` (the rest as `reply`).
+SENT_KINDS = frozenset({"send", "channel_send", "channel_close"})
+
+
+@dataclass
+class PendingRequest:
+    """A request in flight through the node: who asked (a worker's identity, or a control
+    client through `answer_cli`) and which worker must answer."""
+
+    target: WorkerHandle
+    #: the asking worker's router identity and the corr its call waits on
+    origin_ident: bytes = b""
+    origin_corr: int = 0
+    #: set when a control client asked: called with the answer body instead
+    answer_cli: Callable[[dict], None] | None = None
+    timer: Timer | None = None
+    #: a channel-open in flight: (channel id, the opener's handle)
+    channel: tuple[str, WorkerHandle] | None = None
+
+
+class Mail:
+    """Frames to workers over the node's ROUTER socket, and the state of messages in flight."""
+
+    def __init__(self, router: zmq.Socket, registry: Registry, loop: Loop):
+        self.router = router
+        self.registry = registry
+        self.loop = loop
+        self.pending: dict[int, PendingRequest] = {}
+        #: workers' sends admitted and waiting for their events to be stored
+        self.outbox = Outbox()
+        self.channels: ChannelTable[WorkerHandle] = ChannelTable()
+
+    # ---- to a worker --------------------------------------------------------------------------
+
+    def send_now(self, handle: WorkerHandle, env: Envelope) -> bool:
+        try:
+            self.router.send_multipart([handle.identity, encode(env)], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as exc:  # EHOSTUNREACH (not connected yet / gone) or full
+            log.warning("could not deliver %s to %s: %s", env.kind, handle.path, exc)
+            return False
+
+    def to_worker(self, handle: WorkerHandle, env: Envelope) -> bool:
+        """Send `env` to `handle`, or keep it in its backlog while it starts; False when it cannot
+        be delivered (the backlog is full, the worker is gone)."""
+        if not handle.ready and env.kind not in ("reply", "undeliverable", "sent"):
+            # frames others send to a starting actor wait (messages bounded by its mailbox, which
+            # admit checks); answers to its own calls cannot
+            if len(handle.backlog) >= handle.limits.mailbox + MAX_BACKLOG:
+                log.warning("dropped %s for %s: it is still starting and %d frames wait", env.kind, handle.path,
+                            len(handle.backlog))
+                return False
+            handle.backlog.append(env)
+        elif not self.send_now(handle, env):
+            return False
+        if env.kind in MAILBOX_KINDS:  # a message in the mailbox until the worker says it took it
+            handle.queued += 1
+            handle.queued_bytes += message_size(env)
+        return True
+
+    def became_ready(self, handle: WorkerHandle) -> None:
+        """`handle` said ready: what waited for it goes now, in order (already counted in its mailbox)."""
+        backlog, handle.backlog = handle.backlog, []
+        for frame in backlog:
+            self.send_now(handle, frame)
+
+    def reply(self, handle: WorkerHandle, corr: int, body: dict) -> None:
+        self.to_worker(handle, Envelope("reply", "node", handle.actor_id, corr, body))
+
+    def sent(self, handle: WorkerHandle, corr: int, error: str | None) -> None:
+        self.to_worker(handle, Envelope("sent", "node", handle.actor_id, corr,
+                                        {"ok": None} if error is None else {"error": error}))
+
+    def admit(self, target: WorkerHandle, body: object) -> str | None:
+        """Whether a message may go into `target`'s mailbox: None, or the refusal for its sender
+        (the message is over the target's `message_bytes`, or its mailbox is full). Refusals are
+        counted on the target."""
+        limits = target.limits
+        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        refusal = None
+        if size > limits.message_bytes:
+            refusal = (f"message of {size} bytes is over {target.path}'s limit message_bytes = "
+                       f"{limits.message_bytes}")
+        elif target.queued + target.reserved >= limits.mailbox:
+            refusal = (f"mailbox of {target.path} is full ({target.queued + target.reserved} messages waiting; "
+                       f"limit mailbox = {limits.mailbox})")
+        elif target.queued_bytes + target.reserved_bytes + size > limits.inbox_bytes:
+            refusal = (f"mailbox of {target.path} is full ({target.queued_bytes + target.reserved_bytes} bytes "
+                       f"waiting; limit a quarter of memory_bytes = {limits.inbox_bytes})")
+        if refusal is not None:
+            target.refused += 1
+        return refusal
+
+    # ---- from a worker ------------------------------------------------------------------------
+
+    def on_send(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        """An actor's one-way message: admitted (or refused) now; delivered now, or held until the
+        sender's events are stored (`release`) when the sender holds its effects."""
+        target, why = self.registry.resolve(env.to, handle.path)
+        if target is None:
+            error: str | None = why
+        elif not isinstance(env.body, bytes):
+            error = "a message must be bytes"
+        else:
+            error = self.admit(target, env.body)
+            message = Envelope("send", handle.actor_id, target.actor_id, 0, env.body)
+            if error is None and handle.durable_effects and env.corr:  # leaves on the sender's `release`
+                self.outbox.hold(ident, HeldSend(env.corr, target, message, len(env.body)))
+            elif error is None and not self.to_worker(target, message):
+                error = f"actor {target.path} is not reachable"
+        if env.corr:  # the sender waits for this answer: its send returns the error
+            self.sent(handle, env.corr, error)
+        elif error is not None:
+            self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0, {"to": env.to, "error": error}))
+
+    def on_release(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        """`handle`'s events are stored through its send `env.body`: those sends go to their targets
+        (the target's current incarnation if it restarted meanwhile)."""
+        through = env.body
+        if not isinstance(through, int):
+            log.error("dropped a malformed release from %s", handle.path)
+            return
+        for held in self.outbox.release(ident, through):
+            target = self.registry.workers.get(held.target.path)
+            if target is None or target.actor_id != held.target.actor_id or not self.to_worker(target, held.env):
+                self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
+                                                {"to": held.target.path,
+                                                 "error": f"actor {held.target.path} is not reachable"}))
+
+    def on_took(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        """The worker took messages out of its mailbox: [count, bytes]."""
+        body = env.body
+        if isinstance(body, list) and len(body) == 2 and all(isinstance(v, int) for v in body):
+            handle.queued = max(0, handle.queued - body[0])
+            handle.queued_bytes = max(0, handle.queued_bytes - body[1])
+
+    def on_request(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        target, why = self.registry.resolve(env.to, handle.path)
+        if target is None:
+            self.reply(handle, env.corr, {"error": why})
+        elif (refusal := self.admit(target, env.body)) is not None:
+            self.reply(handle, env.corr, {"error": refusal})
+        else:
+            self.forward(PendingRequest(target, ident, env.corr), handle.actor_id, env.body, None)
+
+    def on_reply(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        answered = self.pending.get(env.corr)
+        if answered is None or answered.target is not handle:  # only the asked worker answers it
+            return
+        del self.pending[env.corr]
+        if answered.timer is not None:
+            answered.timer.cancelled = True
+        body = env.body if isinstance(env.body, dict) else {"error": "malformed reply"}
+        if answered.channel is not None:
+            body = self._channel_answered(answered, body)
+        self.answer(answered, body)
+
+    # ---- requests through the node ------------------------------------------------------------
+
+    def forward(self, pending: PendingRequest, sender: str, body: Any, timeout_ms: int | None,
+                kind: str = "request") -> None:
+        """Ask `pending.target` (a `request`, `state` or `channel_open`); its reply, its exit or
+        `timeout_ms` answers whoever asked."""
+        corr = self.loop.next_corr()
+        if not self.to_worker(pending.target, Envelope(kind, sender, pending.target.actor_id, corr, body)):
+            self.answer(pending, {"error": f"actor {pending.target.path} is not reachable"})
+            return
+        self.pending[corr] = pending
+        if timeout_ms:
+            def expire() -> None:
+                p = self.pending.pop(corr, None)
+                if p is not None:
+                    self.answer(p, {"error": f"no reply from {p.target.path} within {timeout_ms} ms"})
+            pending.timer = self.loop.after(timeout_ms / 1000, expire)
+
+    def answer(self, pending: PendingRequest, body: dict) -> None:
+        if pending.answer_cli is not None:
+            pending.answer_cli(body)
+            return
+        origin = self.registry.by_identity.get(pending.origin_ident)
+        if origin is not None:
+            self.reply(origin, pending.origin_corr, body)
+
+    def worker_exited(self, handle: WorkerHandle, reason: str, exit_kind: str) -> None:
+        """What `handle` held in flight: its held sends dropped, its channels closed, the requests
+        it was asked answered with its exit."""
+        dropped = self.outbox.drop(handle.identity)
+        if dropped:
+            log.warning("%s: %d message(s) it sent were not delivered: the events of the calls that sent them "
+                        "were not stored before it exited", handle.path, len(dropped))
+        for channel_id, peer in self.channels.close_all(handle):
+            self.to_worker(peer, Envelope("channel_close", "node", peer.actor_id, 0,
+                                          {"channel": channel_id, "reason": f"{handle.path} ended"}))
+        for corr, pending in list(self.pending.items()):
+            if pending.target is handle:
+                del self.pending[corr]
+                if pending.timer is not None:
+                    pending.timer.cancelled = True
+                self.answer(pending, {"error": f"actor {handle.path} exited before replying ({reason})",
+                                      "exit": exit_kind})
+
+    # ---- channels (node/channels.py keeps the table) ------------------------------------------
+
+    def on_channel(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        """open / send / close from a worker; every one is answered (a `reply` for open, `sent`
+        for the others) so the actor's host call returns the outcome."""
+        body = env.body if isinstance(env.body, dict) else {}
+        msg = body.get("msg", b"")
+        if env.kind == "channel_open":
+            target, why = self.registry.resolve(env.to, handle.path)
+            if target is None or not isinstance(msg, bytes):
+                self.reply(handle, env.corr, {"error": why or "an initial message must be bytes"})
+            elif (refusal := self.admit(target, msg)) is not None:
+                self.reply(handle, env.corr, {"error": refusal})
+            else:
+                channel_id = self.channels.new_id()
+                pending = PendingRequest(target, ident, env.corr, channel=(channel_id, handle))
+                self.forward(pending, handle.actor_id, {"channel": channel_id, "msg": msg},
+                             DEFAULT_REQUEST_TIMEOUT_MS, kind="channel_open")
+            return
+        channel_id = body["channel"] if isinstance(body.get("channel"), str) else ""
+        peer, error = self.channels.route(channel_id, handle)
+        if peer is not None and env.kind == "channel_send":
+            if not isinstance(msg, bytes):
+                error = "a channel message must be bytes"
+            else:
+                error = self.admit(peer, msg)
+                if error is None and not self.to_worker(peer, Envelope("channel_message", handle.actor_id,
+                                                                       peer.actor_id, 0,
+                                                                       {"channel": channel_id, "msg": msg})):
+                    error = f"actor {peer.path} is not reachable"
+        elif peer is not None:  # channel_close
+            self.channels.remove(str(channel_id))
+            self.to_worker(peer, Envelope("channel_close", handle.actor_id, peer.actor_id, 0,
+                                          {"channel": channel_id, "reason": f"closed by {handle.path}"}))
+        self.sent(handle, env.corr, error)
+
+    def _channel_answered(self, pending: PendingRequest, body: dict) -> dict:
+        """The target answered a channel-open: register the channel if it accepted (and the opener
+        still runs); the opener's answer is the channel id or the refusal."""
+        assert pending.channel is not None
+        channel_id, opener = pending.channel
+        target = pending.target
+        accept = body.get("ok") if isinstance(body.get("ok"), dict) else None
+        if accept is None:
+            return {"error": str(body.get("error", "malformed answer to a channel open"))}
+        if not accept.get("accepted"):
+            message = accept.get("message")
+            why = f": {bytes(message).decode('utf-8', 'replace')}" if isinstance(message, bytes) and message else ""
+            return {"error": f"{target.path} refused the channel{why}"}
+        if self.registry.workers.get(opener.path) is not opener:  # the opener ended meanwhile
+            self.to_worker(target, Envelope("channel_close", "node", target.actor_id, 0,
+                                            {"channel": channel_id, "reason": f"{opener.path} ended"}))
+            return {"error": "the opener ended"}
+        self.channels.add(channel_id, opener, target)
+        return {"ok": channel_id}
+
+
+__all__ = ["MAX_BACKLOG", "Mail", "PendingRequest", "SENT_KINDS"]
