@@ -27,8 +27,9 @@ handling` line: every input was refused by a check, none reached the loop's last
   the ids and paths of actors that are not the caller's children). Each comes back to the actor
   as ok or err; references to actors that are not its children are always err.
 
-Found on the way (the xfail test near the end): an actor's spawn of a FIFO path blocks the node's
-loop until someone writes to the FIFO.
+Found on the way (the FIFO test near the end): an actor's spawn of a FIFO path blocked the node's
+loop until someone wrote to the FIFO; config/source.py now opens config files without blocking and
+reads only regular files.
 """
 
 from __future__ import annotations
@@ -493,12 +494,6 @@ def test_spawn_and_the_calls_on_its_child_work_from_supfuzz(fx):
 
 # ---- found by the properties -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "node/actor_supervision.py _actor_spawn calls load_manifest on the actor's path on the node's "
-    "loop without checking it is a regular file (the control path's read_child_spec does): "
-    "supervisor.spawn of a FIFO blocks the loop in open() until a writer comes (and /dev/zero, "
-    "/dev/urandom would read without end). The fix belongs in actor_supervision.py (or config/"
-    "source.py), which another session is restructuring."))
 def test_a_spawn_of_a_fifo_is_an_error_to_the_actor_and_never_stops_the_node(fx):
     fifo = fx.folder / "fifo.toml"
     if not fifo.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TypeAlias
 
@@ -19,6 +20,32 @@ from .substitute import substitute
 
 #: A TOML table as parsed: keys are strings, values anything TOML holds (read with isinstance).
 Table: TypeAlias = dict[str, object]
+
+
+#: The largest TOML file read (a supervision tree of thousands of children fits many times over).
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of `path` if it is a regular file of at most MAX_SOURCE_BYTES; opened without
+    blocking, so a FIFO or a device named as a config file is an error, never a wait or an
+    endless read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if info.st_size > MAX_SOURCE_BYTES:
+            raise OSError(f"{info.st_size} bytes is over the {MAX_SOURCE_BYTES} bytes a config file may have")
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise OSError(f"over the {MAX_SOURCE_BYTES} bytes a config file may have")
+    return data
 
 
 class Source:
@@ -32,7 +59,7 @@ class Source:
             self.text = text
             return
         try:
-            self.text = path.read_text(encoding="utf-8")
+            self.text = _read_regular(path).decode("utf-8")
         except FileNotFoundError:
             raise ConfigError(path, None, "file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
