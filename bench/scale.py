@@ -15,9 +15,9 @@ on Ctrl-C, SIGTERM or an error.
                  node's RSS, the median USS (psutil memory_full_info) of 20 random idle workers,
                  the drop in the host's available memory per actor.
                  Floor: a bare multiprocessing forkserver child (the node's preload, so the same
-                 warm image) started -> says ready on a pipe, one after the other, FLOOR_ROUNDS
-                 of them kept alive as a tree keeps its workers; median x N. The same bare
-                 children's USS is the memory floor of one process.
+                 warm image) started -> says ready on a pipe, FLOOR_ROUNDS of them one after the
+                 other (bench/restart.py's baseline_forkserver); median x N. The USS of 20 such
+                 children kept alive is the memory floor of one process.
   idle CPU       after boot the tree sits 2 s, then the CPU time of the node, the chain-writer
                  and every worker is summed over --idle-s seconds: % of one core, total and per
                  actor. Two clocks: psutil's user+sys (10 ms ticks: an idle process reads 0) and
@@ -25,10 +25,10 @@ on Ctrl-C, SIGTERM or an error.
                  reported first (the forkserver and resource tracker shown apart; the
                  host's own busy % over the same window shown for context: other work on the
                  box is not the tree's). The floor of an idle process is 0.
-  tree CLI       `theater-otp tree --home H` and `tree --json` as subprocesses, median of 5
-                 each (alternated with the first baseline); baselines in the same run: `theater-otp --help` (the CLI's interpreter
-                 and imports, no node) and the `tree` control round trip in-process
-                 (ControlClient, one socket), median of 20.
+  tree CLI       `python -m theater_otp.cli tree --home H` and `tree --json` as subprocesses,
+                 median of 5 each (alternated with the first baseline); baselines in the same
+                 run: `--help` (the CLI's interpreter and imports, no node) and the `tree`
+                 control round trip in-process (ControlClient, one socket), median of 20.
   heal           on the tree of 400 (else the largest size): SIGKILL --heal-kills (10) random
                  workers at once; heal = from time.time_ns() before the kills to the last of the
                  supervisor.child_started events of their new incarnations (chain stamps, read
@@ -37,6 +37,11 @@ on Ctrl-C, SIGTERM or an error.
                  ms each time and competes with the restarts it would time). --heal-rounds
                  rounds: median and max. Baseline, same tree: one worker killed -> its
                  replacement's child_started, median of --single-kills.
+
+Every subprocess runs in the repository this file sits in, with its code (not the editable install's).
+To measure a commit while others edit the working tree:
+    git archive HEAD | tar -x -C /tmp/head && cd /tmp/head && python setup.py build_ext --inplace
+    python bench/scale.py --sizes 100,400
 
 The bench stops with a report when the host's available memory falls under 3 GB, and records a
 boot that does not finish within --boot-timeout (how many workers had started by then, load,
@@ -74,8 +79,9 @@ from theater_otp.home import Home  # noqa: E402
 from theater_otp.node.boot import running_node_pid  # noqa: E402
 
 COUNTER = REPO / "actors" / "wat" / "counter.wat"
+#: Run from REPO (cwd) so that a copy of the repository (`git archive HEAD`) runs its own code, not the
+#: editable install's; the `theater-otp` console script would import the editable install's.
 CLI = [sys.executable, "-m", "theater_otp.cli"]
-SCRIPT = Path(sys.executable).parent / "theater-otp"
 MIN_AVAILABLE = 3 * 1024**3
 FLOOR_ROUNDS = 50
 USS_SAMPLE = 20
@@ -162,7 +168,7 @@ def forkserver_floor(rounds: int) -> dict[str, Any]:
     # appended to sys.path, never in front of it: bench/http.py would shadow the standard library's http
     code = (f"import json, sys; sys.path.append({str(Path(__file__).resolve().parent)!r}); import scale; "
             f"print(json.dumps(scale.floor_in_this_process({rounds})))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"the forkserver floor failed: {proc.stderr[-500:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -282,7 +288,7 @@ def boot(tree: Tree, timeout_s: float) -> dict[str, Any]:
     available_before = check_memory("boot")
     t_wall0 = time.time_ns()
     t0 = time.perf_counter()
-    up = subprocess.Popen(CLI + ["up", str(config), "--detach", "--home", str(tree.home.root)],
+    up = subprocess.Popen(CLI + ["up", str(config), "--detach", "--home", str(tree.home.root)], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     next_line = t0 + 2
     failure = None
@@ -309,21 +315,27 @@ def boot(tree: Tree, timeout_s: float) -> dict[str, Any]:
         up.wait()
         raise
     wall = time.perf_counter() - t0
+
+    def tails() -> dict[str, str]:
+        out = {}
+        for name, path in (("node_log_tail", tree.home.log_file), ("node_stderr_tail", tree.home.root / "node.stderr")):
+            try:
+                out[name] = "\n".join(path.read_text(errors="replace").splitlines()[-8:])
+            except OSError:
+                pass
+        return out
+
     if failure is not None:
         _, children = tree.processes()
         up.kill()
         up.wait()
-        tail = ""
-        try:
-            tail = "\n".join(tree.home.log_file.read_text(errors="replace").splitlines()[-5:])
-        except OSError:
-            pass
         return {"n": tree.n, "failed": failure, "after_s": wall, "workers_forked": max(0, len(children) - 1),
-                **host_state(), "node_log_tail": tail}
+                **host_state(), **tails()}
     _, err = up.communicate()
     if up.returncode != 0:
+        _, children = tree.processes()
         return {"n": tree.n, "failed": f"up exited {up.returncode}: {err.strip()[-500:]}", "after_s": wall,
-                **host_state()}
+                "workers_forked": max(0, len(children) - 1), **host_state(), **tails()}
     tree.node_pid = running_node_pid(tree.home)
     out: dict[str, Any] = {"n": tree.n, "up_wall_s": wall, "up_ms_per_actor": wall * 1e3 / tree.n}
     tree.call("sync")
@@ -429,7 +441,7 @@ def timed_run(cmd: list[str], times: int) -> tuple[list[float], int]:
     size = 0
     for _ in range(times):
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True)
+        proc = subprocess.run(cmd, capture_output=True, cwd=REPO)
         out.append((time.perf_counter() - t0) * 1e3)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-300:]}")
@@ -438,7 +450,7 @@ def timed_run(cmd: list[str], times: int) -> tuple[list[float], int]:
 
 
 def tree_cli(tree: Tree) -> dict[str, Any]:
-    cli = [str(SCRIPT)] if SCRIPT.exists() else CLI
+    cli = CLI
     home = ["--home", str(tree.home.root)]
     plain: list[float] = []
     js: list[float] = []
