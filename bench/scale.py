@@ -11,7 +11,8 @@ on Ctrl-C, SIGTERM or an error.
   boot N         wall time of `up --detach` until it returns (it returns once every child has
                  started, one after the other in OTP start order) and per actor; the chain's
                  supervisor.child_started stamps split it into the CLI's and node's fixed cost
-                 (until the first child) and the span first -> last child. Memory once up: the
+                 (until the first child) and the span first -> last child (also over its first
+                 and its last tenth: does a start cost more with many running?). Memory once up: the
                  node's RSS, the median USS (psutil memory_full_info) of 20 random idle workers,
                  the drop in the host's available memory per actor.
                  Floor: a bare multiprocessing forkserver child (the node's preload, so the same
@@ -348,6 +349,9 @@ def boot(tree: Tree, timeout_s: float) -> dict[str, Any]:
         out["until_first_child_s"] = (stamps[0] - t_wall0) / 1e9
         out["first_to_last_child_s"] = (stamps[-1] - stamps[0]) / 1e9
         out["span_ms_per_actor"] = (stamps[-1] - stamps[0]) / 1e6 / (len(stamps) - 1)
+        tenth = max(1, len(stamps) // 10)  # does a start cost more once many children run?
+        out["first_tenth_ms_per_actor"] = (stamps[tenth] - stamps[0]) / 1e6 / tenth
+        out["last_tenth_ms_per_actor"] = (stamps[-1] - stamps[-1 - tenth]) / 1e6 / tenth
     out["available_drop_mb_per_actor"] = (available_before - psutil.virtual_memory().available) / MB / tree.n
     return out
 
@@ -604,7 +608,7 @@ def table(report: dict[str, Any]) -> str:
              f"## boot (floor: bare forkserver child start->ready, median of {floor['rounds']} = "
              f"{floor['start_ready_ms_median']:.2f} ms, x N; bare child USS {floor['uss_mb_median']:.2f} MB)",
              f"{'N':>5} {'up s':>7} {'ms/actor':>9} {'floor s':>8} {'up/floor':>9} {'to 1st child s':>15} "
-             f"{'span ms/actor':>14} {'node RSS MB':>12} {'worker USS MB':>14} {'avail drop MB/actor':>20} "
+             f"{'span ms/actor':>14} {'1st/last 10%':>13} {'node RSS MB':>12} {'worker USS MB':>14} {'avail drop MB/actor':>20} "
              f"{'down s':>7}"]
     for r in report["sizes"]:
         b = r.get("boot", {})
@@ -618,6 +622,7 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"{r['n']:>5} {f(b.get('up_wall_s'), '.2f'):>7} {f(b.get('up_ms_per_actor'), '.1f'):>9} "
                      f"{floor_s:>8.2f} {f(b.get('up_wall_s', 0) / floor_s, '.1f'):>9} "
                      f"{f(b.get('until_first_child_s'), '.2f'):>15} {f(b.get('span_ms_per_actor'), '.1f'):>14} "
+                     f"{f(b.get('first_tenth_ms_per_actor'), '.0f') + '/' + f(b.get('last_tenth_ms_per_actor'), '.0f'):>13} "
                      f"{f(m.get('node_rss_mb')):>12} {f(m.get('worker_uss_mb_median'), '.2f'):>14} "
                      f"{f(b.get('available_drop_mb_per_actor'), '.2f'):>20} {f(r['close'].get('down_s'), '.1f'):>7}")
     lines += ["", "## idle CPU, % of one core: threads' run time (schedstat, ns); psutil user+sys (10 ms ticks) "
@@ -668,6 +673,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=20.0)
     parser.add_argument("--boot-timeout", type=float, default=None, help="seconds (default max(120, 0.5 x N))")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--label", default=None, help="what is measured, for the header (default: git HEAD)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders (manifests, homes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
@@ -679,8 +685,8 @@ def main() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+    head = args.label or subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                        capture_output=True, text=True).stdout.strip() or "(not a git checkout)"
     report: dict[str, Any] = {"cores": os.cpu_count(), "python": sys.version.split()[0], "head": head,
                               "host_at_start": host_state(), "sizes": []}
     check_memory("start")
