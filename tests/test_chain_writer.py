@@ -184,3 +184,27 @@ def test_cut_torn_tails_cuts_inside_a_chunk_at_the_first_bad_event_and_keeps_the
         assert kept[:2] == (24, 6) and b"Event 24" in kept[2] and b"event 29" in kept[2]
     finally:
         conn.close()
+
+
+def test_a_first_batch_that_overtakes_its_producers_registration_is_kept_and_stored(tmp_path):
+    """A worker's first events and the node's `producer` registration travel on two connections,
+    which keep no order between them. A batch that arrives first is kept (bounded) and stored once
+    the registration comes; before, it was dropped and came back only with the 2 s resend."""
+    with StandaloneWriter(tmp_path) as writer:
+        ident = b"actor-1/1/token"
+        worker = writer.connect(ident)
+        node = writer.connect(writer.secrets.node)
+        worker.send(encode(Envelope("events", "actor-1/1", "chain", 1, [["actor-1", 1, "actor.start", 5, b"early"]])))
+        assert not worker.poll(300), "acknowledged before the node registered the producer"
+        node.send(encode(Envelope("producer", "node", "chain", 0,
+                                  {"identity": ident, "actor_id": "actor-1", "incarnation": 1})))
+        assert worker.poll(10_000), "the early batch was not stored once its producer was registered"
+        ack = decode(worker.recv())
+        assert (ack.kind, ack.corr, ack.body["received"]) == ("ack", 1, 1)
+        home = writer.home
+    store = ChainStore(home.chain_db)
+    try:
+        assert [e.data for e in iter_chain(store.conn, "actor-1")] == [b"early"]
+    finally:
+        store.close()
+    assert "not a producer the node registered" not in home.log_file.read_text()

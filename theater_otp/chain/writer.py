@@ -34,6 +34,7 @@ import signal
 import socket
 import sqlite3
 import struct
+from collections import OrderedDict, deque
 from types import FrameType
 from typing import Callable
 
@@ -53,6 +54,11 @@ EXIT_CANNOT_OPEN = 3
 MAX_BATCH_FRAMES = 4096
 
 
+#: Most event frames (and bytes) kept from identities the node has not registered yet.
+PARK_FRAMES = 1024
+PARK_BYTES = 32 * 1024 * 1024
+
+
 class Gate:
     """What the writer takes from whom (protocol/trust.py): the node's identity, the producers the
     node registered, and the counts of what it refused."""
@@ -66,6 +72,32 @@ class Gate:
         self.dropped = 0
         #: batches from a registered producer with an event for another actor or incarnation
         self.forged = 0
+        #: event frames from identities not registered yet, by identity: a worker's first batch
+        #: can overtake the node's `producer` registration (two connections keep no order between
+        #: them); taken up when the registration comes, oldest dropped beyond PARK_FRAMES/PARK_BYTES
+        self.parked: OrderedDict[bytes, list[tuple[Envelope, int]]] = OrderedDict()
+        self.parked_frames = 0
+        self.parked_bytes = 0
+
+    def park(self, ident: bytes, env: Envelope) -> None:
+        """Keep an event frame from an identity the node has not registered (yet)."""
+        size = _batch_bytes(env.body)
+        self.parked.setdefault(ident, []).append((env, size))
+        self.parked_frames += 1
+        self.parked_bytes += size
+        while self.parked_frames > PARK_FRAMES or self.parked_bytes > PARK_BYTES:
+            old_ident, frames = self.parked.popitem(last=False)
+            for old, old_size in frames:
+                self.parked_frames -= 1
+                self.parked_bytes -= old_size
+                self.refuse(old_ident, old, "not a producer the node registered")
+
+    def unpark(self, ident: bytes) -> list[Envelope]:
+        """The frames kept for `ident`, now registered, in the order they came."""
+        frames = self.parked.pop(ident, [])
+        self.parked_frames -= len(frames)
+        self.parked_bytes -= sum(size for _, size in frames)
+        return [env for env, _ in frames]
 
     def refuse(self, ident: bytes, env: Envelope, why: str) -> None:
         """Count a refused frame; log the first and then every 1000th (a flood must not fill the log)."""
@@ -79,6 +111,13 @@ class Gate:
             return False
         actor_id, incarnation = owner
         return all(type(i) is list and len(i) == 5 and i[0] == actor_id and i[1] == incarnation for i in items)
+
+
+def _batch_bytes(body: object) -> int:
+    """About how many bytes an `events` body holds (its events' data and a little for the rest)."""
+    if type(body) is not list:
+        return 64
+    return sum(64 + (len(i[4]) if type(i) is list and len(i) == 5 and isinstance(i[4], bytes) else 0) for i in body)
 
 
 def writer_main(home: Home, node_pid: int, secrets: RunSecrets, durability: Durability = Durability.DISK) -> None:
@@ -136,14 +175,18 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
         ended: list[str] = []        # producers whose worker exited (the node's `unproducer`)
         stop_requested = False
+        unparked: deque[tuple[bytes, Envelope]] = deque()  # frames whose producer was registered this turn
         for _ in range(MAX_BATCH_FRAMES):
-            try:
-                routed = recv_routed(sock, log)
-            except zmq.Again:
-                break
-            if routed is None:
-                continue
-            ident, env = routed
+            if unparked:
+                ident, env = unparked.popleft()
+            else:
+                try:
+                    routed = recv_routed(sock, log)
+                except zmq.Again:
+                    break
+                if routed is None:
+                    continue
+                ident, env = routed
             from_node = ident == gate.node
             if env.kind == "events":
                 if from_node:
@@ -151,7 +194,7 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
                 else:
                     owner = gate.producers.get(ident)
                     if owner is None:
-                        gate.refuse(ident, env, "not a producer the node registered")
+                        gate.park(ident, env)
                         continue
                     if not gate.owns(owner, env.body):
                         gate.forged += 1
@@ -181,6 +224,7 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
                 if isinstance(b.get("identity"), bytes) and isinstance(b.get("actor_id"), str) \
                         and isinstance(b.get("incarnation"), int):
                     gate.producers[b["identity"]] = (b["actor_id"], b["incarnation"])
+                    unparked.extend((b["identity"], early) for early in gate.unpark(b["identity"]))
             elif env.kind == "unproducer":
                 b = env.body if isinstance(env.body, dict) else {}
                 identity = b.get("identity")
