@@ -11,6 +11,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 
@@ -22,6 +24,11 @@ from ..protocol.trust import RunSecrets
 from ..worker.main import WorkerConfig, worker_main
 
 PRELOAD = ["theater_otp.worker.preload"]
+
+#: multiprocessing's `start` reaps finished children from a module-wide set while `close` empties
+#: a process's handle before it leaves that set: a start on the spawner thread and a close on the
+#: loop must not interleave.
+_MP_LOCK = threading.Lock()
 
 
 def forkserver_context() -> ForkServerContext:
@@ -59,7 +66,8 @@ class ChildProcess:
 
     def release(self) -> None:
         try:
-            self.proc.close()
+            with _MP_LOCK:
+                self.proc.close()
         except ValueError:
             pass  # still running: left to the interpreter's own cleanup
 
@@ -70,23 +78,33 @@ class ChildProcess:
 
 
 class Launcher:
+    """Starts the node's child processes from the forkserver: at once (the caller waits for the
+    fork, ~5-20 ms), or on the spawner thread (`start_worker_soon`) while the loop goes on."""
+
     def __init__(self) -> None:
         self.ctx = forkserver_context()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
+
+    def _start(self, proc: multiprocessing.process.BaseProcess) -> ChildProcess:
+        with _MP_LOCK:
+            proc.start()
+        return ChildProcess(proc)
 
     def start_worker(self, cfg: WorkerConfig) -> ChildProcess:
-        proc = self.ctx.Process(target=worker_main, args=(cfg,), name=f"actor:{cfg.path}", daemon=True)
-        proc.start()
-        return ChildProcess(proc)
+        return self._start(self.ctx.Process(target=worker_main, args=(cfg,), name=f"actor:{cfg.path}", daemon=True))
+
+    def start_worker_soon(self, cfg: WorkerConfig) -> Future[ChildProcess]:
+        """Start a worker on the spawner thread; the future holds its process or the OSError."""
+        return self._spawner.submit(self.start_worker, cfg)
 
     def start_writer(self, home: Home, secrets: RunSecrets, durability: Durability) -> ChildProcess:
-        proc = self.ctx.Process(target=writer_main, args=(home, os.getpid(), secrets, durability),
-                                name="chain-writer", daemon=True)
-        proc.start()
-        return ChildProcess(proc)
+        return self._start(self.ctx.Process(target=writer_main, args=(home, os.getpid(), secrets, durability),
+                                            name="chain-writer", daemon=True))
 
     def start_gateway(self, cfg: GatewayConfig) -> ChildProcess:
         from ..http.gateway import gateway_main  # aiohttp: loaded only by nodes that serve HTTP
 
-        proc = self.ctx.Process(target=gateway_main, args=(cfg,), name="http-gateway", daemon=True)
-        proc.start()
-        return ChildProcess(proc)
+        return self._start(self.ctx.Process(target=gateway_main, args=(cfg,), name="http-gateway", daemon=True))
+
+    def close(self) -> None:
+        self._spawner.shutdown(wait=True, cancel_futures=True)

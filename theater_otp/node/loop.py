@@ -111,13 +111,17 @@ class Loop:
                 result = work()
             except Exception as exc:  # handed to the loop, which reports it to whoever asked
                 result = exc
-            self._finished.append((then, result))
-            try:
-                self._wake_w.send(b"c")
-            except OSError:
-                pass
+            self.hand_back(then, result)
 
         threading.Thread(target=run, name=name, daemon=True).start()
+
+    def hand_back(self, then: Callable[[Any], None], result: Any) -> None:
+        """From any thread: `then(result)` runs on the loop at its next turn."""
+        self._finished.append((then, result))
+        try:
+            self._wake_w.send(b"c")
+        except OSError:
+            pass
 
     def run_finished(self) -> None:
         while self._finished:

@@ -111,9 +111,9 @@ class Node:
         self.components = Components(self.loop, components)
         #: events a worker may have waiting for the chain-writer before it pauses (a tuning knob)
         max_unacked = int(os.environ.get("THEATER_OTP_MAX_UNACKED_EVENTS", MAX_UNACKED_EVENTS))
-        self.workers = WorkerProcesses(self.loop, self.launcher, self.registry, self.chain, home, self.secrets,
-                                       self.components, max_unacked)
         self.mail = Mail(self.router, self.registry, self.loop)
+        self.workers = WorkerProcesses(self.loop, self.launcher, self.registry, self.chain, home, self.secrets,
+                                       self.components, max_unacked, self.mail.send_now)
         self.gateway = GatewayLink(self.loop, self.launcher, home, self.secrets, self.router, self.registry,
                                    self.mail, HttpListeners(http_listeners(tree)), self._tell_ready, self._give_up,
                                    lambda: self.stopping)
@@ -125,7 +125,8 @@ class Node:
                                  lambda: {"dropped_frames": self.dropped_frames})
         #: worker frame kind -> its handler
         self.worker_frames: dict[str, WorkerFrame] = {
-            "ready": self._worker_ready, "supervise": self.owners.on_supervise, "send": self.mail.on_send,
+            "ready": self._worker_ready, "loaded": lambda handle, ident, env: self.workers.loaded(handle),
+            "supervise": self.owners.on_supervise, "send": self.mail.on_send,
             "release": self.mail.on_release, "took": self.mail.on_took, "request": self.mail.on_request,
             "reply": self.mail.on_reply, "channel_open": self.mail.on_channel, "channel_send": self.mail.on_channel,
             "channel_close": self.mail.on_channel, "http_listen": self.gateway.on_listen,
@@ -177,6 +178,9 @@ class Node:
     def _close(self) -> None:
         self.gateway.kill()
         self.workers.kill_all()
+        self.launcher.close()
+        self.loop.run_finished()  # spares whose fork finished meanwhile get their handles...
+        self.workers.kill_all()   # ...and go too
         if self.chain.writer is not None:
             self.chain.stop_writer()
         for ask in self.down_waiters:
@@ -328,6 +332,9 @@ class Node:
         self.tree.worker_started(handle)
 
     def _worker_exited(self, handle: WorkerHandle) -> None:
+        if handle.spare:  # started ahead of its turn and never taken: nobody waits for it
+            self.workers.reap_spare(handle)
+            return
         reason = self.workers.reap(handle)
         self.mail.worker_exited(handle, str(reason), reason.kind.value)
         if handle.ready and self.gateway.serves(handle.path):  # the requests it held: 503 or 500

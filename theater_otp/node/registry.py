@@ -52,6 +52,12 @@ class WorkerHandle:
     reserved_bytes: int = 0
     #: Its effects wait for its events (worker/effects.py); its sends are held in the node's outbox.
     durable_effects: bool = True
+    #: Started ahead of its turn (node/workers.py): not its path's worker until the supervisor
+    #: starts it; `loaded` once its component is instantiated and it waits for `init`.
+    spare: bool = False
+    loaded: bool = False
+    #: whether this start is a restart (told to a prestarted worker with its `init`)
+    restart: bool = False
 
     @property
     def limits(self) -> ActorLimits:
@@ -98,6 +104,16 @@ class Registry:
         self.by_identity[handle.identity] = handle
         self.by_sentinel[handle.process.sentinel] = handle
         self._by_name.setdefault(handle.name, set()).add(handle.path)
+
+    def add_spare(self, handle: WorkerHandle) -> None:
+        """A worker started ahead of its turn: its frames and exit are known, its path is not yet its."""
+        self.by_identity[handle.identity] = handle
+        self.by_sentinel[handle.process.sentinel] = handle
+
+    def forget_incarnation(self, path: str, incarnation: int) -> None:
+        """`incarnation` of `path` never ran (a spare not taken): the next start reuses its number."""
+        if self.incarnations.get(path) == incarnation:
+            self.incarnations[path] = incarnation - 1
 
     def remove(self, handle: WorkerHandle) -> None:
         if self.workers.get(handle.path) is handle:

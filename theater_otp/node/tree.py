@@ -27,7 +27,7 @@ from .gateway import GatewayLink
 from .http import of_manifest
 from .loop import Loop, Timer
 from .registry import Registry, WorkerHandle
-from .workers import WorkerProcesses
+from .workers import PRESTART_AHEAD, WorkerProcesses
 
 log = logging.getLogger("theater_otp.node")
 
@@ -178,6 +178,7 @@ class SupervisionTree:
         entry = self.supervisors.pop(action.supervisor)
         if entry.stop_timer is not None:
             entry.stop_timer.cancelled = True
+        self.workers.discard_under(action.supervisor)
         if entry.owner is not None:
             if self.owners is not None:
                 self.owners.owned_exited(entry, action)
@@ -214,6 +215,10 @@ class SupervisionTree:
             return
         if self.owners is not None:
             self.owners.attach(handle)  # before init: an actor may spawn children from init
+        entry = self.supervisors.get(a.supervisor)
+        if entry is not None:  # the next children of this start sequence load while this one inits
+            self.workers.prestart(a.supervisor, [spec for spec in entry.sup.next_starts(PRESTART_AHEAD)
+                                                 if spec.type is ChildType.WORKER])
 
     def _stop_child(self, a: ev.StopChild) -> None:
         path = f"{a.supervisor}/{a.child_id}"

@@ -11,33 +11,56 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import partial
 
 import msgpack
 
 from ..config.model import ChildSpec, Shutdown
 from ..home import Home
+from ..protocol import Envelope
 from ..protocol.trust import RunSecrets, new_token
 from ..supervision.reasons import ExitReason, classify_exit
 from ..worker.component import CompiledComponent
 from ..worker.main import WorkerConfig
 from .chainlink import ChainLink
-from .launcher import Launcher
-from .loop import Loop
+from .launcher import ChildProcess, Launcher
+from .loop import Loop, Timer
 from .registry import Registry, WorkerHandle
 
 log = logging.getLogger("theater_otp.node")
 
 #: A worker that has not sent `ready` this long after it was started has failed to start.
 START_TIMEOUT_S = 30.0
+#: How many of the next children of a start sequence are forked and loaded ahead of their turn.
+PRESTART_AHEAD = 3
+#: A spare not taken this long after it was started is stopped (its start sequence went otherwise).
+SPARE_TTL_S = 10.0
+
+
+@dataclass(eq=False)
+class Spare:
+    """A worker started ahead of its turn: its config, its fork under way, then its handle."""
+
+    supervisor: str
+    spec: ChildSpec
+    cfg: WorkerConfig
+    future: Future[ChildProcess]
+    handle: WorkerHandle | None = None
+    timer: Timer | None = None
+    failed: bool = False
+    #: discarded (not taken, or its start sequence went otherwise): killed once it exists
+    dropped: bool = False
 
 
 class WorkerProcesses:
     """Starts, signals and reaps the node's worker processes; the registry indexes the live ones."""
 
     def __init__(self, loop: Loop, launcher: Launcher, registry: Registry, chain: ChainLink, home: Home,
-                 secrets: RunSecrets, components: dict, max_unacked_events: int):
+                 secrets: RunSecrets, components: dict, max_unacked_events: int,
+                 send_now: Callable[[WorkerHandle, Envelope], bool]):
         self.loop = loop
         self.launcher = launcher
         self.registry = registry
@@ -46,12 +69,114 @@ class WorkerProcesses:
         self.secrets = secrets
         self.components: dict[object, CompiledComponent] = components
         self.max_unacked_events = max_unacked_events
+        #: a frame to a worker at once (the node's router)
+        self.send_now = send_now
         self.record = os.environ.get("THEATER_OTP_RECORD", "1") != "0"
         self.durable_effects = os.environ.get("THEATER_OTP_DURABLE_EFFECTS", "1") != "0"
 
+        #: workers started ahead of their turn, by path (OTP's start order holds: each runs its
+        #: init only when its supervisor starts it)
+        self.spares: dict[str, Spare] = {}
+
     def start(self, supervisor: str, spec: ChildSpec, restart: bool) -> WorkerHandle:
-        """A new incarnation of the worker `spec` under `supervisor` (`restart`: not its first start);
-        OSError if no process starts."""
+        """The worker for `spec` under `supervisor` (`restart`: not its first start), told to run
+        its init: the spare prepared for it if there is one (waiting for its fork to finish if it
+        has not yet), else a new process. OSError if no process starts."""
+        path = f"{supervisor}/{spec.id}"
+        spare = self.spares.pop(path, None)
+        if spare is not None and spare.spec is spec and not spare.dropped:
+            handle = self._landed(spare)
+            if handle is not None and self.registry.by_identity.get(handle.identity) is handle:
+                handle.spare = False
+                handle.restart = restart
+                if spare.timer is not None:
+                    spare.timer.cancelled = True
+                self.registry.add(handle)
+                handle.start_timer = self.loop.after(START_TIMEOUT_S, partial(self._start_timed_out, handle))
+                if handle.loaded:
+                    self._go(handle)
+                return handle
+        if spare is not None:
+            self.discard(spare)
+        cfg = self._config(supervisor, spec, restart, prestarted=False)
+        try:
+            process = self.launcher.start_worker(cfg)
+        except OSError:
+            self._unconfig(cfg)
+            raise
+        handle = self._handle(supervisor, spec, cfg, process)
+        self.registry.add(handle)
+        handle.start_timer = self.loop.after(START_TIMEOUT_S, partial(self._start_timed_out, handle))
+        return handle
+
+    def prestart(self, supervisor: str, specs: list[ChildSpec]) -> None:
+        """Fork and load the workers for `specs` (the next starts of `supervisor`'s sequence) on the
+        spawner thread, so each is ready to run init when its turn comes."""
+        for spec in specs:
+            path = f"{supervisor}/{spec.id}"
+            if spec.manifest is None or path in self.spares or path in self.registry.workers:
+                continue
+            cfg = self._config(supervisor, spec, False, prestarted=True)
+            spare = Spare(supervisor, spec, cfg, self.launcher.start_worker_soon(cfg))
+            self.spares[path] = spare
+            spare.timer = self.loop.after(SPARE_TTL_S, partial(self._spare_expired, spare))
+            spare.future.add_done_callback(partial(self._hand_back_landed, spare))
+
+    def _hand_back_landed(self, spare: Spare, future: Future[ChildProcess]) -> None:
+        self.loop.hand_back(self._on_landed, spare)  # on the spawner thread: the loop takes it from here
+
+    def _on_landed(self, spare: Spare) -> None:
+        handle = self._landed(spare)
+        if handle is not None and (spare.dropped or self.spares.get(handle.path) is not spare) and handle.spare:
+            handle.process.kill()  # discarded while its fork was under way: reaped as a spare
+
+    def _landed(self, spare: Spare) -> WorkerHandle | None:
+        """The spare's handle once its fork finished (waiting for it if needed); None if it failed."""
+        if spare.handle is not None or spare.failed:
+            return spare.handle
+        try:
+            process = spare.future.result()
+        except Exception as exc:  # an OSError from fork, or anything multiprocessing raised: no process
+            spare.failed = True
+            log.warning("could not prestart %s: %s", spare.cfg.path, exc)
+            self._unconfig(spare.cfg)
+            return None
+        handle = self._handle(spare.supervisor, spare.spec, spare.cfg, process)
+        handle.spare = True
+        self.registry.add_spare(handle)
+        spare.handle = handle
+        return handle
+
+    def _spare_expired(self, spare: Spare) -> None:
+        if self.spares.get(spare.cfg.path) is spare:
+            self.discard(spare)
+
+    def discard(self, spare: Spare) -> None:
+        """Stop a spare that will not be used (its exit is reaped by `reap_spare`)."""
+        spare.dropped = True
+        if self.spares.get(spare.cfg.path) is spare:
+            del self.spares[spare.cfg.path]
+        if spare.timer is not None:
+            spare.timer.cancelled = True
+        if spare.handle is not None and spare.handle.spare:
+            spare.handle.process.kill()
+
+    def discard_under(self, supervisor: str) -> None:
+        """The spares of `supervisor`'s children: their start sequence is over (it stopped)."""
+        for spare in [s for s in self.spares.values() if s.supervisor == supervisor]:
+            self.discard(spare)
+
+    def loaded(self, handle: WorkerHandle) -> None:
+        """A prestarted worker has its component instantiated: it runs init now if its turn came."""
+        handle.loaded = True
+        if not handle.spare and self.registry.workers.get(handle.path) is handle:
+            self._go(handle)
+
+    def _go(self, handle: WorkerHandle) -> None:
+        self.send_now(handle, Envelope("init", "node", handle.actor_id, 0, {"restart": handle.restart}))
+
+    def _config(self, supervisor: str, spec: ChildSpec, restart: bool, prestarted: bool) -> WorkerConfig:
+        """A new incarnation's config, its chain registered and its producer allowed."""
         path = f"{supervisor}/{spec.id}"
         manifest = spec.manifest
         assert manifest is not None  # a worker's spec has one (ChildSpec's invariant)
@@ -66,16 +191,21 @@ class WorkerProcesses:
             component_hash=compiled.content_hash, initial_state=manifest.initial_state, handlers=manifest.handlers,
             imports=compiled.imports, component_path=str(compiled.source),
             max_unacked_events=self.max_unacked_events, token=new_token(), writer_proof=self.secrets.writer_proof,
-            record=self.record, durable_effects=self.durable_effects, limits=manifest.limits,
+            record=self.record, durable_effects=self.durable_effects, limits=manifest.limits, prestarted=prestarted,
         )
         self.chain.register_producer(cfg.identity, actor_id, incarnation)
-        process = self.launcher.start_worker(cfg)
-        handle = WorkerHandle(path=path, supervisor=supervisor, child_id=spec.id, actor_id=actor_id,
-                              incarnation=incarnation, spec=spec, process=process, identity=cfg.identity,
-                              durable_effects=cfg.holds_effects)
-        self.registry.add(handle)
+        return cfg
+
+    def _unconfig(self, cfg: WorkerConfig) -> None:
+        """`cfg`'s process never started: its producer is withdrawn and its incarnation number freed."""
+        self.chain.unregister_producer(cfg.identity, cfg.actor_id, cfg.incarnation)
+        self.registry.forget_incarnation(cfg.path, cfg.incarnation)
+
+    def _handle(self, supervisor: str, spec: ChildSpec, cfg: WorkerConfig, process: ChildProcess) -> WorkerHandle:
+        handle = WorkerHandle(path=cfg.path, supervisor=supervisor, child_id=spec.id, actor_id=cfg.actor_id,
+                              incarnation=cfg.incarnation, spec=spec, process=process, identity=cfg.identity,
+                              durable_effects=cfg.holds_effects, restart=cfg.restart)
         self.loop.watch(process.sentinel)
-        handle.start_timer = self.loop.after(START_TIMEOUT_S, partial(self._start_timed_out, handle))
         return handle
 
     def _start_timed_out(self, handle: WorkerHandle) -> None:
@@ -117,13 +247,26 @@ class WorkerProcesses:
                 handle.process.kill()
 
     def kill_all(self) -> None:
-        for handle in list(self.registry.workers.values()):
+        spares = [s.handle for s in self.spares.values() if s.handle is not None]
+        for handle in [*self.registry.workers.values(), *spares]:
             handle.process.kill()
 
     def exited(self, fds: Iterable[object]) -> list[WorkerHandle]:
         """The workers whose sentinels are among the ready `fds`."""
         by_sentinel = self.registry.by_sentinel
         return [by_sentinel[fd] for fd in fds if isinstance(fd, int) and fd in by_sentinel]
+
+    def reap_spare(self, handle: WorkerHandle) -> None:
+        """Take out a spare that exited before its turn (discarded, or failed to load): nothing of
+        it ran, so its incarnation number is free again and no supervisor hears of it."""
+        self.loop.unwatch(handle.process.sentinel)
+        self.registry.remove(handle)
+        spare = self.spares.get(handle.path)
+        if spare is not None and spare.handle is handle:
+            self.discard(spare)
+        handle.process.release()
+        self.chain.unregister_producer(handle.identity, handle.actor_id, handle.incarnation)
+        self.registry.forget_incarnation(handle.path, handle.incarnation)
 
     def reap(self, handle: WorkerHandle) -> ExitReason:
         """Take the exited `handle` out of the registry and the poller; why it ended."""

@@ -148,6 +148,22 @@ class Supervisor:
     def ordered_children(self) -> list[Child]:
         return [self.children[i] for i in self.order]
 
+    def next_starts(self, limit: int) -> list[ChildSpec]:
+        """The specs the running job will start next, in order, up to `limit` (a start is asked
+        only after the one before has started; the node may prepare these meanwhile). Stops
+        still ahead in the job end the look: what follows them depends on how they end."""
+        job = self.job
+        found: list[ChildSpec] = []
+        if job is None:
+            return found
+        for op, cid in job.steps:
+            if len(found) >= limit or op != "start":
+                break
+            child = self.children.get(cid)
+            if child is not None:
+                found.append(child.spec)
+        return found
+
     # ---- dispatch -----------------------------------------------------------------
 
     def _dispatch(self, event: Event) -> None:

@@ -93,6 +93,9 @@ class WorkerConfig:
     #: replies and sends then leave before their events are stored (worker/effects.py)
     durable_effects: bool = True
     limits: ActorLimits = field(default_factory=ActorLimits)
+    #: started ahead of its turn (node/workers.py): load the component, say `loaded`, and run
+    #: init only when the node sends `init` (its body says whether this start is a restart)
+    prestarted: bool = False
 
     @property
     def granted(self) -> frozenset[str]:
@@ -423,18 +426,54 @@ class Worker:
             return None
 
     def start(self) -> None:
+        """Instantiate the actor and run its init; `ready` to the node when init returned. A
+        prestarted worker instantiates first and waits for the node's `init` (its turn in the
+        supervisor's start order) before anything is recorded or init runs."""
         cfg = self.cfg
-        self.record("actor.start", {"incarnation": cfg.incarnation, "restart": cfg.restart, "pid": os.getpid(),
+        restart = cfg.restart
+        if cfg.prestarted:
+            self._instantiate()
+            self.node.send(encode(Envelope("loaded", cfg.actor_id, "node", 0)))
+            restart = self._await_init()
+        self.record("actor.start", {"incarnation": cfg.incarnation, "restart": restart, "pid": os.getpid(),
                                     "name": cfg.name, "path": cfg.path, "component": cfg.component_hash,
                                     "component_path": cfg.component_path, "granted": sorted(cfg.granted),
                                     "limits": cfg.limits.to_plain()})
+        if not cfg.prestarted:
+            self._instantiate()
+        self._call(ExportCall("init", [cfg.initial_state]))
+        self.flush_events()
+        self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))
+
+    def _instantiate(self) -> None:
+        cfg = self.cfg
         component = load_artifact(self.engine, cfg.artifact)
         info = ActorInfo(cfg.actor_id, cfg.name, cfg.path, cfg.incarnation, cfg.home)
         self.actor = Actor(self.engine, component, self, grants(cfg.handlers), cfg.limits, cfg.imports, info,
                            self.ticker)
-        self._call(ExportCall("init", [cfg.initial_state]))
-        self.flush_events()
-        self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))
+
+    def _await_init(self) -> bool:
+        """Wait for the node's `init` (whether this start is a restart); a SIGTERM meanwhile stops
+        the worker. Anything else the node sends first is kept for after init, in order."""
+        poller = zmq.Poller()
+        poller.register(self.wake_r, zmq.POLLIN)
+        poller.register(self.node, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if self.wake_r in ready or self.wake_r.fileno() in ready:
+                self.wake_r.recv(4096)
+            self._check_stop()
+            while True:
+                try:
+                    frame = self.node.recv(NOBLOCK)
+                except zmq.Again:
+                    break
+                env = self._decode(frame)
+                if env is None:
+                    continue
+                if env.kind == "init":
+                    return bool(env.body.get("restart")) if isinstance(env.body, dict) else False
+                self.inbox.append(env)
 
     def serve(self) -> None:
         """Serve one envelope at a time. While too many events wait for the chain-writer's
