@@ -603,7 +603,7 @@ def f(value: Any, spec: str = ".1f") -> str:
 def table(report: dict[str, Any]) -> str:
     floor = report["floor"]
     lines = [f"# scale: flat one_for_one tree of N counter.wat actors; {report['cores']} cores, "
-             f"python {report['python']}, HEAD {report['head']}, load at start {report['host_at_start']['load']}",
+             f"python {report['python']}, {report['head']}, load at start {report['host_at_start']['load']}",
              "",
              f"## boot (floor: bare forkserver child start->ready, median of {floor['rounds']} = "
              f"{floor['start_ready_ms_median']:.2f} ms, x N; bare child USS {floor['uss_mb_median']:.2f} MB)",
@@ -685,8 +685,9 @@ def main() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    head = args.label or subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip() or "(not a git checkout)"
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    head = args.label or (f"HEAD {sha}" if sha else "(not a git checkout)")
     report: dict[str, Any] = {"cores": os.cpu_count(), "python": sys.version.split()[0], "head": head,
                               "host_at_start": host_state(), "sizes": []}
     check_memory("start")
