@@ -493,3 +493,29 @@ def test_start_child_compiles_a_new_component_off_the_loop(tmp_path):
         assert order[-1] == ("start-child", 0), order
         assert len(order) == 2 and order[0] == ("request", 0), f"the compile ended before the check: {order}"
         assert tree.node("root/big")["status"] == "running"
+
+
+def test_what_the_node_keeps_for_removed_children_goes_with_them(tmp_path):
+    """Issue 11: per-path maps shrink when actors go. 30 temporary children are started and
+    terminated (OTP deletes a temporary child's spec when it stops): the node's count of known
+    paths is back where it was, and the removed paths no longer resolve."""
+    manifests(tmp_path)
+    with Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        [[supervisor.children]]
+        id = "a"
+        manifest = "echo.toml"
+    """) as tree:
+        tree.wait_running()
+        baseline = tree.tree()["known_paths"]
+        m = str(tmp_path / "echo.toml")
+        for i in range(30):
+            r = tree.call("start_child", {"supervisor": "root", "id": f"t{i}", "manifest": m, "restart": "temporary"})
+            assert r["ok"] and r["result"]["pid"]
+            assert tree.tree()["known_paths"] == baseline + 1
+            tree.call("terminate_child", {"supervisor": "root", "id": f"t{i}"})
+        assert tree.tree()["known_paths"] == baseline
+        with pytest.raises(Exception, match="no actor named"):
+            tree.call("resolve", {"target": "root/t7"})
+        assert tree.call("resolve", {"target": "root/a"})["path"] == "root/a"

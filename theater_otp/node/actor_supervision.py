@@ -88,6 +88,13 @@ class ActorSupervisors:
             log.warning("supervisor of actor %s stopped (%s): stopping the actor", entry.owner, action.context)
             handle.process.kill()
 
+    def forget(self, path: str) -> None:
+        prefix = path + "/"
+        self.child_restart.pop(path, None)
+        self.spawned.pop(path, None)
+        for child in [p for p in self.spawn_specs if p == path or p.startswith(prefix)]:
+            del self.spawn_specs[child]
+
     def notify(self, r: ev.Report) -> None:
         """A child of an actor's supervisor ended on its own: tell the actor (if it listens)."""
         entry = self.tree.supervisors.get(r.supervisor)
@@ -223,8 +230,12 @@ class ActorSupervisors:
         cid = self._child_arg(entry, args, answer)
         if cid is None:
             return
-        spec = self.spawn_specs.get(f"{entry.sup.path}/{cid}")
+        child_path = f"{entry.sup.path}/{cid}"
+        spec = self.spawn_specs.get(child_path)
         path = entry.sup.path
+        #: the same actor after the restart: a temporary child is removed when it stops, and its
+        #: id and incarnation count would go with it
+        identity = (self.registry.actor_ids.get(child_path), self.registry.incarnations.get(child_path, 0))
 
         def started(r: ev.Reply) -> None:
             answer({"ok": None} if r.ok else {"error": str(r.value)})
@@ -235,6 +246,10 @@ class ActorSupervisors:
             elif cid in entry.sup.children:   # spec kept (not temporary): restart it
                 self.tree.api_call(path, lambda req: ev.RestartChildRequest(req, cid), started)
             elif spec is not None:            # temporary: spawned again under the same id
+                actor_id, incarnations = identity
+                if actor_id is not None:
+                    self.registry.remember(child_path, actor_id, incarnations)
+                self.spawn_specs[child_path] = spec
                 self.tree.api_call(path, lambda req: ev.StartChildRequest(req, spec), started)
             else:
                 answer({"error": f"no spec to restart {cid!r} from"})

@@ -122,7 +122,7 @@ class Node:
         self.tree.owners = self.owners
         self.services = Services(home, self.started_at, self.registry, self.chain, self.mail, self.tree,
                                  self.components, lambda: self.stopping, self._shut_down,
-                                 lambda: {"dropped_frames": self.dropped_frames})
+                                 self._counters)
         #: worker frame kind -> its handler
         self.worker_frames: dict[str, WorkerFrame] = {
             "ready": self._worker_ready, "loaded": lambda handle, ident, env: self.workers.loaded(handle),
@@ -133,6 +133,12 @@ class Node:
             "http_unlisten": self.gateway.on_unlisten,
             "synced": lambda handle, ident, env: self.chain.worker_synced(ident, env.corr),
         }
+
+    def _counters(self) -> dict[str, int]:
+        """What `tree` adds about the node itself: frames dropped from unknown identities, tree
+        paths it keeps ids for (they shrink when children are removed), spares started ahead."""
+        return {"dropped_frames": self.dropped_frames, "known_paths": len(self.registry.actor_ids),
+                "spares": len(self.workers.spares)}
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(kind)

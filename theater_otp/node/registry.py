@@ -84,12 +84,7 @@ class Registry:
 
     def actor_id_for(self, path: str) -> str:
         if path not in self.actor_ids:
-            actor_id = str(uuid.uuid4())
-            self.actor_ids[path] = actor_id
-            self._path_of_id[actor_id] = path
-            parts = path.split("/")
-            for i in range(1, len(parts)):
-                self._by_suffix.setdefault("/".join(parts[i:]), set()).add(path)
+            self.remember(path, str(uuid.uuid4()), self.incarnations.get(path, 0))
         return self.actor_ids[path]
 
     def next_incarnation(self, path: str) -> int:
@@ -109,6 +104,40 @@ class Registry:
         """A worker started ahead of its turn: its frames and exit are known, its path is not yet its."""
         self.by_identity[handle.identity] = handle
         self.by_sentinel[handle.process.sentinel] = handle
+
+    def forget(self, path: str) -> None:
+        """`path` and the paths below it are no longer in the tree (a removed child): their ids,
+        incarnation counts and index entries go, so the maps shrink with the tree. Live workers
+        are kept (a path is forgotten only once nothing runs there)."""
+        prefix = path + "/"
+        gone = [p for p in self.actor_ids if (p == path or p.startswith(prefix)) and p not in self.workers]
+        for p in gone:
+            actor_id = self.actor_ids.pop(p)
+            self._path_of_id.pop(actor_id, None)
+            self.incarnations.pop(p, None)
+            parts = p.split("/")
+            for i in range(1, len(parts)):
+                suffix = "/".join(parts[i:])
+                paths = self._by_suffix.get(suffix)
+                if paths is not None:
+                    paths.discard(p)
+                    if not paths:
+                        del self._by_suffix[suffix]
+        for p in [p for p in self.incarnations if p == path or p.startswith(prefix)]:
+            if p not in self.workers:
+                del self.incarnations[p]
+
+    def remember(self, path: str, actor_id: str, incarnations: int) -> None:
+        """Give `path` back the id and incarnation count it had before it was forgotten (a child
+        removed and started again as the same actor: an owner's restart-child of a temporary child)."""
+        if path in self.actor_ids:
+            return
+        self.actor_ids[path] = actor_id
+        self._path_of_id[actor_id] = path
+        self.incarnations[path] = incarnations
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            self._by_suffix.setdefault("/".join(parts[i:]), set()).add(path)
 
     def forget_incarnation(self, path: str, incarnation: int) -> None:
         """`incarnation` of `path` never ran (a spare not taken): the next start reuses its number."""

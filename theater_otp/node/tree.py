@@ -60,6 +60,9 @@ class Owners(Protocol):
     def owned_exited(self, entry: SubSupervisor, action: ev.SupervisorExited) -> None:
         """An actor's own supervisor stopped."""
 
+    def forget(self, path: str) -> None:
+        """The child at `path` was removed from the tree: what is kept for it (and below it) goes."""
+
 
 class TreeHooks(Protocol):
     def root_started(self) -> None: ...
@@ -131,6 +134,11 @@ class SupervisionTree:
             self._supervisor_started(action.supervisor)
         elif isinstance(action, ev.SupervisorExited):
             self._supervisor_exited(action)
+        elif isinstance(action, ev.ChildRemoved):
+            path = f"{action.supervisor}/{action.child_id}"
+            self.registry.forget(path)
+            if self.owners is not None:
+                self.owners.forget(path)
         elif isinstance(action, ev.Reply):
             waiter = self.api_waiters.pop(action.req, None)
             if waiter is not None:

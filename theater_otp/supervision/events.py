@@ -137,6 +137,15 @@ class Report:
 
 
 @dataclass(frozen=True)
+class ChildRemoved:
+    """`child_id` is no longer a child of this supervisor (a temporary child ended, delete_child,
+    a simple_one_for_one instance ended): what the node keeps for its path may go."""
+
+    supervisor: str
+    child_id: str
+
+
+@dataclass(frozen=True)
 class SupervisorStarted:
     supervisor: str
 
@@ -175,4 +184,4 @@ class Reply:
     value: ReplyValue = None
 
 
-Action = StartChild | StopChild | Post | Report | SupervisorStarted | SupervisorExited | Reply
+Action = StartChild | StopChild | Post | Report | ChildRemoved | SupervisorStarted | SupervisorExited | Reply

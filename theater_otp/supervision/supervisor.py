@@ -20,6 +20,7 @@ from .events import (
     Action,
     BackoffElapsed,
     ChildExited,
+    ChildRemoved,
     ChildStarted,
     ChildStartFailed,
     DeleteChildRequest,
@@ -314,6 +315,7 @@ class Supervisor:
     def _delete(self, child_id: str) -> None:
         self.order.remove(child_id)
         del self.children[child_id]
+        self._emit(ChildRemoved(self.path, child_id))
 
     # ---- start-up -----------------------------------------------------------------
 
