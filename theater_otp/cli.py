@@ -190,19 +190,12 @@ def up(
     import subprocess
 
     from .chain.store import Durability
-    from .node.boot import load_and_check, running_node_pid
 
     durability = Durability(durability)  # the default is its value: this module imports chain.store late
 
+    # the node checks the config and the home (one check, in one place) and says on the status
+    # pipe: `progress <text>` while it compiles, then `ready` or `error <exit code> <message>`
     h = Home.at(home)
-    try:
-        load_and_check(config, progress=lambda text: print(text, file=sys.stderr))  # refuse bad input first
-    except TheaterError as exc:
-        raise _fail(exc) from None
-    pid = running_node_pid(h)
-    if pid is not None:
-        _err(f"a node is already running at {h.root} (pid {pid}); stop it with `theater-otp down`")
-        raise _exit(1)
     h.prepare()
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "theater_otp.node", "--home", str(h.root), "--config", str(config.resolve()),
@@ -215,13 +208,20 @@ def up(
     os.close(write_fd)
     if log:
         log.close()
+    line = ""
     with os.fdopen(read_fd) as status:
-        line = status.readline().strip()
+        for raw in status:
+            line = raw.strip()
+            if not line.startswith("progress "):
+                break
+            print(line.removeprefix("progress "), file=sys.stderr)
     if line != "ready":
         proc.wait()
-        message = line.removeprefix("error ").strip() or f"the node exited with code {proc.returncode}"
+        code_text, _, message = line.removeprefix("error ").partition(" ")
+        if not code_text.isdigit() or not message:
+            code_text, message = "1", f"the node exited with code {proc.returncode}"
         _err(message)
-        raise _exit(1)
+        raise _exit(int(code_text))
     home_flag = "" if h.root == Home.at(None).root else f" --home {h.root}"
     print(f"tree up: node pid {proc.pid}, home {h.root}", file=sys.stderr)
     if detach:

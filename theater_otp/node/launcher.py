@@ -88,6 +88,11 @@ class Launcher:
     def _start(self, proc: multiprocessing.process.BaseProcess) -> ChildProcess:
         with _MP_LOCK:
             proc.start()
+            # The node watches and reaps its children itself (sentinels in the loop's poller).
+            # multiprocessing's own module-wide set of children is walked, one wait() per live
+            # child, by every start(): 12 us per running actor per start, boot O(N^2) (10 ms a
+            # start at 665 actors). Kept out of it, a start costs the same at any size.
+            multiprocessing.process._children.discard(proc)  # type: ignore[attr-defined]
         return ChildProcess(proc)
 
     def start_worker(self, cfg: WorkerConfig) -> ChildProcess:
