@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import select
 import signal
 import socket
 import threading
@@ -40,6 +41,10 @@ class Loop:
 
     def __init__(self) -> None:
         self.poller = zmq.Poller()
+        #: process sentinels (one per worker: a thousand and more) live in one epoll set that the
+        #: poller watches as a single fd, so a turn costs the same with ten workers or ten thousand
+        self._sentinels = select.epoll()
+        self.poller.register(self._sentinels.fileno(), zmq.POLLIN)
         self.timers: list[Timer] = []
         self._seq = itertools.count()
         #: correlation ids of everything the node asks (of workers, the gateway, the writer)
@@ -54,10 +59,17 @@ class Loop:
         return next(self._corr)
 
     def watch(self, what: zmq.Socket | int) -> None:
-        self.poller.register(what, zmq.POLLIN)
+        """Report `what` (a socket, or a process sentinel fd) in `poll` when it is readable."""
+        if isinstance(what, int):
+            self._sentinels.register(what, select.EPOLLIN)
+        else:
+            self.poller.register(what, zmq.POLLIN)
 
     def unwatch(self, what: zmq.Socket | int) -> None:
-        self.poller.unregister(what)
+        if isinstance(what, int):
+            self._sentinels.unregister(what)
+        else:
+            self.poller.unregister(what)
 
     def catch_signals(self, *signums: int) -> None:
         """Queue these signals in `signals` and wake the poll: handled on the loop, never in a handler."""
@@ -90,7 +102,10 @@ class Loop:
         timeout = None
         if deadlines:
             timeout = min(MAX_SETTING, max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1))
-        return dict(self.poller.poll(timeout))
+        ready = dict(self.poller.poll(timeout))
+        if ready.pop(self._sentinels.fileno(), None) is not None:
+            ready.update((fd, zmq.POLLIN) for fd, _ in self._sentinels.poll(0))
+        return ready
 
     def woken(self, ready: dict[Any, int]) -> bool:
         """Whether the wakeup fd is among `ready` (its bytes are then read)."""
@@ -129,6 +144,7 @@ class Loop:
             then(result)
 
     def close(self) -> None:
+        self._sentinels.close()
         self.wake_r.close()
         self._wake_w.close()
 

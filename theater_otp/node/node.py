@@ -313,7 +313,7 @@ class Node:
     # ---- workers ----------------------------------------------------------------------------------
 
     def _on_worker_frame(self, ident: bytes, env: Envelope) -> None:
-        handle = self.registry.by_identity.get(ident)
+        handle = self.workers.by_identity(ident)
         if handle is None:
             if ident == self.secrets.gateway:
                 self.gateway.on_message(env)

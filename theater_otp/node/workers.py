@@ -77,6 +77,9 @@ class WorkerProcesses:
         #: workers started ahead of their turn, by path (OTP's start order holds: each runs its
         #: init only when its supervisor starts it)
         self.spares: dict[str, Spare] = {}
+        #: spares whose fork is under way, by identity (a frame from one can come before the loop
+        #: hears its fork finished)
+        self.forking: dict[bytes, Spare] = {}
 
     def start(self, supervisor: str, spec: ChildSpec, restart: bool) -> WorkerHandle:
         """The worker for `spec` under `supervisor` (`restart`: not its first start), told to run
@@ -119,6 +122,7 @@ class WorkerProcesses:
             cfg = self._config(supervisor, spec, False, prestarted=True)
             spare = Spare(supervisor, spec, cfg, self.launcher.start_worker_soon(cfg))
             self.spares[path] = spare
+            self.forking[cfg.identity] = spare
             spare.timer = self.loop.after(SPARE_TTL_S, partial(self._spare_expired, spare))
             spare.future.add_done_callback(partial(self._hand_back_landed, spare))
 
@@ -134,6 +138,7 @@ class WorkerProcesses:
         """The spare's handle once its fork finished (waiting for it if needed); None if it failed."""
         if spare.handle is not None or spare.failed:
             return spare.handle
+        self.forking.pop(spare.cfg.identity, None)
         try:
             process = spare.future.result()
         except Exception as exc:  # an OSError from fork, or anything multiprocessing raised: no process
@@ -145,6 +150,15 @@ class WorkerProcesses:
         handle.spare = True
         self.registry.add_spare(handle)
         spare.handle = handle
+        return handle
+
+    def by_identity(self, identity: bytes) -> WorkerHandle | None:
+        """The live worker or spare with this router identity, if any. A spare that already
+        speaks was forked: its handle is made now if the loop has not yet heard of its fork
+        (waiting the moment the spawner thread needs to report it)."""
+        handle = self.registry.by_identity.get(identity)
+        if handle is None and (spare := self.forking.get(identity)) is not None:
+            handle = self._landed(spare)
         return handle
 
     def _spare_expired(self, spare: Spare) -> None:
