@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import subprocess
@@ -69,6 +70,61 @@ def baseline_forkserver(rounds: int) -> list[float]:
     return out
 
 
+def _component_child(artifact: str, conn) -> None:
+    """The like-for-like baseline's child: what a restart must do at least, with nothing of the
+    product: deserialize the same compiled component, instantiate it (imports as traps), run its
+    init, say ready; then wait to be killed."""
+    import wasmtime
+    import wasmtime.component as wc
+
+    from theater_otp.worker.component import load_artifact, new_engine
+
+    engine = new_engine(parallel_compilation=False)
+    component = load_artifact(engine, Path(artifact))
+    linker = wc.Linker(engine)
+    linker.define_unknown_imports_as_traps(component)
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(1 << 40)
+    instance = linker.instantiate(store, component)
+    actor = instance.get_export_index(store, "theater:simple/actor")
+    init = instance.get_func(store, instance.get_export_index(store, "init", actor))
+    init(store, b"state")
+    init.post_return(store)
+    conn.send(b"r")
+    time.sleep(3600)
+
+
+class LikeForLike:
+    """A minimal supervisor of one forkserver child running the same component: SIGKILL it, see
+    its exit on the process sentinel, start the replacement, time until it says ready."""
+
+    def __init__(self, artifact: Path):
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.artifact = str(artifact)
+        self.proc, self.conn = self._start()
+
+    def _start(self):
+        r, w = self.ctx.Pipe(duplex=False)
+        p = self.ctx.Process(target=_component_child, args=(self.artifact, w), daemon=True)
+        p.start()
+        r.recv()
+        return p, r
+
+    def kill_and_restart(self) -> float:
+        t0 = time.time_ns()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        multiprocessing.connection.wait([self.proc.sentinel])
+        self.proc.join()
+        self.proc.close()
+        self.conn.close()
+        self.proc, self.conn = self._start()
+        return (time.time_ns() - t0) / 1e6
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+
+
 def baseline_spawn(rounds: int) -> list[float]:
     out = []
     for _ in range(rounds):
@@ -79,7 +135,10 @@ def baseline_spawn(rounds: int) -> list[float]:
     return out
 
 
-def measure_tree(kills: int) -> tuple[list[float], list[float]]:
+def measure_tree(kills: int, baseline: LikeForLike | None = None) -> tuple[list[float], list[float], list[float]]:
+    """Kill the tree's one worker `kills` times; with `baseline`, a like-for-like kill and restart
+    after each, in the same loop (the same load, the same moment)."""
+    like: list[float] = []
     folder = Path(tempfile.mkdtemp(prefix="theater-bench-"))
     (folder / "echo.toml").write_text(f'name = "echo"\ncomponent = "{REPO / "actors/wat/echo.wat"}"\n')
     (folder / "supervision.toml").write_text(
@@ -104,6 +163,8 @@ def measure_tree(kills: int) -> tuple[list[float], list[float]]:
                     if w["status"] == "running" and w["pid"] and w["pid"] != pid:
                         break
                     time.sleep(0.002)
+                if baseline is not None:
+                    like.append(baseline.kill_and_restart())
             actor_id = w["actor_id"]
             c.call("down", timeout_s=30)
     finally:
@@ -115,7 +176,7 @@ def measure_tree(kills: int) -> tuple[list[float], list[float]]:
     conn.close()
     notified = [(exited[inc] - t) / 1e6 for t, inc in kill_times]
     ready = [(started[inc + 1] - t) / 1e6 for t, inc in kill_times]
-    return notified, ready
+    return notified, ready, like
 
 
 def main() -> None:
@@ -124,9 +185,20 @@ def main() -> None:
     parser.add_argument("--baseline-rounds", type=int, default=50)
     args = parser.parse_args()
     print(f"# restart latency on {os.cpu_count()} cores, python {sys.version.split()[0]}")
-    notified, ready = measure_tree(args.kills)
+    from theater_otp.worker.component import compile_component, new_engine
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(
+        ["wasmtime", "wasmtime.component", "zmq", "theater_otp.client", "theater_otp.chain.store",
+         "theater_otp.worker.component"])
+    like = LikeForLike(compile_component(REPO / "actors/wat/echo.wat", new_engine()).artifact)
+    try:
+        notified, ready, like_ready = measure_tree(args.kills, like)
+    finally:
+        like.close()
     print(summary("theater-otp: SIGKILL -> notified", notified))
     print(summary("theater-otp: SIGKILL -> ready", ready))
+    print(summary("baseline like-for-like: SIGKILL -> same component ready (same loop)", like_ready))
+    print(f"ratio p50 product / like-for-like: {pct(ready, 50) / pct(like_ready, 50):.2f}")
     print(summary("baseline forkserver-bare start", baseline_forkserver(args.baseline_rounds)))
     print(summary("baseline spawn-fresh start", baseline_spawn(min(args.baseline_rounds, 20))))
 

@@ -94,3 +94,41 @@ def test_a_spare_whose_turn_never_comes_runs_no_init_records_nothing_and_is_gone
                 assert read_events(conn, paths[path]) == [], f"{path} recorded events without its turn"
     finally:
         conn.close()
+
+
+def _forked(tree: Tree) -> set[int]:
+    """The pids of every process the node's forkserver has running now."""
+    node = psutil.Process(tree.node_pid)
+    server = next(p for p in node.children() if "forkserver" in " ".join(p.cmdline()))
+    return {p.pid for p in server.children()}
+
+
+def test_an_actor_that_restarted_restarts_next_time_from_a_process_already_loaded(tmp_path):
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        intensity = 10
+        period = 60
+        [[supervisor.children]]
+        id = "a"
+        manifest = "counter.toml"
+    """) as tree:
+        first = tree.wait_running()["root/a"]
+        assert tree.tree()["spares"] == 0          # a first start keeps nothing aside
+        tree.call("sync")                          # its events stored before it is killed
+        tree.kill("root/a")
+        second = tree.wait_for(lambda: (p := tree.node("root/a")["pid"]) not in (None, first) and p,
+                               what="the first restart")
+        tree.wait_for(lambda: tree.tree()["spares"] == 1, what="a spare for the next restart")
+        tree.call("sync")
+        before = _forked(tree)
+        tree.kill("root/a")
+        third = tree.wait_for(lambda: (p := tree.node("root/a")["pid"]) not in (None, second) and p,
+                              what="the second restart")
+        assert third in before, "the second restart forked a new process instead of taking the spare"
+        node = tree.node("root/a")
+        assert node["incarnation"] == 3 and node["status"] == "running"
+        assert tree.call("request", {"target": "a", "payload": b"inc"})["ok"] == b"1"
+        starts = [e for e in _chain(tree, node["actor_id"]) if e.event_type == "actor.start"]
+        assert [e.incarnation for e in starts] == [1, 2, 3]

@@ -549,49 +549,302 @@ def count_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt =
                          f"workers {r['workers']}"))
 
 
-# ---- events ----------------------------------------------------------------------------------
+# ---- events, subscribe, logs -----------------------------------------------------------------
+
+TypeOpt = Annotated[Optional[str], _Opt("--type", help="Only this event type (or prefix, e.g. message).")]
+AllOpt = Annotated[bool, _Opt("--all", help="Every chain, those that begin later too.")]
+
 
 @_verb()
 def events(
-    actor: Annotated[str, _Arg(help="Actor path, id or name; or a supervisor path.")],
+    actor: Annotated[Optional[str], _Arg(help="Actor path, id or name; or a supervisor path.")] = None,
+    all_: AllOpt = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
-    type_: Annotated[Optional[str], _Opt("--type", help="Only this event type (or prefix, e.g. message).")] = None,
+    type_: TypeOpt = None,
     limit: Annotated[Optional[int], _Opt("--limit", help="Only the last N events.")] = None,
     since: Annotated[Optional[str], _Opt(
         "--since", help="Only events from this seq (120), this long ago (90s, 5m, 2h, 1d) "
                         "or this time (2026-11-26T14:05, local time unless it has an offset).")] = None,
-    follow: Annotated[bool, _Opt("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
+    follow: Annotated[bool, _Opt("--follow", "-f", help="Then print each new event as it is stored, pushed by the "
+                                                        "chain-writer (Ctrl-C stops).")] = False,
 ) -> None:
-    """List the events of an actor's (or supervisor's) chain."""
+    """List the events of an actor's (or supervisor's) chain, or of every chain (--all).
+
+    With --follow, what is stored first, then every new event as it is stored, each once and in seq
+    order per chain (docs/events.md). With --all, the chains are merged by timestamp and each line
+    starts with the chain's path."""
+    from .chain.follow import Filter
     from .chain.store import connect, read_events
 
+    if (actor is None) == (not all_):
+        _err("give an ACTOR or --all")
+        raise _exit(2)
     try:
         since_seq, since_ns = _parse_since(since)
     except ValueError as exc:
         _err(str(exc))
         raise _exit(2) from None
+    wanted = Filter(event_type=type_, since_seq=since_seq, since_ns=since_ns)
+    if actor is None:
+        h = Home.at(home)
+        if not h.chain_db.exists():
+            _err(f"no event store at {h.chain_db} (has a tree run with this --home?)")
+            raise _exit(1)
+        _sync_chain(h)
+        _follow(h, wanted, json_out, every=True, limit=limit, follow=follow)
+        return
     h, actor_id, label = _chain_for(home, actor)
+    if follow:
+        _follow(h, wanted, json_out, [actor_id], limit=limit, header=(label, actor_id))
+        return
     conn = connect(h.chain_db, readonly=True)
     try:
         rows = read_events(conn, actor_id, event_type=type_, since_seq=since_seq, since_ns=since_ns,
                            limit=limit, last=limit is not None)
-        if not json_out:
-            print(f"# {label}  ({actor_id})  {len(rows)} event(s)", file=sys.stderr)
-        for e in rows:
-            _print_event(e, json_out)
-        if follow:
-            next_seq = rows[-1].seq + 1 if rows else since_seq
-            signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-            while True:  # the store is the source of truth; a reader sees each group commit as it lands
-                time.sleep(0.2)
-                fresh = read_events(conn, actor_id, event_type=type_, since_seq=next_seq, since_ns=since_ns)
-                for e in fresh:
-                    _print_event(e, json_out)
-                    next_seq = e.seq + 1
-                sys.stdout.flush()
     finally:
         conn.close()
+    if not json_out:
+        print(f"# {label}  ({actor_id})  {len(rows)} event(s)", file=sys.stderr)
+    _write(lambda: [_print_event(e, json_out) for e in rows])
+
+
+@_verb()
+def subscribe(
+    targets: Annotated[Optional[list[str]], _Arg(
+        metavar="ID|-", help="Actor ids, paths or names (or supervisor paths); `-` reads more from stdin, one a "
+                             "line, as they come.")] = None,
+    all_: AllOpt = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+    type_: TypeOpt = None,
+) -> None:
+    """Print new events as they are stored, pushed by the chain-writer, until Ctrl-C or SIGTERM.
+
+    Only new events: those stamped from the moment subscribe started (an id read later from stdin
+    gets its events from that moment too, so `... | theater-otp subscribe -` misses nothing of a
+    new actor). When stdin closes, subscribe keeps following the ids it read (exit 1 if there
+    were none). Each line starts with the chain's path; --json prints one event object a line."""
+    from .chain.follow import Filter
+
+    start_ns = time.time_ns()
+    refs = list(targets or [])
+    from_stdin = "-" in refs
+    refs = [r for r in refs if r != "-"]
+    if all_ == bool(refs or from_stdin):
+        _err("give actor ids, `-` (ids on stdin) or --all")
+        raise _exit(2)
+    h = Home.at(home)
+    chains: list[str] = []
+    for ref in refs:
+        try:
+            chains.append(_resolve_chain(h, ref)[0])
+        except TheaterError as exc:
+            raise _fail(exc) from None
+    if all_ and not h.chain_db.exists():
+        _err(f"no event store at {h.chain_db} (has a tree run with this --home?)")
+        raise _exit(1)
+    wanted = Filter(event_type=type_, since_ns=start_ns)
+    _follow(h, wanted, json_out, chains, every=all_, stdin=from_stdin, labels=True)
+
+
+#: `logs --level` names and the chain's log-at levels, lowest first (`log(msg)` is info).
+_LOG_LEVELS = {"trace": 0, "debug": 1, "info": 2, "warn": 3, "warning": 3, "error": 4}
+_LOG_EVENTS = ("host.runtime.log", "host.runtime.log-at", "log.truncated")
+
+
+@_verb()
+def logs(
+    actor: TargetArg,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+    follow: Annotated[bool, _Opt("--follow", "-f", help="Then print each new line as it is stored (Ctrl-C "
+                                                        "stops).")] = False,
+    since: Annotated[Optional[str], _Opt(
+        "--since", help="Only lines from this long ago (90s, 5m, 2h, 1d) or this time (2026-11-26T14:05).")] = None,
+    level: Annotated[Optional[str], _Opt(
+        "--level", help="Only lines at this level or above: trace, debug, info, warning (warn) or error.")] = None,
+) -> None:
+    """An actor's log lines, every incarnation's, from its chain.
+
+    The source is the chain: each call of the actor's runtime `log(msg)` (level info) or
+    `log-at(level, msg)` / the seed's `log(level, msg)` is a `host.runtime.log` or
+    `host.runtime.log-at` event, at every level (trace and debug too, which node.log leaves out),
+    and a `log.truncated` event (a warning line here) counts what went over log_bytes_per_s. So
+    the lines are durable, survive restarts and follow by push like events. What a toolchain
+    actor prints on WASI stdout/stderr is not recorded in the chain: it is only in HOME/node.log,
+    as `[PATH] stdout: ...` lines."""
+    from .chain.follow import Filter
+
+    threshold = 0
+    if level is not None:
+        if level.lower() not in _LOG_LEVELS:
+            _err(f"--level {level!r}: expected debug, info, warning or error (or trace, warn)")
+            raise _exit(2)
+        threshold = _LOG_LEVELS[level.lower()]
+    try:
+        since_seq, since_ns = _parse_since(since)
+    except ValueError as exc:
+        _err(str(exc))
+        raise _exit(2) from None
+
+    def is_line(e: Any) -> bool:
+        line = _log_line(e)
+        return line is not None and _LOG_LEVELS.get(line[0], 2) >= threshold
+
+    h, actor_id, label = _chain_for(home, actor)
+    wanted = Filter(since_seq=since_seq, since_ns=since_ns, extra=is_line)
+    _follow(h, wanted, json_out, [actor_id], follow=follow, render=_print_log_line)
+
+
+def _log_line(e: Any) -> tuple[str, str] | None:
+    """(level, text) of a log event (see `logs`), or None for any other event or a refused call."""
+    if e.event_type not in _LOG_EVENTS:
+        return None
+    data = e.payload()
+    if not isinstance(data, dict):
+        return None
+    if e.event_type == "log.truncated":
+        return "warn", (f"(log truncated: {data.get('dropped_lines')} line(s), {data.get('dropped_bytes')} "
+                        f"byte(s) over log_bytes_per_s = {data.get('limit_bytes_per_s')})")
+    args = data.get("args")
+    if data.get("result") is not None or not isinstance(args, list):
+        return None  # log-at refused an unknown level: nothing was logged
+    if len(args) == 1 and isinstance(args[0], str):
+        return "info", args[0]
+    if len(args) == 2 and all(isinstance(a, str) for a in args):
+        return args[0], args[1]
+    return None
+
+
+def _print_log_line(e: Any, json_out: bool, label: str | None) -> None:
+    line = _log_line(e)
+    if line is None:
+        return
+    lvl, text = line
+    if json_out:
+        print(json.dumps({"actor_id": e.actor_id, "seq": e.seq, "incarnation": e.incarnation,
+                          "timestamp": e.timestamp, "level": lvl, "message": text}))
+        return
+    print(f"{_stamp(e.timestamp)}  #{e.incarnation:<3} {lvl.upper():<5}  {text}")
+
+
+def _follow(h: Home, wanted: Any, json_out: bool, chains: list[str] = [], *, every: bool = False,  # noqa: B006
+            limit: int | None = None, follow: bool = True, stdin: bool = False, labels: bool = False,
+            header: tuple[str, str] | None = None, render: Callable[[Any, bool, str | None], None] | None = None
+            ) -> None:
+    """Print the backlog of `chains` (or of every chain) that `wanted` accepts, then, with `follow`,
+    each new event as it is stored until SIGINT or SIGTERM (exit 0). `stdin`: also follow the
+    chains named on stdin, one a line, as they come. `labels` (and `every`): each text line
+    starts with its chain's path."""
+    import sqlite3
+
+    from .chain.follow import Follower
+
+    out = render or _print_event_labelled
+    labels = labels or every
+    paths: dict[str, str] = {}
+
+    def label(actor_id: str) -> str | None:
+        if not labels:
+            return None
+        if actor_id not in paths:
+            try:
+                row = f.db().execute("SELECT path FROM actors WHERE actor_id = ?", (actor_id,)).fetchone()
+            except sqlite3.Error:
+                row = None
+            paths[actor_id] = (row[0] if row and row[0] else actor_id)
+        return paths[actor_id]
+
+    def emit(batch: list[Any]) -> None:
+        _write(lambda: [out(e, json_out, label(e.actor_id)) for e in batch])
+
+    with _Interrupt() as stop, Follower(h, wanted) as f:
+        try:
+            backlog = f.follow_all(limit) if every else [e for c in chains for e in f.follow(c, limit)]
+        except sqlite3.Error as exc:
+            _err(f"cannot read {h.chain_db}: {exc}")
+            raise _exit(1) from None
+        if header is not None and not json_out:
+            print(f"# {header[0]}  ({header[1]})  {len(backlog)} event(s)", file=sys.stderr)
+        emit(backlog)
+        if not follow:
+            return
+        fds = [stop.fileno()] + ([sys.stdin.fileno()] if stdin else [])
+        pending = b""
+        while not stop.stopped:
+            got, ready = f.next_events(None, fds)
+            emit(got)
+            if stdin and sys.stdin.fileno() in ready:
+                data = os.read(sys.stdin.fileno(), 65536)
+                if not data:  # stdin closed: keep following what it named
+                    fds.remove(sys.stdin.fileno())
+                    pending, data = b"", pending + b"\n"
+                    if not f.next_seq and not pending.strip() and not data.strip():
+                        _err("no actor ids on stdin")
+                        raise _exit(1)
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                for raw in lines:
+                    ref = raw.decode("utf-8", "replace").strip()
+                    if not ref:
+                        continue
+                    try:
+                        actor_id = _resolve_chain(h, ref)[0]
+                    except TheaterError as exc:
+                        _err(str(exc))
+                        continue
+                    emit(f.follow(actor_id))
+                if sys.stdin.fileno() not in fds and not f.next_seq:
+                    _err("no actor ids on stdin")
+                    raise _exit(1)
+            if stop.fileno() in ready:
+                stop.clear()
+
+
+def _write(print_all: Callable[[], object]) -> None:
+    """Print (and flush) through `print_all`; a closed stdout (`| head`) ends the command quietly."""
+    try:
+        print_all()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise _exit(0) from None
+
+
+class _Interrupt:
+    """SIGINT and SIGTERM as a flag and a readable socket, so a loop asleep in zmq_poll wakes and
+    ends cleanly (exit 0, no traceback). Restores the previous handlers on exit."""
+
+    def __enter__(self) -> "_Interrupt":
+        import socket
+
+        self.stopped = False
+        self._r, self._w = socket.socketpair()
+        for s in (self._r, self._w):
+            s.setblocking(False)
+        self._old_fd = signal.set_wakeup_fd(self._w.fileno())
+        self._old = {sig: signal.signal(sig, self._on) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _on(self, signum: int, frame: Any) -> None:
+        self.stopped = True
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def clear(self) -> None:
+        try:
+            self._r.recv(4096)
+        except BlockingIOError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        signal.set_wakeup_fd(self._old_fd)
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._r.close()
+        self._w.close()
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -618,14 +871,23 @@ def _parse_since(text: str | None) -> tuple[int, int | None]:
 
 
 def _print_event(e, json_out: bool) -> None:
+    _print_event_labelled(e, json_out, None)
+
+
+def _print_event_labelled(e: Any, json_out: bool, label: str | None) -> None:
     if json_out:
         print(json.dumps(e.to_plain(), default=str))
         return
-    stamp = time.strftime("%H:%M:%S", time.localtime(e.timestamp / 1e9)) + f".{e.timestamp // 1_000_000 % 1000:03d}"
     summary = json.dumps(e.to_plain()["data"], default=str, separators=(",", ":"))
     if len(summary) > 110:
         summary = summary[:107] + "..."
-    print(f"{e.seq:>6}  {stamp}  #{e.incarnation:<3} {e.event_type:<28} {summary}")
+    prefix = f"{label}  " if label is not None else ""
+    print(f"{prefix}{e.seq:>6}  {_stamp(e.timestamp)}  #{e.incarnation:<3} {e.event_type:<28} {summary}")
+
+
+def _stamp(ns: int) -> str:
+    """A chain timestamp as local HH:MM:SS.mmm."""
+    return time.strftime("%H:%M:%S", time.localtime(ns / 1e9)) + f".{ns // 1_000_000 % 1000:03d}"
 
 
 @_verb()

@@ -2,7 +2,7 @@
 
     HOME/
       run/  (or a short /tmp dir when HOME's path is too long for ipc sockets)
-        node.pid  control.sock  router.sock  chain.sock  crash/
+        node.pid  control.sock  router.sock  chain.sock  events.sock  crash/
       chain.db                  the event store (SQLite, WAL)
       store.db                  the actors' content stores (SQLite, WAL; theater_otp/contentstore.py)
       fs/<actor-id>/            new_dir directories of the filesystem handler
@@ -66,6 +66,11 @@ class Home:
     @property
     def chain_endpoint(self) -> str:
         return self.endpoint("chain")
+
+    @property
+    def events_endpoint(self) -> str:
+        """Where the chain-writer publishes every stored event (docs/events.md)."""
+        return self.endpoint("events")
 
     @property
     def gateway_endpoint(self) -> str:

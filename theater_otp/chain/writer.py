@@ -25,6 +25,14 @@ one SQLite transaction (one fsync), then sends the acks of that turn. It never
 waits for more: replies and sends wait for these acks (worker/effects.py), so
 a wait would be added to every reply; under load the frames that arrive during
 one commit's fsync make the next commit's batch.
+
+Events socket: an XPUB bound at HOME's events endpoint (Publisher). After each commit, and after
+that turn's acks, every chunk row the commit stored for an actor someone subscribes to is
+published as [topic = actor id (UTF-8), msgpack [first_seq, last_seq, records or nil]]: the stored
+records themselves (docs/chain-format.md), nil when they are over PUSH_RECORDS_MAX. A new
+subscription is confirmed on its topic with [topic, msgpack nil]. Nothing on it is ever waited
+for: a subscriber that does not read loses messages beyond EVENTS_SNDHWM (PUB drops) and fills
+them from chain.db (chain/follow.py, docs/events.md).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from collections import OrderedDict, deque
 from types import FrameType
 from typing import Callable
 
+import msgpack
 import zmq
 
 from ..home import Home
@@ -57,6 +66,100 @@ MAX_BATCH_FRAMES = 4096
 #: Most event frames (and bytes) kept from identities the node has not registered yet.
 PARK_FRAMES = 1024
 PARK_BYTES = 32 * 1024 * 1024
+
+#: Most messages the events socket queues for one subscriber; beyond, they are dropped for it.
+EVENTS_SNDHWM = 1000
+#: A chunk's records travel on the events socket up to this size; a bigger chunk is announced by its
+#: seq range alone and subscribers read it from chain.db (a stuck subscriber holds at most
+#: EVENTS_SNDHWM such messages in the writer: ~32 MiB).
+PUSH_RECORDS_MAX = 32 * 1024
+#: Most distinct topics the writer tracks; beyond, it publishes every new chunk and lets the socket
+#: filter (a subscriber cannot grow the writer's memory without bound).
+MAX_TOPICS = 10_000
+#: Most subscription messages taken off the events socket per turn.
+MAX_SUBSCRIPTIONS_PER_TURN = 1000
+
+
+class Publisher:
+    """The events socket's side in the writer: which actor ids someone subscribes to, and the
+    publishing of the chunk rows each commit stored.
+
+    Owns nothing: the socket and the store belong to writer_main. Invariant: while `topics` is
+    not empty (or `every`), `last_rowid` is the rowid of the newest chunk row that was published
+    or passed over, so the rows `publish` reads are exactly those committed since. Chunk rows get
+    rowids above every existing one (no INTEGER PRIMARY KEY; rows are deleted only at a writer's
+    start, in cut_torn_tails, before any commit).
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes] | None, store: ChainStore):
+        self.sock = sock
+        self.store = store
+        #: the topics (UTF-8 actor ids; b"" = every actor) with at least one subscriber
+        self.topics: set[bytes] = set()
+        #: more topics than MAX_TOPICS were asked for: every row is published, the socket filters
+        self.every = False
+        self.last_rowid: int | None = None
+
+    def take_subscriptions(self) -> None:
+        """Read the subscribe and unsubscribe messages queued on the socket (XPUB: b"\x01" or
+        b"\x00" + topic); confirm each subscription on its topic."""
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(MAX_SUBSCRIPTIONS_PER_TURN):
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not msg or msg[0] not in (0, 1):
+                continue  # not a subscription message: nothing else is read from subscribers
+            topic = msg[1:]
+            if msg[0] == 0:
+                self.topics.discard(topic)
+                continue
+            if not self.topics and not self.every:
+                self.last_rowid = self._max_rowid()  # publishing starts with the next commit
+            if len(self.topics) < MAX_TOPICS:
+                self.topics.add(topic)
+            else:
+                self.every = True
+            # the subscriber now gets everything committed from here on: it reads what came
+            # before from chain.db once it sees this (chain/follow.py)
+            sock.send_multipart([topic, _SUBSCRIBED], zmq.NOBLOCK)
+
+    def publish(self) -> None:
+        """Publish the chunk rows stored since the last call (call it after a commit only)."""
+        sock = self.sock
+        if sock is None or not (self.topics or self.every):
+            return
+        if self.last_rowid is None:
+            self.last_rowid = self._max_rowid()
+            return
+        conn = self.store.conn
+        every = self.every or b"" in self.topics
+        rows = conn.execute("SELECT rowid, actor_id, first_seq, last_seq, "
+                            "CASE WHEN length(records) <= ? THEN records END FROM chunks "
+                            "WHERE rowid > ? ORDER BY rowid", (PUSH_RECORDS_MAX, self.last_rowid)) if every else \
+            conn.execute("SELECT rowid, actor_id, first_seq, last_seq, NULL FROM chunks WHERE rowid > ? "
+                         "ORDER BY rowid", (self.last_rowid,))
+        topics = self.topics
+        for rowid, actor_id, first, last, records in rows.fetchall():
+            self.last_rowid = rowid
+            topic = actor_id.encode("utf-8", "surrogatepass")
+            if not every:
+                if topic not in topics:
+                    continue
+                records = conn.execute("SELECT CASE WHEN length(records) <= ? THEN records END FROM chunks "
+                                       "WHERE rowid = ?", (PUSH_RECORDS_MAX, rowid)).fetchone()[0]
+            sock.send_multipart([topic, msgpack.packb([first, last, records])], zmq.NOBLOCK)
+
+    def _max_rowid(self) -> int:
+        row = self.store.conn.execute("SELECT coalesce(max(rowid), 0) FROM chunks").fetchone()
+        return int(row[0])
+
+
+#: The confirmation of a subscription: msgpack nil.
+_SUBSCRIBED = msgpack.packb(None)
 
 
 class Gate:
@@ -147,29 +250,54 @@ def writer_main(home: Home, node_pid: int, secrets: RunSecrets, durability: Dura
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 1000)
     sock.bind(home.chain_endpoint)
+    events = _bind_events(ctx, home)
     log.info("chain-writer ready at %s (durability: %s)", home.chain_endpoint, durability.value)
     code = 0
     try:
-        code = _serve(sock, store, wake_r, lambda: stopping, Gate(secrets))
+        code = _serve(sock, store, wake_r, lambda: stopping, Gate(secrets), Publisher(events, store))
     finally:
         sock.close()
+        if events is not None:
+            events.close()
         ctx.term()
         store.close()
     flush_and_exit(code)
 
 
+def _bind_events(ctx: zmq.Context[zmq.Socket[bytes]], home: Home) -> zmq.Socket[bytes] | None:
+    """The events socket (an XPUB that never blocks the writer), or None if it cannot be bound:
+    then nothing is published, and followers see new events when they next read chain.db."""
+    events: zmq.Socket[bytes] = ctx.socket(zmq.XPUB)
+    events.setsockopt(zmq.LINGER, 0)
+    events.setsockopt(zmq.SNDHWM, EVENTS_SNDHWM)
+    events.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription is seen, and confirmed
+    try:
+        events.bind(home.events_endpoint)
+    except zmq.ZMQError as exc:
+        log.error("chain-writer cannot bind its events socket %s: %s; nothing will be published",
+                  home.events_endpoint, exc)
+        events.close()
+        return None
+    return events
+
+
 def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stopping: Callable[[], bool],
-           gate: Gate) -> int:
+           gate: Gate, publisher: Publisher | None = None) -> int:
     """Serve until a `stop` envelope or SIGTERM (which wakes the poller through `wake`)."""
     proof = gate.proof
+    publisher = publisher or Publisher(None, store)
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(wake, zmq.POLLIN)
+    if publisher.sock is not None:
+        poller.register(publisher.sock, zmq.POLLIN)
     while not stopping():
         ready = dict(poller.poll())
         if wake in ready or wake.fileno() in ready:
             wake.recv(4096)
             continue
+        if publisher.sock is not None and publisher.sock in ready:
+            publisher.take_subscriptions()
         groups: list[tuple[bool, object, str]] = []   # (trusted, body, sender) per applied envelope
         replies: list[tuple[bytes, Envelope, int | None]] = []  # an ack counts its group's stored items
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
@@ -245,7 +373,8 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
             else:
                 log.error("dropped unknown envelope kind %r from %r", env.kind, env.sender)
         counts: list[int] = []
-        if groups or marks:
+        committed = bool(groups or marks)
+        if committed:
             counts, rejected = _append(store, groups, marks)
             if rejected:
                 log.warning("rejected %d late event(s) from dead incarnations", rejected)
@@ -255,6 +384,8 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
                                {"received": counts[applied] if applied is not None else 0, "proof": proof})
             sock.send(ident, SNDMORE)
             sock.send(encode(env))
+        if committed:
+            publisher.publish()  # after the commit and its acks: never before, never in their way
         if ended:
             store.forget_producers(ended)
         if stop_requested:

@@ -336,6 +336,8 @@ class Node:
         if self.gateway.serves(handle.path):  # requests for its port may go to it now
             self.gateway.route(handle)
         self.tree.worker_started(handle)
+        if handle.restart and not self.stopping:  # it restarted once: it may again
+            self.workers.keep_for_restart(handle)
 
     def _worker_exited(self, handle: WorkerHandle) -> None:
         if handle.spare:  # started ahead of its turn and never taken: nobody waits for it

@@ -136,6 +136,7 @@ class SupervisionTree:
             self._supervisor_exited(action)
         elif isinstance(action, ev.ChildRemoved):
             path = f"{action.supervisor}/{action.child_id}"
+            self.workers.discard_path(path)
             self.registry.forget(path)
             if self.owners is not None:
                 self.owners.forget(path)

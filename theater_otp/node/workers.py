@@ -38,6 +38,9 @@ START_TIMEOUT_S = 30.0
 PRESTART_AHEAD = 3
 #: A spare not taken this long after it was started is stopped (its start sequence went otherwise).
 SPARE_TTL_S = 10.0
+#: Most spares kept ready for the next restart of actors that have restarted before (a crash loop
+#: then restarts from a loaded component); the oldest goes when another is wanted.
+RESTART_SPARES = 8
 
 
 @dataclass(eq=False)
@@ -53,6 +56,8 @@ class Spare:
     failed: bool = False
     #: discarded (not taken, or its start sequence went otherwise): killed once it exists
     dropped: bool = False
+    #: kept for the next restart of a running worker (no time limit; RESTART_SPARES at most)
+    for_restart: bool = False
 
 
 class WorkerProcesses:
@@ -119,12 +124,33 @@ class WorkerProcesses:
             path = f"{supervisor}/{spec.id}"
             if spec.manifest is None or path in self.spares or path in self.registry.workers:
                 continue
-            cfg = self._config(supervisor, spec, False, prestarted=True)
-            spare = Spare(supervisor, spec, cfg, self.launcher.start_worker_soon(cfg))
-            self.spares[path] = spare
-            self.forking[cfg.identity] = spare
+            spare = self._prepare(supervisor, spec)
             spare.timer = self.loop.after(SPARE_TTL_S, partial(self._spare_expired, spare))
-            spare.future.add_done_callback(partial(self._hand_back_landed, spare))
+
+    def keep_for_restart(self, handle: WorkerHandle) -> None:
+        """`handle` is a restarted worker: prepare its next incarnation now, so that if it ends
+        again its supervisor's restart runs init on a loaded component (at most RESTART_SPARES
+        such spares in the node; the oldest is dropped for a new one)."""
+        if handle.spec.manifest is None or handle.path in self.spares or RESTART_SPARES <= 0:
+            return
+        kept = [s for s in self.spares.values() if s.for_restart]
+        if len(kept) >= RESTART_SPARES:
+            self.discard(kept[0])
+        self._prepare(handle.supervisor, handle.spec).for_restart = True
+
+    def _prepare(self, supervisor: str, spec: ChildSpec) -> Spare:
+        cfg = self._config(supervisor, spec, False, prestarted=True)
+        spare = Spare(supervisor, spec, cfg, self.launcher.start_worker_soon(cfg))
+        self.spares[cfg.path] = spare
+        self.forking[cfg.identity] = spare
+        spare.future.add_done_callback(partial(self._hand_back_landed, spare))
+        return spare
+
+    def discard_path(self, path: str) -> None:
+        """The spare kept for `path`, if any: its child was removed from the tree."""
+        spare = self.spares.get(path)
+        if spare is not None:
+            self.discard(spare)
 
     def _hand_back_landed(self, spare: Spare, future: Future[ChildProcess]) -> None:
         self.loop.hand_back(self._on_landed, spare)  # on the spawner thread: the loop takes it from here
