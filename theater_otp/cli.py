@@ -606,7 +606,10 @@ def events(
         conn.close()
     if not json_out:
         print(f"# {label}  ({actor_id})  {len(rows)} event(s)", file=sys.stderr)
-    _write(lambda: [_print_event(e, json_out) for e in rows])
+    def print_rows() -> None:
+        for e in rows:
+            _print_event(e, json_out)
+    _write(print_rows)
 
 
 @_verb()
@@ -757,7 +760,11 @@ def _follow(h: Home, wanted: Any, json_out: bool, chains: list[str] = [], *, eve
         return paths[actor_id]
 
     def emit(batch: list[Any]) -> None:
-        _write(lambda: [out(e, json_out, label(e.actor_id)) for e in batch])
+        def print_batch() -> None:
+            for e in batch:
+                out(e, json_out, label(e.actor_id))
+        if batch:
+            _write(print_batch)
 
     with _Interrupt() as stop, Follower(h, wanted) as f:
         try:
@@ -777,14 +784,8 @@ def _follow(h: Home, wanted: Any, json_out: bool, chains: list[str] = [], *, eve
             emit(got)
             if stdin and sys.stdin.fileno() in ready:
                 data = os.read(sys.stdin.fileno(), 65536)
-                if not data:  # stdin closed: keep following what it named
-                    fds.remove(sys.stdin.fileno())
-                    pending, data = b"", pending + b"\n"
-                    if not f.next_seq and not pending.strip() and not data.strip():
-                        _err("no actor ids on stdin")
-                        raise _exit(1)
                 lines = (pending + data).split(b"\n")
-                pending = lines.pop()
+                pending = lines.pop() if data else b""  # at the end of stdin, the last line is whole
                 for raw in lines:
                     ref = raw.decode("utf-8", "replace").strip()
                     if not ref:
@@ -795,14 +796,16 @@ def _follow(h: Home, wanted: Any, json_out: bool, chains: list[str] = [], *, eve
                         _err(str(exc))
                         continue
                     emit(f.follow(actor_id))
-                if sys.stdin.fileno() not in fds and not f.next_seq:
-                    _err("no actor ids on stdin")
-                    raise _exit(1)
+                if not data:  # stdin closed: keep following the chains it named
+                    fds.remove(sys.stdin.fileno())
+                    if not f.next_seq:
+                        _err("no actor ids on stdin")
+                        raise _exit(1)
             if stop.fileno() in ready:
                 stop.clear()
 
 
-def _write(print_all: Callable[[], object]) -> None:
+def _write(print_all: Callable[[], None]) -> None:
     """Print (and flush) through `print_all`; a closed stdout (`| head`) ends the command quietly."""
     try:
         print_all()

@@ -28,8 +28,9 @@ one commit's fsync make the next commit's batch.
 
 Events socket: an XPUB bound at HOME's events endpoint (Publisher). After each commit, and after
 that turn's acks, every chunk row the commit stored for an actor someone subscribes to is
-published as [topic = actor id (UTF-8), msgpack [first_seq, last_seq, records or nil]]: the stored
-records themselves (docs/chain-format.md), nil when they are over PUSH_RECORDS_MAX. A new
+published as [topic = actor id (UTF-8), msgpack [first_seq, last_seq, records or nil, rowid]]: the
+stored records themselves (docs/chain-format.md), nil when they are over PUSH_RECORDS_MAX, and the
+chunk's rowid (consecutive while anyone follows every chain: a subscriber sees what it lost). A new
 subscription is confirmed on its topic with [topic, msgpack nil]. Nothing on it is ever waited
 for: a subscriber that does not read loses messages beyond EVENTS_SNDHWM (PUB drops) and fills
 them from chain.db (chain/follow.py, docs/events.md).
@@ -151,7 +152,7 @@ class Publisher:
                     continue
                 records = conn.execute("SELECT CASE WHEN length(records) <= ? THEN records END FROM chunks "
                                        "WHERE rowid = ?", (PUSH_RECORDS_MAX, rowid)).fetchone()[0]
-            sock.send_multipart([topic, msgpack.packb([first, last, records])], zmq.NOBLOCK)
+            sock.send_multipart([topic, msgpack.packb([first, last, records, rowid])], zmq.NOBLOCK)
 
     def _max_rowid(self) -> int:
         row = self.store.conn.execute("SELECT coalesce(max(rowid), 0) FROM chunks").fetchone()

@@ -216,15 +216,18 @@ class SupervisionTree:
             return
         for lst in new_ports:
             self.gateway.open(lst, None)
-        try:
-            handle = self.workers.start(a.supervisor, a.spec, a.restart)
-        except OSError as exc:
-            self.enqueue(a.supervisor, ev.ChildStartFailed(a.child_id, ExitReason(
-                ReasonKind.ABNORMAL, f"could not start process: {exc}")))
-            return
-        if self.owners is not None:
-            self.owners.attach(handle)  # before init: an actor may spawn children from init
         entry = self.supervisors.get(a.supervisor)
+
+        def claimed(handle: WorkerHandle) -> None:
+            if self.supervisors.get(a.supervisor) is not entry:  # its supervisor went meanwhile
+                handle.process.kill()
+            elif self.owners is not None:
+                self.owners.attach(handle)  # before init: an actor may spawn children from init
+
+        def failed(why: str) -> None:
+            self.enqueue(a.supervisor, ev.ChildStartFailed(a.child_id, ExitReason(ReasonKind.ABNORMAL, why)))
+
+        self.workers.start(a.supervisor, a.spec, a.restart, claimed, failed)
         if entry is not None:  # the next children of this start sequence load while this one inits
             self.workers.prestart(a.supervisor, [spec for spec in entry.sup.next_starts(PRESTART_AHEAD)
                                                  if spec.type is ChildType.WORKER])

@@ -58,6 +58,18 @@ class Spare:
     dropped: bool = False
     #: kept for the next restart of a running worker (no time limit; RESTART_SPARES at most)
     for_restart: bool = False
+    #: its supervisor started it: it becomes its path's worker as soon as it exists
+    claim: Claim | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A supervisor's start of a child, waiting for the child's process."""
+
+    restart: bool
+    claimed: Callable[[WorkerHandle], None]
+    failed: Callable[[str], None]
 
 
 class WorkerProcesses:
@@ -86,36 +98,40 @@ class WorkerProcesses:
         #: hears its fork finished)
         self.forking: dict[bytes, Spare] = {}
 
-    def start(self, supervisor: str, spec: ChildSpec, restart: bool) -> WorkerHandle:
-        """The worker for `spec` under `supervisor` (`restart`: not its first start), told to run
-        its init: the spare prepared for it if there is one (waiting for its fork to finish if it
-        has not yet), else a new process. OSError if no process starts."""
+    def start(self, supervisor: str, spec: ChildSpec, restart: bool, claimed: Callable[[WorkerHandle], None],
+              failed: Callable[[str], None]) -> None:
+        """Start the worker for `spec` under `supervisor` (`restart`: not its first start): it runs
+        its init on the spare prepared for it if there is one, else on a process forked now on the
+        spawner thread; the loop never waits for a fork. `claimed(handle)` runs once the worker is
+        its path's (at once for a spare already forked), `failed(why)` if no process starts."""
         path = f"{supervisor}/{spec.id}"
         spare = self.spares.pop(path, None)
-        if spare is not None and spare.spec is spec and not spare.dropped:
-            handle = self._landed(spare)
-            if handle is not None and self.registry.by_identity.get(handle.identity) is handle:
-                handle.spare = False
-                handle.restart = restart
-                if spare.timer is not None:
-                    spare.timer.cancelled = True
-                self.registry.add(handle)
-                handle.start_timer = self.loop.after(START_TIMEOUT_S, partial(self._start_timed_out, handle))
-                if handle.loaded:
-                    self._go(handle)
-                return handle
-        if spare is not None:
+        if spare is not None and (spare.spec is not spec or spare.dropped or spare.failed):
             self.discard(spare)
-        cfg = self._config(supervisor, spec, restart, prestarted=False)
-        try:
-            process = self.launcher.start_worker(cfg)
-        except OSError:
-            self._unconfig(cfg)
-            raise
-        handle = self._handle(supervisor, spec, cfg, process)
+            spare = None
+        if spare is None:
+            spare = self._prepare(supervisor, spec, keep=False)
+        if spare.timer is not None:
+            spare.timer.cancelled = True
+        spare.claim = Claim(restart, claimed, failed)
+        if spare.handle is not None:
+            self._claim(spare)
+
+    def _claim(self, spare: Spare) -> None:
+        """The spare's worker becomes its path's: told to init (now, or once it has loaded)."""
+        claim, handle = spare.claim, spare.handle
+        assert claim is not None and handle is not None
+        if self.registry.by_identity.get(handle.identity) is not handle:  # it died before its turn
+            spare.claim = None
+            claim.failed(f"the prepared process of {handle.path} ended before its turn")
+            return
+        handle.spare = False
+        handle.restart = claim.restart
         self.registry.add(handle)
         handle.start_timer = self.loop.after(START_TIMEOUT_S, partial(self._start_timed_out, handle))
-        return handle
+        if handle.loaded:
+            self._go(handle)
+        claim.claimed(handle)
 
     def prestart(self, supervisor: str, specs: list[ChildSpec]) -> None:
         """Fork and load the workers for `specs` (the next starts of `supervisor`'s sequence) on the
@@ -138,10 +154,12 @@ class WorkerProcesses:
             self.discard(kept[0])
         self._prepare(handle.supervisor, handle.spec).for_restart = True
 
-    def _prepare(self, supervisor: str, spec: ChildSpec) -> Spare:
+    def _prepare(self, supervisor: str, spec: ChildSpec, keep: bool = True) -> Spare:
+        """Fork a worker for `spec` on the spawner thread; `keep`: listed as its path's spare."""
         cfg = self._config(supervisor, spec, False, prestarted=True)
         spare = Spare(supervisor, spec, cfg, self.launcher.start_worker_soon(cfg))
-        self.spares[cfg.path] = spare
+        if keep:
+            self.spares[cfg.path] = spare
         self.forking[cfg.identity] = spare
         spare.future.add_done_callback(partial(self._hand_back_landed, spare))
         return spare
@@ -157,7 +175,13 @@ class WorkerProcesses:
 
     def _on_landed(self, spare: Spare) -> None:
         handle = self._landed(spare)
-        if handle is not None and (spare.dropped or self.spares.get(handle.path) is not spare) and handle.spare:
+        if spare.claim is not None:
+            if handle is None:
+                claim, spare.claim = spare.claim, None
+                claim.failed(f"could not start process: {spare.error}")
+            elif handle.spare:
+                self._claim(spare)
+        elif handle is not None and handle.spare and (spare.dropped or self.spares.get(handle.path) is not spare):
             handle.process.kill()  # discarded while its fork was under way: reaped as a spare
 
     def _landed(self, spare: Spare) -> WorkerHandle | None:
@@ -169,7 +193,8 @@ class WorkerProcesses:
             process = spare.future.result()
         except Exception as exc:  # an OSError from fork, or anything multiprocessing raised: no process
             spare.failed = True
-            log.warning("could not prestart %s: %s", spare.cfg.path, exc)
+            spare.error = str(exc)
+            log.warning("could not start a process for %s: %s", spare.cfg.path, exc)
             self._unconfig(spare.cfg)
             return None
         handle = self._handle(spare.supervisor, spare.spec, spare.cfg, process)
@@ -285,6 +310,8 @@ class WorkerProcesses:
         for handle in list(self.registry.workers.values()):
             if handle.path.startswith(prefix):
                 handle.process.kill()
+        for spare in [s for s in self.spares.values() if s.cfg.path.startswith(prefix)]:
+            self.discard(spare)
 
     def kill_all(self) -> None:
         spares = [s.handle for s in self.spares.values() if s.handle is not None]
