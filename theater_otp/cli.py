@@ -777,6 +777,9 @@ def _follow(h: Home, wanted: Any, json_out: bool, chains: list[str] = [], *, eve
         emit(backlog)
         if not follow:
             return
+        if labels:  # subscribe: it follows from here (scripts and tests wait for this line)
+            what = "every chain" if every else f"{len(chains)} chain(s)" + (" and those named on stdin" if stdin else "")
+            print(f"# following {what} (Ctrl-C stops)", file=sys.stderr, flush=True)
         fds = [stop.fileno()] + ([sys.stdin.fileno()] if stdin else [])
         pending = b""
         while not stop.stopped:
