@@ -97,14 +97,24 @@ def _target(s: Services, ask: Asker, args: dict) -> WorkerHandle | None:
     return target
 
 
-def send(s: Services, ask: Asker, args: dict) -> None:
+def _admitted(s: Services, ask: Asker, args: dict) -> WorkerHandle | None:
+    """The target of a message command whose mailbox takes `args["payload"]`, or None after
+    answering why not."""
     target = _target(s, ask, args)
     if target is None:
-        return
+        return None
     refusal = s.mail.admit(target, args["payload"])
     if refusal is not None:
         ask.error("refused", refusal)
-    elif s.mail.to_worker(target, Envelope("send", "cli", target.actor_id, 0, args["payload"])):
+        return None
+    return target
+
+
+def send(s: Services, ask: Asker, args: dict) -> None:
+    target = _admitted(s, ask, args)
+    if target is None:
+        return
+    if s.mail.to_worker(target, Envelope("send", "cli", target.actor_id, 0, args["payload"])):
         ask.ok({"delivered_to": target.path})
     else:
         ask.error("not_running", f"actor {target.path} is not reachable")
@@ -120,12 +130,8 @@ def _answer_cli(ask: Asker) -> Callable[[dict], None]:
 
 
 def request(s: Services, ask: Asker, args: dict) -> None:
-    target = _target(s, ask, args)
+    target = _admitted(s, ask, args)
     if target is None:
-        return
-    refusal = s.mail.admit(target, args["payload"])
-    if refusal is not None:
-        ask.error("refused", refusal)
         return
     s.mail.forward(PendingRequest(target, answer_cli=_answer_cli(ask)), "cli", args["payload"], args["timeout_ms"])
 

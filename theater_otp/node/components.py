@@ -39,18 +39,19 @@ class Components(dict[Path, CompiledComponent]):
 
         wanted = list(manifests)
 
-        def check() -> None:
-            for manifest in wanted:
-                check_actor_abi(self[manifest.component], granted_types(manifest.handlers), manifest.source)
-
-        missing = sorted({m.component for m in wanted if m.component not in self})
-        if not missing:
+        def check_then() -> None:
+            """`then` with the first grant that does not fit its component, or None."""
             try:
-                check()
+                for manifest in wanted:
+                    check_actor_abi(self[manifest.component], granted_types(manifest.handlers), manifest.source)
             except TheaterError as exc:
                 then(exc)
                 return
             then(None)
+
+        missing = sorted({m.component for m in wanted if m.component not in self})
+        if not missing:
+            check_then()
             return
         engine = self._engine = self._engine or new_engine()
 
@@ -60,12 +61,7 @@ class Components(dict[Path, CompiledComponent]):
                 return
             assert isinstance(result, dict)
             self.update(result)
-            try:
-                check()
-            except TheaterError as exc:
-                then(exc)
-                return
-            then(None)
+            check_then()
 
         log.info("compiling %s off the loop", ", ".join(str(p) for p in missing))
         self.loop.in_thread(lambda: {path: compile_component(path, engine) for path in missing}, finish,
