@@ -756,7 +756,8 @@ def _follow(h: Home, wanted: Any, json_out: bool, chains: list[str] = [], *, eve
                 row = f.db().execute("SELECT path FROM actors WHERE actor_id = ?", (actor_id,)).fetchone()
             except sqlite3.Error:
                 row = None
-            paths[actor_id] = (row[0] if row and row[0] else actor_id)
+            named = row[0] if row and row[0] and not actor_id.startswith("supervisor:") else actor_id
+            paths[actor_id] = f"{named:<16}"
         return paths[actor_id]
 
     def emit(batch: list[Any]) -> None:
