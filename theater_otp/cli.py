@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, TypeVar, cast, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Sequence, TypeVar, cast, get_args, get_origin
 
 from .errors import NodeNotRunning, RemoteError, TheaterError
 from .home import Home
@@ -638,15 +638,15 @@ def subscribe(
         _err("give actor ids, `-` (ids on stdin) or --all")
         raise _exit(2)
     h = Home.at(home)
+    if not h.chain_db.exists():
+        _err(f"no event store at {h.chain_db} (has a tree run with this --home?)")
+        raise _exit(1)
     chains: list[str] = []
     for ref in refs:
         try:
             chains.append(_resolve_chain(h, ref)[0])
         except TheaterError as exc:
             raise _fail(exc) from None
-    if all_ and not h.chain_db.exists():
-        _err(f"no event store at {h.chain_db} (has a tree run with this --home?)")
-        raise _exit(1)
     wanted = Filter(event_type=type_, since_ns=start_ns)
     _follow(h, wanted, json_out, chains, every=all_, stdin=from_stdin, labels=True)
 
@@ -732,7 +732,7 @@ def _print_log_line(e: Any, json_out: bool, label: str | None) -> None:
     print(f"{_stamp(e.timestamp)}  #{e.incarnation:<3} {lvl.upper():<5}  {text}")
 
 
-def _follow(h: Home, wanted: Any, json_out: bool, chains: list[str] = [], *, every: bool = False,  # noqa: B006
+def _follow(h: Home, wanted: Any, json_out: bool, chains: Sequence[str] = (), *, every: bool = False,
             limit: int | None = None, follow: bool = True, stdin: bool = False, labels: bool = False,
             header: tuple[str, str] | None = None, render: Callable[[Any, bool, str | None], None] | None = None
             ) -> None:
