@@ -100,6 +100,10 @@ class Actor:
             self.instance = self.linker.instantiate(self.store, component)
         except wasmtime.WasmtimeError as exc:
             raise ActorCrash(f"instantiation failed: {_first_line(exc)}") from None
+        #: the exports an actor may have, found now; init's conversions are planned now, each
+        #: other's on its first call (planning reads the whole type through the C API, ~2-3 ms an
+        #: export; many are never called in a worker's life)
+        self._exported: dict[tuple[str, str], wc.Func] = {}
         self.funcs: dict[tuple[str, str], fastabi.TypedFunc] = {}
         for iface, name in ((ACTOR_EXPORT, "init"), (MESSAGE_CLIENT_EXPORT, "handle-send"),
                             (MESSAGE_CLIENT_EXPORT, "handle-request"),
@@ -116,7 +120,8 @@ class Actor:
             func_idx = component.get_export_index(name, iface_idx) if iface_idx is not None else None
             func = self.instance.get_func(self.store, func_idx) if func_idx is not None else None
             if func is not None:
-                self.funcs[(iface, name)] = fastabi.TypedFunc(func, self.store)
+                self._exported[(iface, name)] = func
+        self._typed(ACTOR_EXPORT, "init")  # every actor calls it first: planned before its turn
 
     def close(self) -> None:
         """Close the store and linker and what the handlers opened for this instance (idempotent)."""
@@ -125,11 +130,19 @@ class Actor:
             for cleanup in reversed(ctx.cleanups):
                 cleanup()
         self.funcs.clear()
+        self._exported.clear()
         self.linker.close()
         self.store.close()
 
     def exports(self, iface: str, name: str) -> bool:
-        return (iface, name) in self.funcs
+        return (iface, name) in self._exported
+
+    def _typed(self, iface: str, name: str) -> fastabi.TypedFunc | None:
+        """The export `iface.name` with its conversions planned (on its first call), or None."""
+        func = self.funcs.get((iface, name))
+        if func is None and (raw := self._exported.get((iface, name))) is not None:
+            func = self.funcs[(iface, name)] = fastabi.TypedFunc(raw, self.store)
+        return func
 
     # ---- linking host interfaces ------------------------------------------------------
 
@@ -220,7 +233,7 @@ class Actor:
     # ---- export calls -------------------------------------------------------------------
 
     def _call(self, iface: str, name: str, *args: Any) -> Any:
-        func = self.funcs.get((iface, name))
+        func = self._typed(iface, name)
         if func is None:
             raise ActorCrash(f"component does not export {iface}.{name}")
         self._stderr_during_call.clear()
