@@ -187,6 +187,30 @@ def up(
         case_sensitive=False)] = _DISK,
 ) -> None:
     """Boot a supervision tree: a node process, a chain-writer, one process per actor."""
+    _boot(home, ["--config", str(config.resolve())], detach, durability, "tree")
+
+
+DetachOpt = Annotated[bool, _Opt("--detach", "-d", help="Return once the node is running.")]
+
+
+@_verb()
+def server(
+    home: HomeOpt = None,
+    detach: DetachOpt = False,
+    config: Annotated[Optional[Path], _Opt("--config", help="A supervision.toml with only [supervisor] settings "
+                                                            "(strategy, intensity, period): no children.")] = None,
+    durability: Annotated[Durability, _Opt(
+        "--durability", help="What the chain-writer's ack promises: disk or process (as for `up`).",
+        case_sensitive=False)] = _DISK,
+) -> None:
+    """Start a node with an empty root supervisor (one_for_one); add actors with `start`."""
+    node_args = ["--server"] + ([] if config is None else ["--config", str(config.resolve())])
+    _boot(home, node_args, detach, durability, "server")
+
+
+def _boot(home: Path | None, node_args: list[str], detach: bool, durability: Durability, what: str) -> None:
+    """Start a node (`python -m theater_otp.node` with `node_args`) and wait on its status pipe;
+    with `detach`, return once it runs, else wait for it to stop. `what` names it (tree, server)."""
     import subprocess
 
     from .chain.store import Durability
@@ -198,7 +222,7 @@ def up(
     h = Home.at(home)
     h.prepare()
     read_fd, write_fd = os.pipe()
-    cmd = [sys.executable, "-m", "theater_otp.node", "--home", str(h.root), "--config", str(config.resolve()),
+    cmd = [sys.executable, "-m", "theater_otp.node", "--home", str(h.root), *node_args,
            "--status-fd", str(write_fd), "--durability", durability.value]
     if not detach:
         cmd.append("--log-stderr")
@@ -223,14 +247,16 @@ def up(
         _err(message)
         raise _exit(int(code_text))
     home_flag = "" if h.root == Home.at(None).root else f" --home {h.root}"
-    print(f"tree up: node pid {proc.pid}, home {h.root}", file=sys.stderr)
+    print(f"{what} up: node pid {proc.pid}, home {h.root}", file=sys.stderr)
+    if what == "server":
+        print(f"start actors with `theater-otp start MANIFEST{home_flag}`", file=sys.stderr)
     if detach:
         return
-    print(f"watch it with `theater-otp tree{home_flag}` in another terminal; Ctrl-C stops the tree",
+    print(f"watch it with `theater-otp tree{home_flag}` in another terminal; Ctrl-C stops the {what}",
           file=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node gets Ctrl-C too and stops the tree
     code = proc.wait()
-    print("tree stopped" if code == 0 else f"node exited with code {code}", file=sys.stderr)
+    print(f"{what} stopped" if code == 0 else f"node exited with code {code}", file=sys.stderr)
     raise _exit(code)
 
 

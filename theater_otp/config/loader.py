@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .model import ActorManifest, ChildSpec, SupFlags
-from .rules import Problems, read_child_spec, read_manifest, read_supervision
+from .rules import Problems, read_child_spec, read_manifest, read_server_root, read_supervision
 from .source import Source, Table
 
 R = TypeVar("R")
@@ -35,6 +35,13 @@ def load_supervision(path: str | Path) -> ChildSpec:
     """Load a supervision.toml: the root supervisor as a ChildSpec of type SUPERVISOR."""
     src = Source(Path(path).resolve())
     return _read(read_supervision(src, src.parse(), Problems(), load_manifest), src)
+
+
+def load_server_root(path: str | Path | None) -> ChildSpec:
+    """The empty root supervisor of `server`: its flags from `path` (a supervision.toml without
+    children), or one_for_one with the default flags when there is no file."""
+    src = Source(Path(path).resolve()) if path is not None else Source(Path("server"), text="[supervisor]\n")
+    return _read(read_server_root(src, src.parse(), Problems()), src)
 
 
 def parse_dynamic_child(table: Table, origin: str, flags: SupFlags) -> ChildSpec:

@@ -261,6 +261,24 @@ def read_supervision(src: Source, data: Table, problems: Problems, manifest_of: 
                            manifest_of)
 
 
+
+def read_server_root(src: Source, data: Table, problems: Problems) -> ChildSpec | None:
+    """The root supervisor `server` starts: a supervision.toml's `[supervisor]` flags (strategy,
+    intensity, period, ...; id "root" unless given) and no children, since actors come later, one
+    `start` at a time. Otherwise the rules of any root supervisor."""
+    root = data.get("supervisor")
+    if isinstance(root, dict) and "children" in root:
+        problems.add(src.error("supervisor.children", "`server` starts an empty root supervisor: remove the "
+                                                      "children (start actors with `theater-otp start MANIFEST`) "
+                                                      "or boot this tree with `theater-otp up`"))
+        return None
+    return read_supervision(src, data, problems, _no_manifest)
+
+
+def _no_manifest(path: Path) -> ActorManifest | None:
+    raise AssertionError(f"a supervisor without children named a manifest: {path}")
+
+
 # ---- actor manifests -----------------------------------------------------------------------------
 
 #: The tables a manifest lists its handlers in: `[[handler]]`, and the seed's `[[handlers]]`.

@@ -1,4 +1,4 @@
-"""`python -m theater_otp.node`: the node process, started by `theater-otp up`.
+"""`python -m theater_otp.node`: the node process, started by `theater-otp up` (or `server`: `--server`).
 
 Started through `-m` on purpose: multiprocessing's forkserver skips a main
 module named `*.__main__`, so workers never re-import it.
@@ -22,11 +22,15 @@ from .boot import claim_home, load_and_check
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m theater_otp.node")
     parser.add_argument("--home", required=True)
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--server", action="store_true",
+                        help="start an empty root supervisor (its flags from --config, if given)")
     parser.add_argument("--status-fd", type=int, default=None)
     parser.add_argument("--log-stderr", action="store_true")
     parser.add_argument("--durability", choices=[d.value for d in Durability], default=Durability.DISK.value)
     args = parser.parse_args(argv)
+    if args.config is None and not args.server:
+        parser.error("--config is required (or --server)")
     bound_malloc()
     _start_forkserver()  # its imports (~0.5 s) run beside the config checks below
     home = Home.at(args.home)
@@ -43,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         home.prepare()
         _setup_logging(home, args.log_stderr)
-        tree, components = load_and_check(Path(args.config), progress=lambda text: tell(f"progress {text}"))
+        tree, components = load_and_check(None if args.config is None else Path(args.config),
+                                          progress=lambda text: tell(f"progress {text}"), server=args.server)
         claim_home(home)
     except TheaterError as exc:
         tell(f"error {exc.exit_code} {exc}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from ..config.loader import load_supervision
+from ..config.loader import load_server_root, load_supervision
 from ..config.model import ChildSpec, ChildType
 from ..errors import ComponentError, TheaterError
 from ..home import Home
@@ -67,8 +67,16 @@ class PortUnavailable(TheaterError):
     """An http-server port that two actors claim or that another process holds."""
 
 
-def load_and_check(config: Path, progress=None) -> tuple[ChildSpec, dict[Path, CompiledComponent]]:
-    tree = load_supervision(config)
+def load_and_check(config: Path | None, progress=None, server: bool = False
+                   ) -> tuple[ChildSpec, dict[Path, CompiledComponent]]:
+    """The tree `config` describes, checked and compiled; with `server`, the empty root supervisor
+    of `theater-otp server` (its flags from `config`, if given)."""
+    if server:
+        tree = load_server_root(config)
+    elif config is None:
+        raise TheaterError("no supervision.toml given")
+    else:
+        tree = load_supervision(config)
     problems = port_problems(listeners(tree))
     if problems:
         raise PortUnavailable("; ".join(problems))
