@@ -575,6 +575,155 @@ def count_children(supervisor: SupArg, home: HomeOpt = None, json_out: JsonOpt =
                          f"workers {r['workers']}"))
 
 
+# ---- server mode: start, stop, restart, list -----------------------------------------------
+
+def _child_id_for(name: str) -> str:
+    """A child id (config.rules.ID_RE) made from a manifest's name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:200] or "actor"
+
+
+@_verb()
+def start(
+    manifest: Annotated[Path, _Arg(help="The actor's manifest.")],
+    parent: Annotated[Optional[str], _Opt("--parent", help="The supervisor to start it under: its path or unique "
+                                                           "id (default: the root).")] = None,
+    restart: Annotated[Optional[str], _Opt(help="permanent (the default) | transient | temporary")] = None,
+    id_only: Annotated[bool, _Opt("--id-only", help="Print the actor id alone (for pipes).")] = False,
+    home: HomeOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Start an actor under the root (or --parent) of a running node and print its actor id.
+
+    Its child id is the manifest's name, made unique among its siblings (name, name-2, ...). It is
+    OTP's start_child, as `start-child` runs it: the node checks the manifest and the component
+    before anything starts."""
+    from .config.loader import load_manifest
+
+    try:
+        base = _child_id_for(load_manifest(manifest).name)
+        with _client(home) as c:
+            sup = parent if parent is not None else c.call("tree")["path"]
+            taken = {row["id"] for row in c.call("which_children", {"supervisor": sup})["children"]}
+            body: dict[str, Any] = {"supervisor": sup, "manifest": str(manifest.resolve()), "restart": restart}
+            for n in range(1, 10_000):
+                child_id = base if n == 1 else f"{base}-{n}"
+                if child_id in taken:
+                    continue
+                try:
+                    result = c.call("start_child", {**body, "id": child_id}, timeout_s=3600)["result"]
+                    break
+                except RemoteError as exc:  # started meanwhile by someone else: take the next name
+                    if exc.code not in ("already_started", "already_present"):
+                        raise
+                    taken.add(child_id)
+            else:
+                raise TheaterError(f"no free child id for {base!r} under {sup}")
+    except RemoteError as exc:
+        where = str(manifest.resolve())
+        if exc.code == "invalid_child_spec" and where not in str(exc) and not str(exc).startswith("start-child:"):
+            exc = RemoteError(exc.code, f"{where}: component: {exc}")  # a compile error names only the component
+        raise _fail(exc) from None
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        _print_json(result)
+    elif id_only:
+        print(result["actor_id"])
+    else:
+        print(f"started {result['path']} (pid {result['pid']}), actor id {result['actor_id']}")
+
+
+def _child_of(c: ControlClient, ref: str) -> tuple[str, str, dict, dict]:
+    """(supervisor path, child id, its `tree` node, its supervisor's) of the actor (or nested
+    supervisor) `ref` names in the running tree; RemoteError `not_found` when nothing does."""
+    snapshot = c.call("tree")
+    path = _live_target(c, snapshot, ref)[0]
+    if "/" not in path:
+        raise TheaterError(f"{path} is the root supervisor: stop the node with `theater-otp down`")
+    sup, child = path.rsplit("/", 1)
+    return sup, child, _find_path(snapshot, path) or {"path": path}, _find_path(snapshot, sup) or {}
+
+
+@_verb()
+def stop(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Stop an actor per its shutdown spec and remove it (OTP terminate_child, then delete_child)."""
+    try:
+        with _client(home) as c:
+            sup, child, node, _ = _child_of(c, target)
+            c.call("terminate_child", {"supervisor": sup, "id": child}, timeout_s=3600)
+            try:
+                c.call("delete_child", {"supervisor": sup, "id": child})
+            except RemoteError as exc:  # a temporary or simple_one_for_one child is forgotten when it stops
+                if exc.code not in ("not_found", "simple_one_for_one"):
+                    raise
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        _print_json({"stopped": node["path"], "actor_id": node.get("actor_id")})
+    else:
+        print(f"stopped {node['path']}")
+
+
+@_verb("restart")
+def restart_(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Stop an actor per its shutdown spec and start it again (OTP terminate_child, then restart_child)."""
+    try:
+        with _client(home) as c:
+            sup, child, node, parent = _child_of(c, target)
+            if node.get("restart") == "temporary":
+                raise TheaterError(f"{node['path']} is temporary: its supervisor forgets it when it stops, so it "
+                                   f"cannot be restarted; `stop` it and `start` it again")
+            if parent.get("strategy") == "simple_one_for_one":
+                raise TheaterError(f"{node['path']} is a simple_one_for_one instance: it cannot be restarted; "
+                                   f"`stop` it and start another")
+            c.call("terminate_child", {"supervisor": sup, "id": child}, timeout_s=3600)
+            result = c.call("restart_child", {"supervisor": sup, "id": child}, timeout_s=3600)["result"]
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        _print_json(result)
+    else:
+        print(f"restarted {result['path']} (pid {result['pid']})")
+
+
+@_verb("list")
+def list_(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """One row per actor: actor id, name, path, status, restarts, uptime, mailbox depth, RSS."""
+    import psutil
+
+    try:
+        with _client(home) as c:
+            snapshot = c.call("tree")
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    rows = []
+    for node in _walk(snapshot):
+        if node["kind"] != "actor":
+            continue
+        rss = None
+        if node["pid"]:
+            try:
+                rss = psutil.Process(node["pid"]).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        rows.append({key: node.get(key) for key in ("actor_id", "id", "name", "path", "status", "pid", "restarts",
+                                                    "incarnation", "uptime", "mailbox")} | {"rss": rss})
+    if json_out:
+        _write(lambda: _print_json(rows))
+        return
+    if not rows:
+        print("no actors", file=sys.stderr)
+        return
+    table = [("ACTOR ID", "NAME", "PATH", "STATUS", "RESTARTS", "UPTIME", "MAILBOX", "RSS")]
+    for r in rows:
+        table.append((r["actor_id"] or "-", r["name"], r["path"], r["status"], str(r["restarts"]),
+                      "-" if r["uptime"] is None else _duration(r["uptime"]),
+                      "-" if r["mailbox"] is None else str(r["mailbox"]),
+                      "-" if r["rss"] is None else f"{r['rss'] / 2**20:.1f} MiB"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    _write(lambda: print("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                                    for row in table)))
+
+
 # ---- events, subscribe, logs -----------------------------------------------------------------
 
 TypeOpt = Annotated[Optional[str], _Opt("--type", help="Only this event type (or prefix, e.g. message).")]
