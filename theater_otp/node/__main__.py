@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status-fd", type=int, default=None)
     parser.add_argument("--log-stderr", action="store_true")
     parser.add_argument("--durability", choices=[d.value for d in Durability], default=Durability.DISK.value)
+    parser.add_argument("--metrics", default=None, help="HOST:PORT of a Prometheus endpoint (read-only)")
     args = parser.parse_args(argv)
     if args.config is None and not args.server:
         parser.error("--config is required (or --server)")
@@ -65,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         told = status is not None and error is not None
         tell("ready" if error is None else f"error 1 {error}")
 
-    node = Node(home, tree, components, on_ready=on_ready, durability=Durability(args.durability))
+    from .metrics import parse_address
+
+    try:
+        metrics = parse_address(args.metrics) if args.metrics else None
+    except ValueError as exc:
+        tell(f"error 2 --metrics: {exc}")
+        return 2
+    node = Node(home, tree, components, on_ready=on_ready, durability=Durability(args.durability),
+                metrics_address=metrics)
     try:
         code = node.run()
     finally:

@@ -20,6 +20,7 @@ from ..protocol import MAILBOX_KINDS, Envelope, encode, message_size
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from .channels import ChannelTable
 from .loop import Loop, Timer
+from .metrics import NodeMetrics
 from .outbox import HeldSend, Outbox
 from .registry import Registry, WorkerHandle
 
@@ -50,10 +51,11 @@ class PendingRequest:
 class Mail:
     """Frames to workers over the node's ROUTER socket, and the state of messages in flight."""
 
-    def __init__(self, router: zmq.Socket, registry: Registry, loop: Loop):
+    def __init__(self, router: zmq.Socket, registry: Registry, loop: Loop, metrics: NodeMetrics):
         self.router = router
         self.registry = registry
         self.loop = loop
+        self.metrics = metrics
         self.pending: dict[int, PendingRequest] = {}
         #: workers' sends admitted and waiting for their events to be stored
         self.outbox = Outbox()
@@ -85,6 +87,7 @@ class Mail:
         if env.kind in MAILBOX_KINDS:  # a message in the mailbox until the worker says it took it
             handle.queued += 1
             handle.queued_bytes += message_size(env)
+            self.metrics.messages_in[handle.path] += 1
         return True
 
     def became_ready(self, handle: WorkerHandle) -> None:
@@ -125,6 +128,7 @@ class Mail:
     def on_send(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
         """An actor's one-way message: admitted (or refused) now; delivered now, or held until the
         sender's events are stored (`release`) when the sender holds its effects."""
+        self.metrics.messages_out[handle.path] += 1
         target, why = self.registry.resolve(env.to, handle.path)
         if target is None:
             error: str | None = why
@@ -164,6 +168,7 @@ class Mail:
             handle.queued_bytes = max(0, handle.queued_bytes - body[1])
 
     def on_request(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
+        self.metrics.messages_out[handle.path] += 1
         target, why = self.registry.resolve(env.to, handle.path)
         if target is None:
             self.reply(handle, env.corr, {"error": why})

@@ -47,6 +47,7 @@ from .http import listeners as http_listeners
 from .launcher import Launcher
 from .loop import Loop
 from .mail import SENT_KINDS, Mail
+from .metrics import MetricsEndpoint, NodeMetrics
 from .registry import Registry, WorkerHandle
 from .tree import SubSupervisor, SupervisionTree
 from .workers import WorkerProcesses
@@ -85,7 +86,8 @@ class Node:
     """One node: a supervision tree of worker processes, the chain-writer, maybe the HTTP gateway."""
 
     def __init__(self, home: Home, tree: ChildSpec, components: dict[Path, CompiledComponent],
-                 on_ready: Callable[[str | None], None] | None = None, durability: Durability = Durability.DISK):
+                 on_ready: Callable[[str | None], None] | None = None, durability: Durability = Durability.DISK,
+                 metrics_address: tuple[str, int] | None = None):
         self.home = home
         self.spec = tree
         #: told once: None when the tree is up (and serving its ports), else why it failed
@@ -111,7 +113,11 @@ class Node:
         self.components = Components(self.loop, components)
         #: events a worker may have waiting for the chain-writer before it pauses (a tuning knob)
         max_unacked = int(os.environ.get("THEATER_OTP_MAX_UNACKED_EVENTS", MAX_UNACKED_EVENTS))
-        self.mail = Mail(self.router, self.registry, self.loop)
+        #: what the Prometheus endpoint reports (node/metrics.py), counted whether or not it is served
+        self.metrics = NodeMetrics()
+        self.metrics_address = metrics_address
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self.mail = Mail(self.router, self.registry, self.loop, self.metrics)
         self.workers = WorkerProcesses(self.loop, self.launcher, self.registry, self.chain, home, self.secrets,
                                        self.components, max_unacked, self.mail.send_now)
         self.gateway = GatewayLink(self.loop, self.launcher, home, self.secrets, self.router, self.registry,
@@ -170,6 +176,15 @@ class Node:
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.chain.writer.pid)
         if self.gateway.http.by_port:
             self.gateway.start()
+        if self.metrics_address is not None:
+            host, port = self.metrics_address
+            try:
+                self.metrics_endpoint = MetricsEndpoint(self.loop, self.registry, self.metrics, self.home, host, port)
+            except OSError as exc:
+                self._give_up(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+                self._close()
+                return 1
+            log.info("metrics at http://%s:%d/metrics", host, self.metrics_endpoint.port)
         self.tree.start()
         try:
             while self.exit_code is None:
@@ -182,6 +197,8 @@ class Node:
         return self.exit_code
 
     def _close(self) -> None:
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.gateway.kill()
         self.workers.kill_all()
         self.launcher.close()
@@ -297,6 +314,9 @@ class Node:
         self.root_up = True
         self._tell_ready()
 
+    def child_removed(self, path: str) -> None:
+        self.metrics.forget(path)
+
     def root_exited(self, action: ev.SupervisorExited, entry: SubSupervisor) -> None:
         if not self.stopping:
             why = {"reached_max_restart_intensity": "reached its maximum restart intensity "
@@ -336,6 +356,7 @@ class Node:
         if self.gateway.serves(handle.path):  # requests for its port may go to it now
             self.gateway.route(handle)
         self.tree.worker_started(handle)
+        self.metrics.ready(handle.path, handle.restart)
         if handle.restart and not self.stopping:  # it restarted once: it may again
             self.workers.keep_for_restart(handle)
 
@@ -344,6 +365,7 @@ class Node:
             self.workers.reap_spare(handle)
             return
         reason = self.workers.reap(handle)
+        self.metrics.exited(handle.path, reason.kind.value)
         self.mail.worker_exited(handle, str(reason), reason.kind.value)
         if handle.ready and self.gateway.serves(handle.path):  # the requests it held: 503 or 500
             self.gateway.unroute(handle, reason.kind.value, str(reason))

@@ -69,6 +69,8 @@ class TreeHooks(Protocol):
 
     def root_exited(self, action: ev.SupervisorExited, entry: SubSupervisor) -> None: ...
 
+    def child_removed(self, path: str) -> None: ...
+
 
 class SupervisionTree:
     """The supervisors by tree path, the event queue between them, and the actions they return."""
@@ -138,6 +140,7 @@ class SupervisionTree:
             path = f"{action.supervisor}/{action.child_id}"
             self.workers.discard_path(path)
             self.registry.forget(path)
+            self.hooks.child_removed(path)
             if self.owners is not None:
                 self.owners.forget(path)
         elif isinstance(action, ev.Reply):
