@@ -176,6 +176,10 @@ _DISK = cast("Durability", "disk")
 
 # ---- up / down -------------------------------------------------------------------------------
 
+MetricsOpt = Annotated[Optional[str], _Opt(
+    "--metrics", help="Serve Prometheus metrics on HOST:PORT (a bare PORT: loopback), read-only (docs/metrics.md).")]
+
+
 @_verb()
 def up(
     config: Annotated[Path, _Arg(help="The supervision.toml of the tree to boot.")],
@@ -185,12 +189,17 @@ def up(
         "--durability", help="What the chain-writer's ack promises: disk (fsync per group commit: survives a power "
         "loss) or process (in the OS: survives any process's death, not a power loss; replies wait less).",
         case_sensitive=False)] = _DISK,
+    metrics: MetricsOpt = None,
 ) -> None:
     """Boot a supervision tree: a node process, a chain-writer, one process per actor."""
-    _boot(home, ["--config", str(config.resolve())], detach, durability, "tree")
+    _boot(home, ["--config", str(config.resolve()), *_metrics_args(metrics)], detach, durability, "tree")
 
 
 DetachOpt = Annotated[bool, _Opt("--detach", "-d", help="Return once the node is running.")]
+
+
+def _metrics_args(metrics: str | None) -> list[str]:
+    return [] if metrics is None else ["--metrics", metrics]
 
 
 @_verb()
@@ -202,9 +211,10 @@ def server(
     durability: Annotated[Durability, _Opt(
         "--durability", help="What the chain-writer's ack promises: disk or process (as for `up`).",
         case_sensitive=False)] = _DISK,
+    metrics: MetricsOpt = None,
 ) -> None:
     """Start a node with an empty root supervisor (one_for_one); add actors with `start`."""
-    node_args = ["--server"] + ([] if config is None else ["--config", str(config.resolve())])
+    node_args = ["--server", *_metrics_args(metrics)] + ([] if config is None else ["--config", str(config.resolve())])
     _boot(home, node_args, detach, durability, "server")
 
 
