@@ -308,11 +308,66 @@ def tree(
     json_out: JsonOpt = False,
     depth: Annotated[Optional[int], _Opt("--depth", min=0, help="Show N levels below the start (0: the start "
                                                                 "alone).")] = None,
+    watch: Annotated[bool, _Opt("--watch", "-w", help="Redraw it every --interval seconds until Ctrl-C; an actor "
+                                                      "that restarted is highlighted (↻) for a few seconds.")] = False,
+    interval: Annotated[float, _Opt("--interval", min=0.05, help="Seconds between redraws (--watch).")] = 1.0,
+    frames: Annotated[Optional[int], _Opt("--frames", min=1, hidden=True, help="Stop after N refreshes.")] = None,
 ) -> None:
     """Show the supervision tree: pids, status, restarts, uptime."""
-    code = _show_tree(home=home, json_out=json_out, depth=depth, path=path)
+    if watch and json_out:
+        _err("--watch draws text; for JSON use `tree --json` (once) or `top --json`")
+        raise _exit(2)
+    if watch:
+        code = _watch_tree(home=home, depth=depth, path=path, interval=interval, frames=frames)
+    else:
+        code = _show_tree(home=home, json_out=json_out, depth=depth, path=path)
     if code:
         raise _exit(code)
+
+
+def _watch_tree(home: Path | None, depth: int | None, path: str | None, interval: float, frames: int | None) -> int:
+    """`tree --watch`: the tree redrawn every `interval` seconds (rich Live on a terminal; else each
+    frame that differs from the one before, printed in turn), actors whose pid or restarts changed
+    marked for a few seconds. Ctrl-C ends it with 0; `frames` bounds the refreshes. Returns the exit code."""
+    from contextlib import ExitStack
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from .cli_top import marked_tree, tree_order, wait, watch_marks
+
+    console = Console(highlight=False)
+    previous: dict[str, tuple[int | None, int]] | None = None
+    until: dict[str, float] = {}
+    shown_last: tuple | None = None
+    try:
+        with _client(home) as c, _Interrupt() as stop, ExitStack() as stack:
+            live = stack.enter_context(Live(console=console, auto_refresh=False)) if console.is_terminal else None
+            start_path = None if path is None else _live_target(c, c.call("tree"), path)[0]
+            count = 0
+            while not stop.stopped:
+                snapshot = c.call("tree")
+                start = snapshot if start_path is None else _find_path(snapshot, start_path)
+                if start is None:
+                    raise TheaterError(f"{path!r} is not in the tree any more")
+                previous, marked = watch_marks(previous, start, time.monotonic(), until)
+                top = start if depth is None else _cut(start, depth)
+                shown = marked_tree(_render_tree(top), tree_order(top), marked)
+                if live is not None:
+                    live.update(shown, refresh=True)
+                else:  # a pipe or a file: a frame when something other than the uptimes changed
+                    key = (tuple(sorted(previous.items())), tuple(sorted(marked)),
+                           tuple((n["path"], n["status"]) for n in _walk(top)))
+                    if key != shown_last:
+                        shown_last = key
+                        _write(functools.partial(console.print, shown, soft_wrap=True))
+                count += 1
+                if (frames is not None and count >= frames) or wait(stop, interval):
+                    break
+    except TheaterError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    return 0
 
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
@@ -430,6 +485,70 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+# ---- top -------------------------------------------------------------------------------------
+
+@_verb()
+def top(
+    home: HomeOpt = None,
+    json_out: Annotated[bool, _Opt("--json", help="Print one snapshot as JSON (two samples --interval apart, for "
+                                                  "the rates) and exit.")] = False,
+    interval: Annotated[float, _Opt("--interval", min=0.05, help="Seconds between refreshes.")] = 2.0,
+    frames: Annotated[Optional[int], _Opt("--frames", min=1, hidden=True, help="Stop after N refreshes.")] = None,
+) -> None:
+    """A live table of the actors: CPU %, RSS and USS, mailbox depth, messages in and out per second,
+    restarts and the last crash reason (Ctrl-C quits).
+
+    Each refresh is one `tree` call, psutil per worker pid and one read-only query of the chain store
+    (messages per second count the message events stored since the refresh before)."""
+    from .cli_top import Sampler, frame_title, top_table, wait
+
+    h = Home.at(home)
+    try:
+        with _client(h) as c, _Interrupt() as stop:
+            sampler = Sampler(h, lambda: c.call("tree"))
+            try:
+                if json_out:
+                    sampler.sample()
+                    if wait(stop, interval):
+                        return
+                    frame = sampler.sample()
+                    _write(lambda: _print_json({"node_pid": frame.node_pid, "interval_s": round(frame.elapsed or 0, 3),
+                                                "actors": [r.to_plain() for r in frame.rows]}))
+                    return
+                _top_live(sampler, stop, interval, frames, frame_title, top_table, wait)
+            finally:
+                sampler.close()
+    except TheaterError as exc:
+        raise _fail(exc) from None
+
+
+def _top_live(sampler: Any, stop: _Interrupt, interval: float, frames: int | None, title: Callable[..., str],
+              table: Callable[..., Any], wait: Callable[..., bool]) -> None:
+    """`top`'s refresh loop: rich Live on a terminal, else one table per refresh printed in turn."""
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console(highlight=False)
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    count = 0
+    try:
+        if live is not None:
+            live.start()
+        while not stop.stopped:
+            frame = sampler.sample()
+            shown = table(frame, title(frame, interval))
+            if live is not None:
+                live.update(shown, refresh=True)
+            else:
+                _write(functools.partial(console.print, shown))
+            count += 1
+            if (frames is not None and count >= frames) or wait(stop, interval):
+                break
+    finally:
+        if live is not None:
+            live.stop()
 
 
 # ---- messages --------------------------------------------------------------------------------
@@ -653,18 +772,41 @@ def _child_of(c: ControlClient, ref: str) -> tuple[str, str, dict, dict]:
     return sup, child, _find_path(snapshot, path) or {"path": path}, _find_path(snapshot, sup) or {}
 
 
+def stop_target(c: ControlClient, ref: str) -> dict:
+    """Stop the actor (or nested supervisor) `ref` names per its shutdown spec and remove it
+    (terminate_child, then delete_child); return its `tree` node. `stop` and the dashboard's stop
+    button (theater_otp/dashboard) both come here."""
+    sup, child, node, _ = _child_of(c, ref)
+    c.call("terminate_child", {"supervisor": sup, "id": child}, timeout_s=3600)
+    try:
+        c.call("delete_child", {"supervisor": sup, "id": child})
+    except RemoteError as exc:  # a temporary or simple_one_for_one child is forgotten when it stops
+        if exc.code not in ("not_found", "simple_one_for_one"):
+            raise
+    return node
+
+
+def restart_target(c: ControlClient, ref: str) -> dict:
+    """Stop the actor (or nested supervisor) `ref` names per its shutdown spec and start it again
+    (terminate_child, then restart_child); return restart_child's result (path, pid, ...). `restart`
+    and the dashboard's restart button both come here. TheaterError for a child that cannot be."""
+    sup, child, node, parent = _child_of(c, ref)
+    if node.get("restart") == "temporary":
+        raise TheaterError(f"{node['path']} is temporary: its supervisor forgets it when it stops, so it "
+                           f"cannot be restarted; `stop` it and `start` it again")
+    if parent.get("strategy") == "simple_one_for_one":
+        raise TheaterError(f"{node['path']} is a simple_one_for_one instance: it cannot be restarted; "
+                           f"`stop` it and start another")
+    c.call("terminate_child", {"supervisor": sup, "id": child}, timeout_s=3600)
+    return cast(dict, c.call("restart_child", {"supervisor": sup, "id": child}, timeout_s=3600)["result"])
+
+
 @_verb()
 def stop(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Stop an actor per its shutdown spec and remove it (OTP terminate_child, then delete_child)."""
     try:
         with _client(home) as c:
-            sup, child, node, _ = _child_of(c, target)
-            c.call("terminate_child", {"supervisor": sup, "id": child}, timeout_s=3600)
-            try:
-                c.call("delete_child", {"supervisor": sup, "id": child})
-            except RemoteError as exc:  # a temporary or simple_one_for_one child is forgotten when it stops
-                if exc.code not in ("not_found", "simple_one_for_one"):
-                    raise
+            node = stop_target(c, target)
     except TheaterError as exc:
         raise _fail(exc) from None
     if json_out:
@@ -678,15 +820,7 @@ def restart_(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False)
     """Stop an actor per its shutdown spec and start it again (OTP terminate_child, then restart_child)."""
     try:
         with _client(home) as c:
-            sup, child, node, parent = _child_of(c, target)
-            if node.get("restart") == "temporary":
-                raise TheaterError(f"{node['path']} is temporary: its supervisor forgets it when it stops, so it "
-                                   f"cannot be restarted; `stop` it and `start` it again")
-            if parent.get("strategy") == "simple_one_for_one":
-                raise TheaterError(f"{node['path']} is a simple_one_for_one instance: it cannot be restarted; "
-                                   f"`stop` it and start another")
-            c.call("terminate_child", {"supervisor": sup, "id": child}, timeout_s=3600)
-            result = c.call("restart_child", {"supervisor": sup, "id": child}, timeout_s=3600)["result"]
+            result = restart_target(c, target)
     except TheaterError as exc:
         raise _fail(exc) from None
     if json_out:
