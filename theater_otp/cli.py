@@ -331,12 +331,11 @@ def _watch_tree(home: Path | None, depth: int | None, path: str | None, interval
     marked for a few seconds. Ctrl-C ends it with 0; `frames` bounds the refreshes. Returns the exit code."""
     from contextlib import ExitStack
 
-    from rich.console import Console
     from rich.live import Live
 
     from .cli_top import marked_tree, tree_order, wait, watch_marks
 
-    console = Console(highlight=False)
+    console = _console()
     previous: dict[str, tuple[int | None, int]] | None = None
     until: dict[str, float] = {}
     shown_last: tuple | None = None
@@ -524,13 +523,20 @@ def top(
         raise _fail(exc) from None
 
 
+def _console() -> Any:
+    """A rich Console for stdout; not a terminal (a pipe, a file): plain text, as wide as the lines."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=1000)
+
+
 def _top_live(sampler: Any, stop: _Interrupt, interval: float, frames: int | None, title: Callable[..., str],
               table: Callable[..., Any], wait: Callable[..., bool]) -> None:
     """`top`'s refresh loop: rich Live on a terminal, else one table per refresh printed in turn."""
-    from rich.console import Console
     from rich.live import Live
 
-    console = Console(highlight=False)
+    console = _console()
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None
     count = 0
     try:
