@@ -178,6 +178,27 @@ _DISK = cast("Durability", "disk")
 
 MetricsOpt = Annotated[Optional[str], _Opt(
     "--metrics", help="Serve Prometheus metrics on HOST:PORT (a bare PORT: loopback), read-only (docs/metrics.md).")]
+DashboardOpt = Annotated[Optional[str], _Opt(
+    "--dashboard", metavar="[ADDR]",
+    help="Serve a web dashboard on ADDR (alone: 127.0.0.1:0, a free loopback port) and print its URL, "
+         "token included; it ends with the node (docs/dashboard.md).")]
+
+
+def _dashboard_argv(argv: list[str]) -> list[str]:
+    """`--dashboard` with no ADDR after it (the end, another option, or a word that is no address,
+    such as the config) gets the default one: typer has no options with an optional value."""
+    from .dashboard import DEFAULT_ADDRESS, DashboardError, parse_address
+
+    out = list(argv)
+    for i in reversed([i for i, a in enumerate(out) if a == "--dashboard"]):
+        given = out[i + 1] if i + 1 < len(out) else None
+        try:
+            if given is None or given.startswith("-"):
+                raise DashboardError(given or "")
+            parse_address(given)
+        except DashboardError:
+            out.insert(i + 1, DEFAULT_ADDRESS)
+    return out
 
 
 @_verb()
@@ -190,9 +211,11 @@ def up(
         "loss) or process (in the OS: survives any process's death, not a power loss; replies wait less).",
         case_sensitive=False)] = _DISK,
     metrics: MetricsOpt = None,
+    dashboard: DashboardOpt = None,
 ) -> None:
     """Boot a supervision tree: a node process, a chain-writer, one process per actor."""
-    _boot(home, ["--config", str(config.resolve()), *_metrics_args(metrics)], detach, durability, "tree")
+    _boot(home, ["--config", str(config.resolve()), *_metrics_args(metrics)], detach, durability, "tree",
+          dashboard)
 
 
 DetachOpt = Annotated[bool, _Opt("--detach", "-d", help="Return once the node is running.")]
@@ -212,20 +235,30 @@ def server(
         "--durability", help="What the chain-writer's ack promises: disk or process (as for `up`).",
         case_sensitive=False)] = _DISK,
     metrics: MetricsOpt = None,
+    dashboard: DashboardOpt = None,
 ) -> None:
     """Start a node with an empty root supervisor (one_for_one); add actors with `start`."""
     node_args = ["--server", *_metrics_args(metrics)] + ([] if config is None else ["--config", str(config.resolve())])
-    _boot(home, node_args, detach, durability, "server")
+    _boot(home, node_args, detach, durability, "server", dashboard)
 
 
-def _boot(home: Path | None, node_args: list[str], detach: bool, durability: Durability, what: str) -> None:
+def _boot(home: Path | None, node_args: list[str], detach: bool, durability: Durability, what: str,
+          dashboard: str | None = None) -> None:
     """Start a node (`python -m theater_otp.node` with `node_args`) and wait on its status pipe;
-    with `detach`, return once it runs, else wait for it to stop. `what` names it (tree, server)."""
+    with `detach`, return once it runs, else wait for it to stop. `what` names it (tree, server).
+    `dashboard`: an address to start the dashboard on once the node is ready (its URL to stdout)."""
     import subprocess
 
     from .chain.store import Durability
 
     durability = Durability(durability)  # the default is its value: this module imports chain.store late
+    if dashboard is not None:
+        from .dashboard import DashboardError, parse_address
+        try:
+            parse_address(dashboard)
+        except DashboardError as exc:
+            _err(str(exc))
+            raise _exit(2) from None
 
     # the node checks the config and the home (one check, in one place) and says on the status
     # pipe: `progress <text>` while it compiles, then `ready` or `error <exit code> <message>`
@@ -258,6 +291,8 @@ def _boot(home: Path | None, node_args: list[str], detach: bool, durability: Dur
         raise _exit(int(code_text))
     home_flag = "" if h.root == Home.at(None).root else f" --home {h.root}"
     print(f"{what} up: node pid {proc.pid}, home {h.root}", file=sys.stderr)
+    if dashboard is not None:
+        _start_dashboard(h, proc, dashboard, detach)
     if what == "server":
         print(f"start actors with `theater-otp start MANIFEST{home_flag}`", file=sys.stderr)
     if detach:
@@ -268,6 +303,26 @@ def _boot(home: Path | None, node_args: list[str], detach: bool, durability: Dur
     code = proc.wait()
     print(f"{what} stopped" if code == 0 else f"node exited with code {code}", file=sys.stderr)
     raise _exit(code)
+
+
+def _start_dashboard(h: Home, node: Any, address: str, detach: bool) -> None:
+    """Start the dashboard for the node `node` (a Popen) and print its URL; if it cannot start, stop
+    the node (as a `--metrics` port in use does) and exit 1 with one line naming the cause."""
+    from .dashboard import DashboardError, start
+
+    try:
+        pid, url = start(h.root, node.pid, address, h.root / "dashboard.log" if detach else None)
+    except DashboardError as exc:
+        _err(str(exc))
+        try:
+            with _client(h) as c:
+                c.call("down", timeout_s=120)
+        except TheaterError:
+            pass  # it stopped already
+        node.wait()
+        raise _exit(1) from None
+    print(f"dashboard (pid {pid}; the token in the URL is its password; it ends with the node):", file=sys.stderr)
+    print(url, flush=True)
 
 
 @_verb()
@@ -1455,6 +1510,8 @@ def main() -> None:
         sys.exit(_show_tree(**args))
     from .chain.event import MalformedRecord
 
+    if "--dashboard" in sys.argv[2:] and sys.argv[1] in ("up", "server"):
+        sys.argv[1:] = _dashboard_argv(sys.argv[1:])
     try:
         _typer_app()()
     except TheaterError as exc:  # a domain error escaped a command: still one line
