@@ -38,7 +38,7 @@
         `<button class="stop" data-path="${esc(n.path)}">stop</button>`;
       const sel = state.selected && state.selected.path === n.path ? " selected" : "";
       return `<tr class="${esc(n.kind)}${sel}" data-path="${esc(n.path)}" data-actor="${esc(n.actor_id || "")}">` +
-        `<td class="path" style="padding-left:${6 + d * 16}px">${esc(n.id)}</td>` +
+        `<td class="path" data-depth="${d}">${esc(n.id)}</td>` +
         `<td class="kind">${n.kind === "supervisor" ? esc(n.strategy) : esc(n.name || "actor")}</td>` +
         `<td><span class="status ${esc(n.status)}">${esc(n.status)}</span></td>` +
         `<td class="pid">${esc(n.pid == null ? "" : n.pid)}</td>` +
@@ -47,6 +47,8 @@
         `<td>${buttons}</td></tr>`;
     }).join("");
     $("#tree tbody").innerHTML = html;
+    // indentation through the CSSOM: the page's CSP allows no inline style attributes
+    for (const td of document.querySelectorAll("td.path")) td.style.paddingLeft = (6 + 16 * td.dataset.depth) + "px";
   }
 
   function tickUptimes() {
