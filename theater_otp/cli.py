@@ -185,18 +185,15 @@ DashboardOpt = Annotated[Optional[str], _Opt(
 
 
 def _dashboard_argv(argv: list[str]) -> list[str]:
-    """`--dashboard` with no ADDR after it (the end, another option, or a word that is no address,
-    such as the config) gets the default one: typer has no options with an optional value."""
-    from .dashboard import DEFAULT_ADDRESS, DashboardError, parse_address
+    """`--dashboard` with no ADDR after it (the end, another option, or a word with no `:` that is
+    no port, such as the config) gets the default one: typer has no options with an optional value.
+    A word with a `:` is taken as the ADDR, and a bad one is then reported as such."""
+    from .dashboard import DEFAULT_ADDRESS
 
     out = list(argv)
     for i in reversed([i for i, a in enumerate(out) if a == "--dashboard"]):
         given = out[i + 1] if i + 1 < len(out) else None
-        try:
-            if given is None or given.startswith("-"):
-                raise DashboardError(given or "")
-            parse_address(given)
-        except DashboardError:
+        if given is None or given.startswith("-") or (":" not in given and not given.isdigit()):
             out.insert(i + 1, DEFAULT_ADDRESS)
     return out
 
