@@ -5,6 +5,9 @@ nothing behind: no process, no event, no incarnation number used up."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import msgpack
 import psutil
 import pytest
@@ -132,3 +135,36 @@ def test_an_actor_that_restarted_restarts_next_time_from_a_process_already_loade
         assert tree.call("request", {"target": "a", "payload": b"inc"})["ok"] == b"1"
         starts = [e for e in _chain(tree, node["actor_id"]) if e.event_type == "actor.start"]
         assert [e.incarnation for e in starts] == [1, 2, 3]
+
+
+def test_a_spare_made_before_the_chain_writer_restarted_can_write_after_it(tmp_path):
+    """A restarted writer is told every producer the node registered, spares waiting for their turn
+    included: before, only running workers were, so a spare's events (and the replies held for
+    them) waited for ever once it was taken (seen in the chaos test)."""
+    import re
+
+    write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
+    with Tree(tmp_path, """
+        [supervisor]
+        id = "root"
+        intensity = 10
+        period = 60
+        [[supervisor.children]]
+        id = "a"
+        manifest = "counter.toml"
+    """) as tree:
+        first = tree.wait_running()["root/a"]
+        tree.call("sync")
+        tree.kill("root/a")
+        second = tree.wait_for(lambda: (p := tree.node("root/a")["pid"]) not in (None, first) and p,
+                               what="the first restart")
+        tree.wait_for(lambda: tree.tree()["spares"] == 1, what="a spare for the next restart")
+        ready = re.compile(r"chain-writer\[(\d+)\] INFO chain-writer ready")
+        writers = ready.findall((tree.home / "node.log").read_text())
+        os.kill(int(writers[-1]), signal.SIGKILL)
+        tree.wait_for(lambda: len(ready.findall((tree.home / "node.log").read_text())) > len(writers),
+                      what="a new chain-writer")
+        tree.kill("root/a")
+        tree.wait_for(lambda: tree.node("root/a")["pid"] not in (None, second)
+                      and tree.node("root/a")["status"] == "running", what="the second restart")
+        assert tree.call("request", {"target": "a", "payload": b"inc"}, timeout_s=20)["ok"] == b"1"

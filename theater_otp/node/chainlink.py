@@ -75,6 +75,9 @@ class ChainLink:
         loop.watch(self.sock)
         self.producer = ChainProducer(self.sock, f"node/{os.getpid()}/{time.time_ns()}")
         self.registrations: dict[str, dict] = {}  # chain id -> its `register` body
+        #: identity -> its `producer` body: every process the node started that may write (workers,
+        #: spares waiting for their turn, forks under way), told again to a restarted writer
+        self.producers: dict[bytes, dict] = {}
         self.writer: ChildProcess | None = None
         self.started = 0.0
         #: exits in a row, each soon after its start (backoff before the next start)
@@ -92,7 +95,8 @@ class ChainLink:
 
     def on_writer_exit(self, stopping: bool, workers: Callable[[], Iterable[WorkerHandle]],
                        tell: Callable[[WorkerHandle, Envelope], object]) -> None:
-        """Start the writer again; every producer sends again what it has not had acknowledged.
+        """Start the writer again and tell it every chain and producer the node registered; every
+        producer sends again what it has not had acknowledged.
         One that keeps exiting with an error soon after it starts (chain.db cannot be opened) is
         started after a growing pause (WRITER_BACKOFF), with one log line each time. More restarts
         than the root's intensity within its period end the node, naming chain.db and the cause."""
@@ -134,11 +138,10 @@ class ChainLink:
         self.start_writer()
         for body in self.registrations.values():
             self.send(Envelope("register", "node", "chain", 0, body))
-        live = list(workers())
-        for handle in live:
-            self.register_producer(handle.identity, handle.actor_id, handle.incarnation)
+        for body in self.producers.values():  # every process that may write: workers, spares, forks
+            self.send(Envelope("producer", "node", "chain", 0, body))
         self.producer.resend()
-        for handle in live:
+        for handle in list(workers()):
             if handle.ready:
                 tell(handle, Envelope("chain_restarted", "node", handle.actor_id, 0))
 
@@ -184,11 +187,14 @@ class ChainLink:
         return chain_id in self.registrations
 
     def register_producer(self, identity: bytes, actor_id: str, incarnation: int) -> None:
-        """Tell the writer that `identity` may write `actor_id`'s chain for `incarnation`, and nothing else."""
-        self.send(Envelope("producer", "node", "chain", 0,
-                           {"identity": identity, "actor_id": actor_id, "incarnation": incarnation}))
+        """Tell the writer that `identity` may write `actor_id`'s chain for `incarnation`, and nothing
+        else (kept until unregistered, to tell a restarted writer again)."""
+        body = {"identity": identity, "actor_id": actor_id, "incarnation": incarnation}
+        self.producers[identity] = body
+        self.send(Envelope("producer", "node", "chain", 0, body))
 
     def unregister_producer(self, identity: bytes, actor_id: str, incarnation: int) -> None:
+        self.producers.pop(identity, None)
         self.send(Envelope("unproducer", "node", "chain", 0,
                            {"identity": identity, "actor_id": actor_id, "incarnation": incarnation}))
 
