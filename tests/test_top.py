@@ -131,9 +131,10 @@ def test_the_table_renders_missing_values_as_dashes():
 
     rows = build_rows(root(actor("root/a", pid=None, status="restarting", restarts=1)), {}, {}, None,
                       {"id-root/a": "killed: SIGKILL"})
-    console = Console(width=200, record=True, file=open(os.devnull, "w"))
-    console.print(top_table(Frame(rows, 1, None), "top"))
-    text = console.export_text()
+    with open(os.devnull, "w") as sink:
+        console = Console(width=200, record=True, file=sink)
+        console.print(top_table(Frame(rows, 1, None), "top"))
+        text = console.export_text()
     assert "root/a" in text and "restarting" in text and "killed: SIGKILL" in text and " - " in text
 
 
