@@ -20,7 +20,8 @@ def _shared_component_cache(tmp_path_factory):
 LONG_MODULES = ("test_otp_conformance", "test_python_actors", "test_chain_durability", "test_python_handlers",
                 "test_replay", "test_actor_supervision", "test_limits", "test_chaos", "test_malformed_frames",
                 "test_env_random_runtime", "test_messaging", "test_filesystem_handler", "test_http_client",
-                "test_python_http", "test_security", "test_control_fuzz")
+                "test_python_http", "test_security", "test_control_fuzz", "test_server_mode", "test_node_fault_props",
+                "test_events_push", "test_prestart", "test_dashboard", "test_top")
 
 
 def pytest_collection_modifyitems(session, config, items):
