@@ -53,6 +53,10 @@ def test_the_endpoint_counts_messages_exits_restarts_and_reads_mailboxes_memory_
         assert _value(samples, "theater_mailbox_depth", path="root/counter", name="counter") is not None
         assert (_value(samples, "theater_actor_rss_bytes", path="root/counter") or 0) > 1_000_000
         assert (_value(samples, "theater_chain_events_stored_total") or 0) > 0
+        # the chain-writer's own histogram, asked of it at scrape time
+        assert (_value(samples, "theater_chain_commit_seconds_count") or 0) > 0
+        assert _value(samples, "theater_chain_commit_seconds_bucket", le="+Inf") == \
+            _value(samples, "theater_chain_commit_seconds_count")
         assert _value(samples, "theater_restarts_total", path="root/counter") is None
 
         old = tree.kill("root/counter")

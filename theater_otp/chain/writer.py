@@ -43,7 +43,9 @@ import signal
 import socket
 import sqlite3
 import struct
+import time
 from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Callable
 
@@ -286,6 +288,7 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
            gate: Gate, publisher: Publisher | None = None) -> int:
     """Serve until a `stop` envelope or SIGTERM (which wakes the poller through `wake`)."""
     proof = gate.proof
+    stats = CommitStats()
     publisher = publisher or Publisher(None, store)
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
@@ -368,6 +371,9 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
                 store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
             elif env.kind == "sync":
                 replies.append((ident, Envelope("synced", "chain", env.sender, env.corr, {"proof": proof}), None))
+            elif env.kind == "stats":
+                replies.append((ident, Envelope("stats", "chain", env.sender, env.corr,
+                                                {"proof": proof, **stats.to_plain()}), None))
             elif env.kind == "stop":
                 replies.append((ident, Envelope("stopped", "chain", env.sender, env.corr, {"proof": proof}), None))
                 stop_requested = True
@@ -376,7 +382,9 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
         counts: list[int] = []
         committed = bool(groups or marks)
         if committed:
+            began = time.perf_counter()
             counts, rejected = _append(store, groups, marks)
+            stats.observe(time.perf_counter() - began)
             if rejected:
                 log.warning("rejected %d late event(s) from dead incarnations", rejected)
         for ident, env, applied in replies:
@@ -392,6 +400,29 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
         if stop_requested:
             return 0
     return 0
+
+
+#: Upper bounds (seconds) of the commit latency histogram the writer keeps for the node's metrics.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass
+class CommitStats:
+    """Each group commit's duration (append + commit, with its fsync under `disk`), counted into
+    COMMIT_BUCKETS (the last count is +Inf); answered to the node's `stats`."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    total_s: float = 0.0
+    commits: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.commits += 1
+        self.total_s += seconds
+        self.counts[next((i for i, b in enumerate(COMMIT_BUCKETS) if seconds <= b), len(COMMIT_BUCKETS))] += 1
+
+    def to_plain(self) -> dict[str, object]:
+        return {"bounds": list(COMMIT_BUCKETS), "counts": list(self.counts), "sum": self.total_s,
+                "commits": self.commits}
 
 
 def _append(store: ChainStore, groups: list[tuple[bool, object, str]],

@@ -85,6 +85,8 @@ class ChainLink:
         #: when the writer was restarted (whole monotonic seconds), against the root's intensity
         self.restarts: tuple[int, ...] = ()
         self.syncs: dict[int, Sync] = {}  # by the corr the node sent its workers
+        #: `stats` asked of the writer (its commit latency histogram): corr -> who hears the answer
+        self.stats_waiters: dict[int, Callable[[dict], None]] = {}
 
     # ---- the writer process -------------------------------------------------------------------
 
@@ -198,6 +200,14 @@ class ChainLink:
         self.send(Envelope("unproducer", "node", "chain", 0,
                            {"identity": identity, "actor_id": actor_id, "incarnation": incarnation}))
 
+    def ask_stats(self, answer: Callable[[dict], None]) -> int:
+        """Ask the writer for its commit latency histogram; `answer(body)` runs when it replies
+        (never, if it does not: the caller keeps its own deadline). Returns the request's corr."""
+        corr = self.loop.next_corr()
+        self.stats_waiters[corr] = answer
+        self.send(Envelope("stats", "node", "chain", corr))
+        return corr
+
     def record(self, actor_id: str, incarnation: int, event_type: str, data: dict) -> None:
         """Buffer one of the node's events; flushed as a batch before the loop waits, kept until acknowledged."""
         self.producer.add([actor_id, incarnation, event_type, time.time_ns(), msgpack.packb(data, use_bin_type=True)])
@@ -220,6 +230,8 @@ class ChainLink:
                 log.error("ignored %r on the chain socket: it does not carry the chain-writer's proof", env.kind)
             elif env.kind == "ack":
                 self.producer.on_ack(env.corr)
+            elif env.kind == "stats" and (asked := self.stats_waiters.pop(env.corr, None)) is not None:
+                asked(body)
             else:
                 others.append(env)
 

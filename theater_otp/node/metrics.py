@@ -10,6 +10,7 @@ torn one. Only GET is served; nothing in the endpoint changes the node.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,6 +31,8 @@ log = logging.getLogger("theater_otp.node")
 
 #: How long a scrape waits for the loop to take its snapshot.
 SNAPSHOT_TIMEOUT_S = 2.0
+#: How long a scrape waits for the chain-writer's commit histogram (a writer restarting: left out).
+WRITER_WAIT_S = 0.5
 #: Upper bounds (seconds) of the restart latency histogram's buckets.
 RESTART_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -83,6 +86,8 @@ class Snapshot:
     restarts: dict[str, int]
     restart_buckets: tuple[float, ...]
     restart_sum: float
+    #: the chain-writer's commit latency histogram ({bounds, counts, sum, commits}), if it answered
+    commits: dict[str, Any] | None = None
 
 
 class _NodeCollector(Collector):
@@ -119,13 +124,12 @@ class _NodeCollector(Collector):
                 pass
         yield depth
         yield rss
-        buckets: list[tuple[str, float]] = []
-        running = 0.0
-        for bound, count in zip((*(str(b) for b in RESTART_BUCKETS), "+Inf"), snap.restart_buckets):
-            running += count
-            buckets.append((bound, running))
-        yield HistogramMetricFamily("theater_restart_seconds", "From a worker's exit to its replacement ready",
-                                    buckets=buckets, sum_value=snap.restart_sum)
+        yield _histogram("theater_restart_seconds", "From a worker's exit to its replacement ready",
+                         list(RESTART_BUCKETS), [int(c) for c in snap.restart_buckets], snap.restart_sum)
+        if snap.commits is not None:
+            yield _histogram("theater_chain_commit_seconds",
+                             "The chain-writer's group commits (append and commit, fsync included under disk)",
+                             snap.commits["bounds"], snap.commits["counts"], snap.commits["sum"])
         yield from self._chain()
 
     def _chain(self) -> Iterator[Metric]:
@@ -143,15 +147,28 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily("theater_chains", "Chains in the store", value=chains)
 
 
+def _histogram(name: str, help_text: str, bounds: list[float], counts: list[int], total: float) -> Metric:
+    """A histogram family from per-bucket counts (the last one +Inf), made cumulative."""
+    buckets: list[tuple[str, float]] = []
+    running = 0.0
+    for bound, count in zip((*(str(b) for b in bounds), "+Inf"), counts):
+        running += count
+        buckets.append((bound, running))
+    return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=total)
+
+
 class MetricsEndpoint:
     """prometheus_client's HTTP server for the node's collector, on `host:port`."""
 
-    def __init__(self, loop: Loop, registry: Registry, metrics: NodeMetrics, home: Home, host: str, port: int):
+    def __init__(self, loop: Loop, registry: Registry, metrics: NodeMetrics, home: Home, host: str, port: int,
+                 ask_commits: Callable[[Callable[[dict], None]], object] | None = None):
         from prometheus_client import start_http_server
 
         self.loop = loop
         self.registry = registry
         self.metrics = metrics
+        #: asks the chain-writer for its commit histogram (answered through the loop), if it runs
+        self.ask_commits = ask_commits
         prom = CollectorRegistry(auto_describe=False)
         prom.register(_NodeCollector(self._take, home))
         self.server, self.thread = start_http_server(port, addr=host, registry=prom)
@@ -162,9 +179,19 @@ class MetricsEndpoint:
         done = threading.Event()
         box: list[Snapshot] = []
 
+        def finish(snap: Snapshot) -> None:
+            if not done.is_set():
+                box.append(snap)
+                done.set()
+
         def take(_: Any) -> None:
-            box.append(self._snapshot())
-            done.set()
+            snap = self._snapshot()
+            if self.ask_commits is None:
+                finish(snap)
+                return
+            # the writer's histogram when it answers; without it if it does not within WRITER_WAIT_S
+            self.ask_commits(lambda body: finish(dataclasses.replace(snap, commits=body)))
+            self.loop.after(WRITER_WAIT_S, lambda: finish(snap))
 
         self.loop.hand_back(take, None)
         if not done.wait(SNAPSHOT_TIMEOUT_S):

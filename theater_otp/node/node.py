@@ -179,7 +179,8 @@ class Node:
         if self.metrics_address is not None:
             host, port = self.metrics_address
             try:
-                self.metrics_endpoint = MetricsEndpoint(self.loop, self.registry, self.metrics, self.home, host, port)
+                self.metrics_endpoint = MetricsEndpoint(self.loop, self.registry, self.metrics, self.home, host, port,
+                                                        self.chain.ask_stats)
             except OSError as exc:
                 self._give_up(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
                 self._close()
