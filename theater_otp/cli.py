@@ -272,13 +272,16 @@ def _boot(home: Path | None, node_args: list[str], detach: bool, durability: Dur
     os.close(write_fd)
     if log:
         log.close()
+    from .cli_progress import Progress
+
     line = ""
-    with os.fdopen(read_fd) as status:
+    with os.fdopen(read_fd) as status, Progress(f"starting the {what}: checking the config, compiling components"
+                                                ) as progress:
         for raw in status:
             line = raw.strip()
             if not line.startswith("progress "):
                 break
-            print(line.removeprefix("progress "), file=sys.stderr)
+            progress.say(line.removeprefix("progress "))
     if line != "ready":
         proc.wait()
         code_text, _, message = line.removeprefix("error ").partition(" ")
@@ -783,6 +786,7 @@ def start(
     Its child id is the manifest's name, made unique among its siblings (name, name-2, ...). It is
     OTP's start_child, as `start-child` runs it: the node checks the manifest and the component
     before anything starts."""
+    from .cli_progress import Progress
     from .config.loader import load_manifest
 
     try:
@@ -796,7 +800,9 @@ def start(
                 if child_id in taken:
                     continue
                 try:
-                    result = c.call("start_child", {**body, "id": child_id}, timeout_s=3600)["result"]
+                    with Progress(f"starting {sup}/{child_id}: the node checks and compiles its component",
+                                  spinner=not json_out, plain=False):
+                        result = c.call("start_child", {**body, "id": child_id}, timeout_s=3600)["result"]
                     break
                 except RemoteError as exc:  # started meanwhile by someone else: take the next name
                     if exc.code not in ("already_started", "already_present"):
@@ -885,6 +891,35 @@ def restart_(target: TargetArg, home: HomeOpt = None, json_out: JsonOpt = False)
         _print_json(result)
     else:
         print(f"restarted {result['path']} (pid {result['pid']})")
+
+
+@_verb()
+def watch(
+    folder: Annotated[Path, _Arg(metavar="DIR", help="The folder to watch (the actor's sources).")],
+    manifest: Annotated[Path, _Opt("--manifest", "-m", help="The manifest of the actor to rebuild and restart.")],
+    home: HomeOpt = None,
+    changes: Annotated[Optional[int], _Opt("--changes", min=1, hidden=True,
+                                           help="End after N rebuilds (for tests).")] = None,
+) -> None:
+    """Rebuild an actor when its sources change and restart it in the running node (until Ctrl-C).
+
+    Polls DIR every half second. A change builds the actor of --manifest as `build` does (a WAT
+    actor: its .wat is the component), compiles and checks it, then stops the running actor and
+    starts it again on the new component (started under the root if it is not running); one line
+    per restart. A broken source is one `error:` line: the old actor keeps running."""
+    from .cli_watch import run
+
+    if not folder.is_dir():
+        _err(f"{folder}: not a folder")
+        raise _exit(1)
+    if not manifest.is_file():
+        _err(f"{manifest}: manifest file not found")
+        raise _exit(1)
+    try:
+        code = run(folder, manifest, Home.at(home), changes)
+    except TheaterError as exc:
+        raise _fail(exc) from None
+    raise _exit(code)
 
 
 @_verb("list")

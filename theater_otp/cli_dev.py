@@ -58,15 +58,17 @@ def build(project: ProjectArg = Path("."), force: ForceOpt = False, json_out: De
 
     PROJECT is a project folder, its manifest, or a supervision.toml (then every manifest of the
     tree with a [build] table is built)."""
+    from .cli_progress import Progress
     from .config.rules import is_supervision
     from .pyactor.build import BuildError, build_tree
     from .pyactor.build import build as build_one
 
     try:
-        if is_supervision(project):
-            results = build_tree(project, force=force, say=_say)
-        else:
-            results = [build_one(project, force=force, say=_say)]
+        with Progress(f"building {project}", spinner=not json_out) as progress:
+            if is_supervision(project):
+                results = build_tree(project, force=force, say=progress.say)
+            else:
+                results = [build_one(project, force=force, say=progress.say)]
     except BuildError as exc:
         _err(str(exc))
         if exc.details:
