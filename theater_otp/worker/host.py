@@ -193,7 +193,7 @@ class Actor:
             while b"\n" in buffer:
                 line, _, rest = bytes(buffer).partition(b"\n")
                 buffer[:] = rest
-                services.log_line(f"{stream}: {line.decode('utf-8', 'replace')}")
+                services.output_line(stream, line.decode("utf-8", "replace"))
         return write
 
     def _host(self, iface: str, func: str, fn: HostFunction) -> Callable[..., Any]:

@@ -251,6 +251,14 @@ class Worker:
     def log_line(self, msg: str) -> bool:
         return self.log_at("info", msg)
 
+    def output_line(self, stream: str, line: str) -> bool:
+        """A line the actor printed on WASI stdout or stderr: in the log, and in the chain as a
+        `log.output` event (what `theater-otp logs` shows), within the same `log_bytes_per_s`."""
+        kept = self.log_at("info", f"{stream}: {line}")
+        if kept:
+            self.record("log.output", {"stream": stream, "line": line})
+        return kept
+
     def log_at(self, level: str, msg: str) -> bool:
         """A line of the actor's log, within its `log_bytes_per_s`; the excess is dropped (False)
         and counted once per second in a `log.truncated` event."""

@@ -107,6 +107,9 @@ class _Recorded:
     def log_at(self, level: str, msg: str) -> bool:
         return True
 
+    def output_line(self, stream: str, line: str) -> bool:
+        return True  # recorded live as a fact (log.output), not a call replay must make again
+
     def __getattr__(self, name: str) -> Any:
         # every other service is a live effect: handlers may take it when their functions are
         # built, but replay serves each call from the chain and must never run it
