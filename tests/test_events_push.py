@@ -317,3 +317,15 @@ def test_a_pushed_chunk_that_does_not_follow_the_chain_is_not_printed(tree, forg
         records = record_bytes(enc, hashlib.sha256(enc).digest()) if forged == "unlinked" else b"\x00" * 10
         f._on_message([counter.encode(), msgpack.packb([seq, seq, records, 1])])
         assert f.next_events(0)[0] == [] and f.next_seq[counter] == seq  # nothing stored past the head
+
+
+@pytest.mark.unit
+def test_what_an_actor_printed_is_a_log_line_of_its_stream():
+    from types import SimpleNamespace
+
+    from theater_otp.cli import _log_line
+
+    printed = SimpleNamespace(event_type="log.output", payload=lambda: {"stream": "stdout", "line": "hello"})
+    assert _log_line(printed) == ("info", "stdout: hello")
+    other = SimpleNamespace(event_type="message.send", payload=lambda: {})
+    assert _log_line(other) is None

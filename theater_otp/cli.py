@@ -1065,7 +1065,7 @@ def subscribe(
 
 #: `logs --level` names and the chain's log-at levels, lowest first (`log(msg)` is info).
 _LOG_LEVELS = {"trace": 0, "debug": 1, "info": 2, "warn": 3, "warning": 3, "error": 4}
-_LOG_EVENTS = ("host.runtime.log", "host.runtime.log-at", "log.truncated")
+_LOG_EVENTS = ("host.runtime.log", "host.runtime.log-at", "log.truncated", "log.output")
 
 
 @_verb()
@@ -1085,10 +1085,10 @@ def logs(
     The source is the chain: each call of the actor's runtime `log(msg)` (level info) or
     `log-at(level, msg)` / the seed's `log(level, msg)` is a `host.runtime.log` or
     `host.runtime.log-at` event, at every level (trace and debug too, which node.log leaves out),
-    and a `log.truncated` event (a warning line here) counts what went over log_bytes_per_s. So
-    the lines are durable, survive restarts and follow by push like events. What a toolchain
-    actor prints on WASI stdout/stderr is not recorded in the chain: it is only in HOME/node.log,
-    as `[PATH] stdout: ...` lines."""
+    and a `log.truncated` event (a warning line here) counts what went over log_bytes_per_s. What
+    a toolchain actor prints on WASI stdout or stderr is a `log.output` event per line (shown as
+    `stdout: ...`, level info). So the lines are durable, survive restarts and follow by push
+    like events."""
     from .chain.follow import Filter
 
     threshold = 0
@@ -1122,6 +1122,8 @@ def _log_line(e: Any) -> tuple[str, str] | None:
     if e.event_type == "log.truncated":
         return "warn", (f"(log truncated: {data.get('dropped_lines')} line(s), {data.get('dropped_bytes')} "
                         f"byte(s) over log_bytes_per_s = {data.get('limit_bytes_per_s')})")
+    if e.event_type == "log.output":
+        return "info", f"{data.get('stream')}: {data.get('line')}"
     args = data.get("args")
     if data.get("result") is not None or not isinstance(args, list):
         return None  # log-at refused an unknown level: nothing was logged
