@@ -212,3 +212,39 @@ def test_server_detach_then_down_leaves_no_process(tmp_path):
         assert wait_gone(procs, 20) == []
     finally:
         server.close()
+
+
+def test_start_monitor_prints_the_new_actors_events_as_they_are_stored_until_interrupted(tmp_path):
+    import signal
+    import subprocess
+
+    from harness import CLI
+
+    echo = write_manifest(tmp_path, "echo", "echo.wat")
+    with Server(tmp_path) as server:
+        proc = subprocess.Popen(CLI + ["start", str(echo), "--monitor", "--home", str(server.home)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            seen: list[str] = []
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the start line, then the actor's events from its start on
+                seen.append(line)
+                if "actor.init" in line:
+                    break
+            assert seen[0].startswith("started root/echo")
+            assert any("actor.start" in line for line in seen)
+            server.call("send", {"target": "echo", "payload": b"watched"})
+            for line in proc.stdout:
+                if "message.send" in line:
+                    assert "watched" in line
+                    break
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
+            assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()

@@ -779,6 +779,8 @@ def start(
                                                            "id (default: the root).")] = None,
     restart: Annotated[Optional[str], _Opt(help="permanent (the default) | transient | temporary")] = None,
     id_only: Annotated[bool, _Opt("--id-only", help="Print the actor id alone (for pipes).")] = False,
+    monitor: Annotated[bool, _Opt("--monitor", help="Then print the actor's events as they are stored, from its "
+                                                    "start (Ctrl-C stops).")] = False,
     home: HomeOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Start an actor under the root (or --parent) of a running node and print its actor id.
@@ -823,6 +825,11 @@ def start(
         print(result["actor_id"])
     else:
         print(f"started {result['path']} (pid {result['pid']}), actor id {result['actor_id']}")
+    if monitor:
+        from .chain.follow import Filter
+
+        sys.stdout.flush()
+        _follow(Home.at(home), Filter(), json_out, [result["actor_id"]], follow=True)
 
 
 def _child_of(c: ControlClient, ref: str) -> tuple[str, str, dict, dict]:
