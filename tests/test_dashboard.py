@@ -176,6 +176,16 @@ def test_the_dashboard_shows_the_tree_live_restarts_from_its_button_and_refuses_
             wait.until(lambda d: _cell(d, "root/team/tally", "pid") == str(new))
             wait.until(lambda d: _texts(d, "#latency rect.stop"))
             _shot(driver, "dashboard-actor.png")
+
+            # the start form: the CLI's start (start_child under the root), the new actor on the page
+            field = driver.find_element(By.ID, "start-manifest")
+            field.send_keys(str(tmp_path / "echo.toml"))
+            _click(driver, "#start-button")
+            wait.until(lambda d: "start: " in d.find_element(By.ID, "message").text)
+            started_pid = tree.wait_for(lambda: tree.node("root/echo")["pid"], what="the started echo")
+            wait.until(lambda d: _cell(d, "root/echo", "pid") == str(started_pid))
+            assert [e["child"] for e in tree.supervisor_events("root", "supervisor.child_started")
+                    if e["child"] == "echo"] == ["echo"]
             dashboard = psutil.Process(tree.dashboard_pid)
         # `down` (the harness's close): the dashboard ends with the node
         assert not wait_gone([dashboard], 5), "the dashboard outlived its node"

@@ -789,34 +789,12 @@ def start(
     OTP's start_child, as `start-child` runs it: the node checks the manifest and the component
     before anything starts."""
     from .cli_progress import Progress
-    from .config.loader import load_manifest
 
     try:
-        base = _child_id_for(load_manifest(manifest).name)
         with _client(home) as c:
-            sup = parent if parent is not None else c.call("tree")["path"]
-            taken = {row["id"] for row in c.call("which_children", {"supervisor": sup})["children"]}
-            body: dict[str, Any] = {"supervisor": sup, "manifest": str(manifest.resolve()), "restart": restart}
-            for n in range(1, 10_000):
-                child_id = base if n == 1 else f"{base}-{n}"
-                if child_id in taken:
-                    continue
-                try:
-                    with Progress(f"starting {sup}/{child_id}: the node checks and compiles its component",
-                                  spinner=not json_out, plain=False):
-                        result = c.call("start_child", {**body, "id": child_id}, timeout_s=3600)["result"]
-                    break
-                except RemoteError as exc:  # started meanwhile by someone else: take the next name
-                    if exc.code not in ("already_started", "already_present"):
-                        raise
-                    taken.add(child_id)
-            else:
-                raise TheaterError(f"no free child id for {base!r} under {sup}")
-    except RemoteError as exc:
-        where = str(manifest.resolve())
-        if exc.code == "invalid_child_spec" and where not in str(exc) and not str(exc).startswith("start-child:"):
-            exc = RemoteError(exc.code, f"{where}: component: {exc}")  # a compile error names only the component
-        raise _fail(exc) from None
+            def progress(text: str) -> Any:
+                return Progress(text, spinner=not json_out, plain=False)
+            result = start_target(c, manifest, parent, restart, progress)
     except TheaterError as exc:
         raise _fail(exc) from None
     if json_out:
@@ -841,6 +819,41 @@ def _child_of(c: ControlClient, ref: str) -> tuple[str, str, dict, dict]:
         raise TheaterError(f"{path} is the root supervisor: stop the node with `theater-otp down`")
     sup, child = path.rsplit("/", 1)
     return sup, child, _find_path(snapshot, path) or {"path": path}, _find_path(snapshot, sup) or {}
+
+
+def start_target(c: ControlClient, manifest: Path, parent: str | None = None, restart: str | None = None,
+                 waiting: Callable[[str], Any] | None = None) -> dict:
+    """Start the actor of `manifest` under `parent` (default: the root) with a child id from its
+    name made unique (name, name-2, ...); return start_child's result (path, pid, actor_id, ...).
+    `waiting(text)`, a context manager, is shown while the node checks and compiles. `start` and
+    the dashboard's start form both come here."""
+    import contextlib
+
+    from .config.loader import load_manifest
+
+    try:
+        base = _child_id_for(load_manifest(manifest).name)
+        sup = parent if parent is not None else c.call("tree")["path"]
+        taken = {row["id"] for row in c.call("which_children", {"supervisor": sup})["children"]}
+        body: dict[str, Any] = {"supervisor": sup, "manifest": str(manifest.resolve()), "restart": restart}
+        for n in range(1, 10_000):
+            child_id = base if n == 1 else f"{base}-{n}"
+            if child_id in taken:
+                continue
+            try:
+                text = f"starting {sup}/{child_id}: the node checks and compiles its component"
+                with (waiting(text) if waiting is not None else contextlib.nullcontext()):
+                    return cast(dict, c.call("start_child", {**body, "id": child_id}, timeout_s=3600)["result"])
+            except RemoteError as exc:  # started meanwhile by someone else: take the next name
+                if exc.code not in ("already_started", "already_present"):
+                    raise
+                taken.add(child_id)
+        raise TheaterError(f"no free child id for {base!r} under {sup}")
+    except RemoteError as exc:
+        where = str(manifest.resolve())
+        if exc.code == "invalid_child_spec" and where not in str(exc) and not str(exc).startswith("start-child:"):
+            raise RemoteError(exc.code, f"{where}: component: {exc}") from None  # a compile error names the component only
+        raise
 
 
 def stop_target(c: ControlClient, ref: str) -> dict:

@@ -10,6 +10,7 @@ Every request needs the token (`?token=` or the `X-Dashboard-Token` header), els
 | `GET /api/stream` | SSE: `tree` (the tree, each time a supervisor chain records something, and at least every `TREE_EVERY_S`), `latency` (each restart) |
 | `GET /api/actor/{actor_id}/events` | SSE: `event` per event of that chain, the last `ACTOR_BACKLOG` first, then each as it is stored |
 | `POST /api/restart`, `POST /api/stop` | `{"target": path}`: the CLI's `restart_target` / `stop_target` |
+| `POST /api/start` | `{"manifest": path}`: the CLI's `start_target` (under the root) |
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Dashboard:
         app.router.add_get("/api/actor/{actor_id}/events", self.actor_events)
         app.router.add_post("/api/restart", self.restart)
         app.router.add_post("/api/stop", self.stop)
+        app.router.add_post("/api/start", self.start)
         app.on_response_prepare.append(self._headers)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._cleanup)
@@ -241,16 +243,25 @@ class Dashboard:
         from ..cli import stop_target
         return await self._act(request, "stopped", stop_target)
 
-    async def _act(self, request: web.Request, what: str, fn: Callable[[Any, str], dict[str, Any]]) -> web.Response:
+    async def start(self, request: web.Request) -> web.Response:
+        """`{"manifest": path}`: the CLI's `start_target` under the root."""
+        from pathlib import Path
+
+        from ..cli import start_target
+        return await self._act(request, "started", lambda c, manifest: start_target(c, Path(manifest)),
+                               key="manifest")
+
+    async def _act(self, request: web.Request, what: str, fn: Callable[[Any, str], dict[str, Any]],
+                   key: str = "target") -> web.Response:
         from ..client import ControlClient
 
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
-        target = body.get("target") if isinstance(body, dict) else None
-        if not isinstance(target, str) or not target:
-            return web.json_response({"error": 'expected a JSON body {"target": "<path>"}'}, status=400)
+        target = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(target, str) or not target or "\0" in target:
+            return web.json_response({"error": f'expected a JSON body {{"{key}": "<path>"}}'}, status=400)
 
         def act() -> dict[str, Any]:
             with ControlClient(self.home) as c:

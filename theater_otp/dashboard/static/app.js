@@ -141,11 +141,12 @@
     });
   }
 
-  async function act(kind, path) {
+  async function act(kind, path, body) {
     $("#message").textContent = kind + " " + path + " …";
     try {
       const r = await fetch("api/" + kind + "?" + q, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ target: path }),
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body || { target: path }),
       });
       const d = await r.json();
       $("#message").textContent = r.ok ? `${kind}: ${path} (pid ${d.result && d.result.pid != null ? d.result.pid : "–"})`
@@ -164,6 +165,12 @@
     }
     const tr = ev.target.closest("tr.actor");
     if (tr) selectActor(tr.dataset.path, tr.dataset.actor);
+  });
+
+  $("#start-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const manifest = $("#start-manifest").value.trim();
+    if (manifest) act("start", manifest, { manifest: manifest });
   });
 
   connect();
