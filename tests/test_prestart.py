@@ -99,6 +99,29 @@ def test_a_spare_whose_turn_never_comes_runs_no_init_records_nothing_and_is_gone
         conn.close()
 
 
+ONE_ACTOR = """
+    [supervisor]
+    id = "root"
+    intensity = 10
+    period = 60
+    [[supervisor.children]]
+    id = "a"
+    manifest = "counter.toml"
+"""
+
+
+def _restart_once(tree: Tree) -> int:
+    """Kill root/a once (its events stored first) and wait for its replacement and the spare the
+    node then keeps for its next restart; the replacement's pid."""
+    first = tree.node("root/a")["pid"]
+    tree.call("sync")
+    tree.kill("root/a")
+    second = tree.wait_for(lambda: (p := tree.node("root/a")["pid"]) not in (None, first) and p,
+                           what="the first restart")
+    tree.wait_for(lambda: tree.tree()["spares"] == 1, what="a spare for the next restart")
+    return int(second)
+
+
 def _forked(tree: Tree) -> set[int]:
     """The pids of every process the node's forkserver has running now."""
     node = psutil.Process(tree.node_pid)
@@ -108,22 +131,9 @@ def _forked(tree: Tree) -> set[int]:
 
 def test_an_actor_that_restarted_restarts_next_time_from_a_process_already_loaded(tmp_path):
     write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
-    with Tree(tmp_path, """
-        [supervisor]
-        id = "root"
-        intensity = 10
-        period = 60
-        [[supervisor.children]]
-        id = "a"
-        manifest = "counter.toml"
-    """) as tree:
-        first = tree.wait_running()["root/a"]
-        assert tree.tree()["spares"] == 0          # a first start keeps nothing aside
-        tree.call("sync")                          # its events stored before it is killed
-        tree.kill("root/a")
-        second = tree.wait_for(lambda: (p := tree.node("root/a")["pid"]) not in (None, first) and p,
-                               what="the first restart")
-        tree.wait_for(lambda: tree.tree()["spares"] == 1, what="a spare for the next restart")
+    with Tree(tmp_path, ONE_ACTOR) as tree:
+        assert tree.wait_running() and tree.tree()["spares"] == 0   # a first start keeps nothing aside
+        second = _restart_once(tree)
         tree.call("sync")
         before = _forked(tree)
         tree.kill("root/a")
@@ -144,21 +154,9 @@ def test_a_spare_made_before_the_chain_writer_restarted_can_write_after_it(tmp_p
     import re
 
     write_manifest(tmp_path, "counter", "counter.wat", initial_state="0")
-    with Tree(tmp_path, """
-        [supervisor]
-        id = "root"
-        intensity = 10
-        period = 60
-        [[supervisor.children]]
-        id = "a"
-        manifest = "counter.toml"
-    """) as tree:
-        first = tree.wait_running()["root/a"]
-        tree.call("sync")
-        tree.kill("root/a")
-        second = tree.wait_for(lambda: (p := tree.node("root/a")["pid"]) not in (None, first) and p,
-                               what="the first restart")
-        tree.wait_for(lambda: tree.tree()["spares"] == 1, what="a spare for the next restart")
+    with Tree(tmp_path, ONE_ACTOR) as tree:
+        tree.wait_running()
+        second = _restart_once(tree)
         ready = re.compile(r"chain-writer\[(\d+)\] INFO chain-writer ready")
         writers = ready.findall((tree.home / "node.log").read_text())
         os.kill(int(writers[-1]), signal.SIGKILL)
