@@ -208,3 +208,37 @@ def test_a_first_batch_that_overtakes_its_producers_registration_is_kept_and_sto
     finally:
         store.close()
     assert "not a producer the node registered" not in home.log_file.read_text()
+
+
+def test_a_producers_last_batch_that_comes_after_the_nodes_unregistration_is_still_stored(tmp_path):
+    """A worker's last frames and the node's `unproducer` (sent when it reaps the worker's exit)
+    travel on two connections: the frames can come second. They are stored within the grace
+    (RETIRE_GRACE_S); after it, the identity is refused like any unknown one."""
+    import time
+
+    from theater_otp.chain.writer import RETIRE_GRACE_S
+
+    with StandaloneWriter(tmp_path) as writer:
+        ident = b"actor-2/1/token"
+        node = writer.connect(writer.secrets.node)  # one socket as the node: a second would be refused
+        node.send(encode(Envelope("producer", "node", "chain", 0,
+                                  {"identity": ident, "actor_id": "actor-2", "incarnation": 1})))
+        worker = writer.connect(ident)
+        node.send(encode(Envelope("unproducer", "node", "chain", 0,
+                                  {"identity": ident, "actor_id": "actor-2", "incarnation": 1})))
+        node.send(encode(Envelope("sync", "node", "chain", 7)))
+        assert node.poll(10_000) and decode(node.recv()).kind == "synced"   # the writer has read it
+        worker.send(encode(Envelope("events", "actor-2/1", "chain", 1, [["actor-2", 1, "actor.init", 5, b"last"]])))
+        assert worker.poll(10_000), "the worker's last batch was not taken after its unregistration"
+        assert decode(worker.recv()).body["received"] == 1
+        time.sleep(RETIRE_GRACE_S + 0.1)  # let the grace pass (a wait, not a timing assertion)
+        node.send(encode(Envelope("sync", "node", "chain", 8)))           # a turn that expires it
+        assert node.poll(10_000) and decode(node.recv()).kind == "synced"
+        worker.send(encode(Envelope("events", "actor-2/1", "chain", 2, [["actor-2", 1, "late", 6, b"too late"]])))
+        assert not worker.poll(500), "an unregistered producer was answered after its grace"
+        home = writer.home
+    store = ChainStore(home.chain_db)
+    try:
+        assert [e.data for e in iter_chain(store.conn, "actor-2")] == [b"last"]
+    finally:
+        store.close()

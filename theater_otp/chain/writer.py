@@ -66,6 +66,9 @@ EXIT_CANNOT_OPEN = 3
 MAX_BATCH_FRAMES = 4096
 
 
+#: How long a producer the node unregistered (its worker exited) may still have its last frames
+#: stored: they left the worker before its death but can reach the writer after the node's word.
+RETIRE_GRACE_S = 1.0
 #: Most event frames (and bytes) kept from identities the node has not registered yet.
 PARK_FRAMES = 1024
 PARK_BYTES = 32 * 1024 * 1024
@@ -184,6 +187,24 @@ class Gate:
         self.parked: OrderedDict[bytes, list[tuple[Envelope, int]]] = OrderedDict()
         self.parked_frames = 0
         self.parked_bytes = 0
+        #: producers the node unregistered, still taken until their deadline: identity ->
+        #: (monotonic deadline, producer key of their batch mark)
+        self.retiring: dict[bytes, tuple[float, str]] = {}
+
+    def retire(self, identity: bytes, key: str, now: float) -> bool:
+        """Unregister `identity` after RETIRE_GRACE_S; False if it was not registered (nothing to wait for)."""
+        if identity not in self.producers:
+            return False
+        self.retiring[identity] = (now + RETIRE_GRACE_S, key)
+        return True
+
+    def expire(self, now: float) -> list[str]:
+        """Unregister the producers whose grace is over; their producer keys (batch marks to drop)."""
+        over = [(ident, key) for ident, (deadline, key) in self.retiring.items() if now >= deadline]
+        for ident, _ in over:
+            del self.retiring[ident]
+            self.producers.pop(ident, None)
+        return [key for _, key in over]
 
     def park(self, ident: bytes, env: Envelope) -> None:
         """Keep an event frame from an identity the node has not registered (yet)."""
@@ -296,7 +317,12 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
     if publisher.sock is not None:
         poller.register(publisher.sock, zmq.POLLIN)
     while not stopping():
-        ready = dict(poller.poll())
+        # a producer in its grace is unregistered at its deadline even if nothing else comes
+        timeout = None
+        if gate.retiring:
+            first = min(deadline for deadline, _ in gate.retiring.values())
+            timeout = max(0, int((first - time.monotonic()) * 1000) + 1)
+        ready = dict(poller.poll(timeout))
         if wake in ready or wake.fileno() in ready:
             wake.recv(4096)
             continue
@@ -305,7 +331,8 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
         groups: list[tuple[bool, object, str]] = []   # (trusted, body, sender) per applied envelope
         replies: list[tuple[bytes, Envelope, int | None]] = []  # an ack counts its group's stored items
         marks: dict[str, int] = {}   # producer -> batch seq applied in this turn
-        ended: list[str] = []        # producers whose worker exited (the node's `unproducer`)
+        # producers whose worker exited (the node's `unproducer`) and whose grace is over
+        ended: list[str] = gate.expire(time.monotonic()) if gate.retiring else []
         stop_requested = False
         unparked: deque[tuple[bytes, Envelope]] = deque()  # frames whose producer was registered this turn
         for _ in range(MAX_BATCH_FRAMES):
@@ -360,12 +387,14 @@ def _serve(sock: zmq.Socket[bytes], store: ChainStore, wake: socket.socket, stop
             elif env.kind == "unproducer":
                 b = env.body if isinstance(env.body, dict) else {}
                 identity = b.get("identity")
-                if isinstance(identity, bytes):
-                    gate.producers.pop(identity, None)
                 if isinstance(b.get("actor_id"), str) and isinstance(b.get("incarnation"), int):
-                    # its batch mark is needed no more (even if this writer never knew it): dropped
-                    # after this turn's commit
-                    ended.append(f"{b['actor_id']}/{b['incarnation']}")
+                    key = f"{b['actor_id']}/{b['incarnation']}"
+                    # its last frames may still be on their way: it is unregistered (and its batch
+                    # mark dropped) after RETIRE_GRACE_S; one this writer never knew, at once
+                    if not isinstance(identity, bytes) or not gate.retire(identity, key, time.monotonic()):
+                        ended.append(key)
+                elif isinstance(identity, bytes):
+                    gate.producers.pop(identity, None)
             elif env.kind == "register":
                 b = env.body if isinstance(env.body, dict) else {}
                 store.register(str(b.get("actor_id")), str(b.get("path", "")), str(b.get("name", "")))
