@@ -312,7 +312,7 @@ def _send_envelope(fx: Fixture, kind: str, body: Any, corr: int, in_hypothesis: 
     fx.assert_unaffected()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_every_control_envelope_is_answered_and_costs_no_actor_its_process(fx, data):
     kind, body, corr = data.draw(envelopes(fx.folder))
@@ -387,7 +387,7 @@ def bad_frames(draw: st.DrawFn, folder: Path) -> list[bytes]:
     return frames
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_frame_that_is_no_envelope_is_dropped_and_the_node_lives_on(fx, data):
     frames = data.draw(bad_frames(fx.folder))
@@ -442,7 +442,7 @@ child_refs = st.one_of(st.sampled_from(FOREIGN), st.sampled_from(["<kid>", "<kid
                        st.text(st.characters(codec="utf-8"), max_size=30))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(op=st.sampled_from([b"s", b"r", b"l", b"x", b"R", b"g", b"v"]), manifest=manifests, init=inits,
        ref=child_refs, with_kid=st.booleans())
 def test_every_supervisor_call_from_an_actor_comes_back_to_it_as_ok_or_err(fx, op, manifest, init, ref, with_kid):
