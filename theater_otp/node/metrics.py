@@ -47,11 +47,9 @@ class NodeMetrics:
     restarts: Counter[str] = field(default_factory=Counter)       # tree path -> restarts that became ready
     #: tree path -> when its worker exited (monotonic), until its next incarnation is ready
     exited_at: dict[str, float] = field(default_factory=dict)
-    restart_seconds: list[float] = field(default_factory=list)    # bucket counts, RESTART_BUCKETS + +Inf
+    #: restarts per bucket of RESTART_BUCKETS, the last one +Inf
+    restart_seconds: list[int] = field(default_factory=lambda: [0] * (len(RESTART_BUCKETS) + 1))
     restart_sum: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.restart_seconds = [0.0] * (len(RESTART_BUCKETS) + 1)
 
     def exited(self, path: str, reason_kind: str) -> None:
         self.crashes[reason_kind] += 1
@@ -84,7 +82,7 @@ class Snapshot:
     messages_out: dict[str, int]
     crashes: dict[str, int]
     restarts: dict[str, int]
-    restart_buckets: tuple[float, ...]
+    restart_buckets: tuple[int, ...]
     restart_sum: float
     #: the chain-writer's commit latency histogram ({bounds, counts, sum, commits}), if it answered
     commits: dict[str, Any] | None = None
@@ -125,7 +123,7 @@ class _NodeCollector(Collector):
         yield depth
         yield rss
         yield _histogram("theater_restart_seconds", "From a worker's exit to its replacement ready",
-                         list(RESTART_BUCKETS), [int(c) for c in snap.restart_buckets], snap.restart_sum)
+                         list(RESTART_BUCKETS), list(snap.restart_buckets), snap.restart_sum)
         if snap.commits is not None:
             yield _histogram("theater_chain_commit_seconds",
                              "The chain-writer's group commits (append and commit, fsync included under disk)",

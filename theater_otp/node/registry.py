@@ -56,7 +56,7 @@ class WorkerHandle:
     #: starts it; `loaded` once its component is instantiated and it waits for `init`.
     spare: bool = False
     loaded: bool = False
-    #: whether this start is a restart (told to a prestarted worker with its `init`)
+    #: whether this start is a restart (told to the worker with its `init`)
     restart: bool = False
 
     @property

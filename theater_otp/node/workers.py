@@ -156,7 +156,7 @@ class WorkerProcesses:
 
     def _prepare(self, supervisor: str, spec: ChildSpec, keep: bool = True) -> Spare:
         """Fork a worker for `spec` on the spawner thread; `keep`: listed as its path's spare."""
-        cfg = self._config(supervisor, spec, False, prestarted=True)
+        cfg = self._config(supervisor, spec)
         spare = Spare(supervisor, spec, cfg, self.launcher.start_worker_soon(cfg))
         if keep:
             self.spares[cfg.path] = spare
@@ -240,7 +240,7 @@ class WorkerProcesses:
     def _go(self, handle: WorkerHandle) -> None:
         self.send_now(handle, Envelope("init", "node", handle.actor_id, 0, {"restart": handle.restart}))
 
-    def _config(self, supervisor: str, spec: ChildSpec, restart: bool, prestarted: bool) -> WorkerConfig:
+    def _config(self, supervisor: str, spec: ChildSpec) -> WorkerConfig:
         """A new incarnation's config, its chain registered and its producer allowed."""
         path = f"{supervisor}/{spec.id}"
         manifest = spec.manifest
@@ -252,11 +252,11 @@ class WorkerProcesses:
             self.chain.register_chain(actor_id, path, manifest.name)
         cfg = WorkerConfig(
             home=self.home, node_pid=os.getpid(), actor_id=actor_id, path=path, name=manifest.name,
-            incarnation=incarnation, restart=restart, artifact=compiled.artifact,
+            incarnation=incarnation, artifact=compiled.artifact,
             component_hash=compiled.content_hash, initial_state=manifest.initial_state, handlers=manifest.handlers,
             imports=compiled.imports, component_path=str(compiled.source),
             max_unacked_events=self.max_unacked_events, token=new_token(), writer_proof=self.secrets.writer_proof,
-            record=self.record, durable_effects=self.durable_effects, limits=manifest.limits, prestarted=prestarted,
+            record=self.record, durable_effects=self.durable_effects, limits=manifest.limits,
         )
         self.chain.register_producer(cfg.identity, actor_id, incarnation)
         return cfg
@@ -269,7 +269,7 @@ class WorkerProcesses:
     def _handle(self, supervisor: str, spec: ChildSpec, cfg: WorkerConfig, process: ChildProcess) -> WorkerHandle:
         handle = WorkerHandle(path=cfg.path, supervisor=supervisor, child_id=spec.id, actor_id=cfg.actor_id,
                               incarnation=cfg.incarnation, spec=spec, process=process, identity=cfg.identity,
-                              durable_effects=cfg.holds_effects, restart=cfg.restart)
+                              durable_effects=cfg.holds_effects)
         self.loop.watch(process.sentinel)
         return handle
 

@@ -74,7 +74,6 @@ class WorkerConfig:
     path: str
     name: str
     incarnation: int
-    restart: bool
     artifact: Path
     component_hash: str
     initial_state: bytes | None
@@ -93,9 +92,6 @@ class WorkerConfig:
     #: replies and sends then leave before their events are stored (worker/effects.py)
     durable_effects: bool = True
     limits: ActorLimits = field(default_factory=ActorLimits)
-    #: started ahead of its turn (node/workers.py): load the component, say `loaded`, and run
-    #: init only when the node sends `init` (its body says whether this start is a restart)
-    prestarted: bool = False
 
     @property
     def granted(self) -> frozenset[str]:
@@ -434,21 +430,17 @@ class Worker:
             return None
 
     def start(self) -> None:
-        """Instantiate the actor and run its init; `ready` to the node when init returned. A
-        prestarted worker instantiates first and waits for the node's `init` (its turn in the
-        supervisor's start order) before anything is recorded or init runs."""
+        """Instantiate the actor, say `loaded`, and wait for the node's `init` (its turn in the
+        supervisor's start order: the node may start a worker ahead of it, node/workers.py); only
+        then is anything recorded and init run. `ready` to the node when init returned."""
         cfg = self.cfg
-        restart = cfg.restart
-        if cfg.prestarted:
-            self._instantiate()
-            self.node.send(encode(Envelope("loaded", cfg.actor_id, "node", 0)))
-            restart = self._await_init()
+        self._instantiate()
+        self.node.send(encode(Envelope("loaded", cfg.actor_id, "node", 0)))
+        restart = self._await_init()
         self.record("actor.start", {"incarnation": cfg.incarnation, "restart": restart, "pid": os.getpid(),
                                     "name": cfg.name, "path": cfg.path, "component": cfg.component_hash,
                                     "component_path": cfg.component_path, "granted": sorted(cfg.granted),
                                     "limits": cfg.limits.to_plain()})
-        if not cfg.prestarted:
-            self._instantiate()
         self._call(ExportCall("init", [cfg.initial_state]))
         self.flush_events()
         self.node.send(encode(Envelope("ready", cfg.actor_id, "node", 0, {"pid": os.getpid()})))
