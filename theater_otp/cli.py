@@ -87,8 +87,14 @@ def _typer_app() -> typer.Typer:
         hints = typing.get_type_hints(fn, localns=late_names, include_extras=True)
         fn.__annotations__ = {key: _typer_hint(hint, typer) for key, hint in hints.items()}
         app.command(name, short_help=_summary(fn))(fn)
-    for fn in (create, build, validate):  # theater_otp.cli_dev declares them with typer's own markers
+    from .cli_cluster import CLUSTER_VERBS
+    from .cli_replica import REPLICA_VERBS
+
+    # theater_otp.cli_dev, cli_cluster and cli_replica declare theirs with typer's own markers
+    for fn in (create, build, validate):
         app.command(short_help=_summary(fn))(fn)
+    for verb, fn in (*CLUSTER_VERBS, *REPLICA_VERBS):
+        app.command(verb, short_help=_summary(fn))(fn)
     return app
 
 
