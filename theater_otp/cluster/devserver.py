@@ -40,6 +40,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import TheaterError
 
@@ -282,7 +283,8 @@ def stop(server: DevServer, timeout_s: float = 5.0) -> None:
 
 def stop_pid(pid: int, timeout_s: float = 5.0) -> bool:
     """Stop the nats-server with this pid (ours or a detached one): SIGTERM, then SIGKILL after
-    `timeout_s`. Returns False if no such process ran. Reaps it when it is our child."""
+    `timeout_s`. Returns False if no such process ran. Reaps it when it is our child; another
+    process's zombie counts as stopped (its parent reaps it)."""
     import psutil
 
     try:
@@ -290,17 +292,34 @@ def stop_pid(pid: int, timeout_s: float = 5.0) -> bool:
         proc.send_signal(signal.SIGTERM)
     except psutil.NoSuchProcess:
         return False
-    try:
-        proc.wait(timeout_s)  # psutil reaps a child of ours and polls any other process
-    except psutil.TimeoutExpired:
+    if not _ended(proc, timeout_s):
         try:
             proc.kill()
-            proc.wait(timeout_s)
         except psutil.NoSuchProcess:
-            pass
-    except psutil.NoSuchProcess:
-        pass
+            return True
+        _ended(proc, timeout_s)
     return True
+
+
+def _ended(proc: Any, timeout_s: float) -> bool:
+    """Whether the psutil.Process `proc` ends within `timeout_s` (reaped if ours, else gone or a zombie)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            proc.wait(0.05)  # reaps a child of ours; polls any other process
+            return True
+        except psutil.TimeoutExpired:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.NoSuchProcess:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
 
 
 def is_server_for(pid: int, store: Path) -> bool:
