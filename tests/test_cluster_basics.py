@@ -7,6 +7,7 @@ tests check cluster/names.py and devserver's binary lookup without any process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import msgpack
 import psutil
@@ -42,15 +44,38 @@ def _nats_cli(*args: str, home: Path, timeout: float = 30) -> subprocess.Complet
     return subprocess.run([*CLI, "nats", *args], capture_output=True, text=True, timeout=timeout, env=_env(home))
 
 
-def _read_line(proc: subprocess.Popen, timeout: float = 15) -> str:
-    """The next line of `proc`'s stdout, within `timeout` seconds (the CLI flushes whole lines)."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        raise AssertionError(f"no output within {timeout} s")
-    line = proc.stdout.readline()
-    if not line:
-        raise AssertionError(f"stdout closed; exit {proc.wait(5)}; stderr: {proc.stderr.read()}")
-    return line.strip()
+class Foreground:
+    """`theater-otp nats ARGS` running in the foreground: `proc`, its stdout `out` and stderr `err`."""
+
+    def __init__(self, proc: subprocess.Popen[str]):
+        assert proc.stdout is not None and proc.stderr is not None
+        self.proc, self.out, self.err = proc, proc.stdout, proc.stderr
+
+    def read_line(self, timeout: float = 15) -> str:
+        """The next line of stdout, within `timeout` seconds (the CLI flushes whole lines)."""
+        ready, _, _ = select.select([self.out], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"no output within {timeout} s")
+        line = self.out.readline()
+        if not line:
+            raise AssertionError(f"stdout closed; exit {self.proc.wait(5)}; stderr: {self.err.read()}")
+        return line.strip()
+
+
+@contextlib.contextmanager
+def _foreground(*args: str, home: Path) -> Iterator[Foreground]:
+    """Run `theater-otp nats ARGS` in the foreground; killed (if still running) and its pipes closed after."""
+    proc = subprocess.Popen([*CLI, "nats", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(home))
+    try:
+        yield Foreground(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _gone(pid: int, timeout: float = 10) -> bool:
@@ -103,7 +128,7 @@ RECORD = NameRecord(node="n1", actor_id="3f0c1b9e-8d1a-4c55-9a8e-0b6f3c2d1e4f", 
 
 
 @pytest.fixture
-def cleanup_pids():
+def cleanup_pids() -> Iterator[list[int]]:
     """Pids of nats-servers a test's CLI started: any still running at teardown is stopped."""
     pids: list[int] = []
     yield pids
@@ -134,91 +159,60 @@ def test_fixture_server_serves_a_kv_bucket_and_keeps_it_across_a_restart(nats_se
 def test_nats_foreground_json_then_sigterm_stops_the_server(tmp_path: Path, cleanup_pids: list[int]):
     port = free_port()
     store = tmp_path / "store"
-    proc = subprocess.Popen([*CLI, "nats", "--port", str(port), "--store", str(store), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path / "home"))
-    try:
-        first = json.loads(_read_line(proc))
+    with _foreground("--port", str(port), "--store", str(store), "--json", home=tmp_path / "home") as fg:
+        first = json.loads(fg.read_line())
         cleanup_pids.append(first["pid"])
         assert first["url"] == f"nats://127.0.0.1:{port}"
         assert first["port"] == port and first["store"] == str(store.resolve())
         assert devserver.is_server_for(first["pid"], store)
         assert (store / devserver.PID_NAME).read_text().strip() == str(first["pid"])
         assert _kv_round_trip(first["url"], RECORD) == RECORD
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        fg.proc.send_signal(signal.SIGTERM)
+        assert fg.proc.wait(15) == 0
         assert _gone(first["pid"])
         assert not (store / devserver.PID_NAME).exists()
-        assert "stopped nats-server" in proc.stderr.read()
-        assert proc.stdout.read() == ""  # one object, nothing after it
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        assert "stopped nats-server" in fg.err.read()
+        assert fg.out.read() == ""  # one object, nothing after it
 
 
 @integration
 def test_nats_foreground_default_store_prints_the_url_and_ctrl_c_stops_it(tmp_path: Path, cleanup_pids: list[int]):
     port = free_port()
     home = tmp_path / "home"
-    proc = subprocess.Popen([*CLI, "nats", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(home))
-    try:
-        assert _read_line(proc) == f"nats://127.0.0.1:{port}"
+    with _foreground("--port", str(port), home=home) as fg:
+        assert fg.read_line() == f"nats://127.0.0.1:{port}"
         pid_file = home / "nats" / devserver.PID_NAME  # the default store: HOME/nats
         pid = int(pid_file.read_text())
         cleanup_pids.append(pid)
         assert devserver.is_server_for(pid, home / "nats")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
+        fg.proc.send_signal(signal.SIGINT)
+        assert fg.proc.wait(15) == 0
         assert _gone(pid) and not pid_file.exists()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 @integration
 def test_nats_foreground_killed_takes_its_server_along(tmp_path: Path, cleanup_pids: list[int]):
     port = free_port()
-    proc = subprocess.Popen([*CLI, "nats", "--port", str(port), "--store", str(tmp_path / "s"), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(tmp_path / "home"))
-    try:
-        pid = json.loads(_read_line(proc))["pid"]
+    with _foreground("--port", str(port), "--store", str(tmp_path / "s"), "--json", home=tmp_path / "home") as fg:
+        pid = json.loads(fg.read_line())["pid"]
         cleanup_pids.append(pid)
-        proc.kill()  # SIGKILL: the CLI cannot stop it; the kernel's parent-death signal does
-        proc.wait()
+        fg.proc.kill()  # SIGKILL: the CLI cannot stop it; the kernel's parent-death signal does
+        fg.proc.wait()
         assert _gone(pid)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
 
 @integration
 def test_nats_foreground_whose_server_dies_exits_1(tmp_path: Path, cleanup_pids: list[int]):
     store = tmp_path / "s"
-    proc = subprocess.Popen([*CLI, "nats", "--port", str(free_port()), "--store", str(store), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path / "home"))
-    try:
-        pid = json.loads(_read_line(proc))["pid"]
+    with _foreground("--port", str(free_port()), "--store", str(store), "--json", home=tmp_path / "home") as fg:
+        pid = json.loads(fg.read_line())["pid"]
         cleanup_pids.append(pid)
         os.kill(pid, signal.SIGKILL)
-        assert proc.wait(15) == 1
-        errors = [ln for ln in proc.stderr.read().splitlines() if ln.startswith("error:")]
+        assert fg.proc.wait(15) == 1
+        errors = [ln for ln in fg.err.read().splitlines() if ln.startswith("error:")]
         assert errors == [f"error: nats-server (pid {pid}) exited on its own; its log: "
                           f"{store.resolve() / devserver.LOG_NAME}"]
         assert not (store / devserver.PID_NAME).exists()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 @integration
