@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test lint soak bench clean
+.PHONY: install browser demo nats test lint soak bench clean
 
 $(STAMP): pyproject.toml setup.py theater_otp/chain/_native.c theater_otp/worker/_valconv.c
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/theater-otp build manifests/demo/supervision.toml
 	$(VENV)/bin/theater-otp up manifests/demo/supervision.toml
+
+# a development NATS server with JetStream for `up --cluster` (docs/cluster.md), until Ctrl-C
+nats: install
+	$(VENV)/bin/theater-otp nats
 
 # three pytest workers (pytest-xdist) on two cores: the integration tests spend much of their time
 # waiting on real processes (with two workers the cores were ~58% busy; three: 6:10 -> 5:32, four:
