@@ -281,6 +281,36 @@ def test_devserver_port_in_use_by_another_nats_server(nats_server: NatsFixture, 
     assert f"(pid {nats_server.pid})" in str(info.value) and "nats-server" in str(info.value)
 
 
+@integration
+def test_devserver_monitor_port_only_when_asked(tmp_path: Path):
+    import urllib.request
+
+    port, monitor = free_port(), free_port()
+    server = devserver.start(tmp_path / "s", port=port, monitor_port=monitor)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/varz", timeout=5) as resp:
+            assert json.loads(resp.read())["port"] == port
+        assert server.to_plain()["monitor_port"] == monitor
+    finally:
+        devserver.stop(server)
+    assert _gone(server.pid)
+    plain = devserver.start(tmp_path / "s", port=port)
+    try:
+        assert "-m" not in psutil.Process(plain.pid).cmdline()
+    finally:
+        devserver.stop(plain)
+
+
+@integration
+def test_devserver_a_server_that_cannot_start_is_an_error_quoting_its_log(tmp_path: Path):
+    store = tmp_path / "s"
+    store.mkdir()
+    (store / "jetstream").write_text("a file where JetStream wants its directory")
+    with pytest.raises(devserver.NatsServerError, match="exited with code") as info:
+        devserver.start(store, port=free_port(), timeout_s=10)
+    assert str(store / devserver.LOG_NAME) in str(info.value)
+
+
 # ---- devserver without processes ---------------------------------------------------------------
 
 @unit
