@@ -186,14 +186,15 @@ def main() -> None:
 
     server = None
     url = args.url
-    if url is None:
-        server = devserver.start(Path(tempfile.mkdtemp(prefix="bench-nats-")), port=_free_port())
-        url = server.url
-    try:
-        rows = [raw_baselines(url, args.requests, args.messages, args.size)]
-    finally:
-        if server is not None:
-            devserver.stop(server)
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as store:  # the server's store, removed after
+        if url is None:
+            server = devserver.start(Path(store), port=_free_port())
+            url = server.url
+        try:
+            rows = [raw_baselines(url, args.requests, args.messages, args.size)]
+        finally:
+            if server is not None:
+                devserver.stop(server)
     if args.json:
         print(json.dumps({"url": url, "server": "started by the bench" if server else "given", "rows": rows},
                          indent=2))
