@@ -7,6 +7,7 @@ arrive meanwhile wait in the worker's inbox; they must be served before anything
 from __future__ import annotations
 
 import pytest
+
 from harness import WAT, Tree, write_manifest
 
 pytestmark = pytest.mark.integration

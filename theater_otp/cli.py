@@ -215,10 +215,12 @@ def up(
         case_sensitive=False)] = _DISK,
     metrics: MetricsOpt = None,
     dashboard: DashboardOpt = None,
+    cluster: ClusterOpt = None,
+    node_name: NodeNameOpt = None,
 ) -> None:
     """Boot a supervision tree: a node process, a chain-writer, one process per actor."""
-    _boot(home, ["--config", str(config.resolve()), *_metrics_args(metrics)], detach, durability, "tree",
-          dashboard)
+    _boot(home, ["--config", str(config.resolve()), *_metrics_args(metrics), *_cluster_args(cluster, node_name)],
+          detach, durability, "tree", dashboard)
 
 
 DetachOpt = Annotated[bool, _Opt("--detach", "-d", help="Return once the node is running.")]
@@ -226,6 +228,21 @@ DetachOpt = Annotated[bool, _Opt("--detach", "-d", help="Return once the node is
 
 def _metrics_args(metrics: str | None) -> list[str]:
     return [] if metrics is None else ["--metrics", metrics]
+
+
+ClusterOpt = Annotated[Optional[str], _Opt("--cluster", help="Join the nodes of this NATS server (nats://HOST:PORT, "
+                                                               "JetStream on; `theater-otp nats` starts one).")]
+NodeNameOpt = Annotated[Optional[str], _Opt("--node-name", help="This node's name in the cluster (default: the "
+                                                                  "host name); unique among the live nodes.")]
+
+
+def _cluster_args(cluster: str | None, node_name: str | None) -> list[str]:
+    if cluster is None:
+        if node_name is not None:
+            _err("--node-name needs --cluster")
+            raise _exit(2)
+        return []
+    return ["--cluster", cluster, *([] if node_name is None else ["--node-name", node_name])]
 
 
 @_verb()
@@ -239,9 +256,12 @@ def server(
         case_sensitive=False)] = _DISK,
     metrics: MetricsOpt = None,
     dashboard: DashboardOpt = None,
+    cluster: ClusterOpt = None,
+    node_name: NodeNameOpt = None,
 ) -> None:
     """Start a node with an empty root supervisor (one_for_one); add actors with `start`."""
-    node_args = ["--server", *_metrics_args(metrics)] + ([] if config is None else ["--config", str(config.resolve())])
+    node_args = ["--server", *_metrics_args(metrics), *_cluster_args(cluster, node_name)] + \
+        ([] if config is None else ["--config", str(config.resolve())])
     _boot(home, node_args, detach, durability, "server", dashboard)
 
 

@@ -162,6 +162,22 @@ def _significant(src: Source, key: str, value: object, restart: RestartType | No
     return value
 
 
+def _node(src: Source, key: str, value: object, child_type: ChildType | None) -> str:
+    """`node`: the cluster node that runs a worker, or "any" (docs/cluster.md); "" when not given."""
+    if value is None:
+        return ""
+    from ..cluster.names import valid_node_name
+
+    if not isinstance(value, str):
+        raise src.error(key, f"{value!r} is not valid: expected a node name or \"any\"", value)
+    if child_type is ChildType.SUPERVISOR:
+        raise src.error(key, "only a worker may run on another node: a supervisor runs on its parent's node", value)
+    problem = None if value == "any" else valid_node_name(value)
+    if problem is not None:
+        raise src.error(key, f"{value!r} is not valid: {problem}", value)
+    return value
+
+
 def read_shutdown(where: Where, key: str, value: object, child_type: ChildType) -> Shutdown:
     """`shutdown`: milliseconds, "brutal_kill" or "infinity"; by default 5000 for a worker, infinity
     for a supervisor (OTP's defaults)."""
@@ -208,6 +224,7 @@ def read_child_spec(src: Source, table: object, key: str, parent: SupFlags, prob
     shutdown = problems.check(partial(read_shutdown, src, f"{key}.shutdown", table.get("shutdown"),
                                       child_type or ChildType.WORKER))
 
+    node = problems.check(partial(_node, src, f"{key}.node", table.get("node"), child_type))
     manifest: ActorManifest | None = None
     flags: SupFlags | None = SupFlags()
     children: tuple[ChildSpec, ...] | None = ()
@@ -224,7 +241,7 @@ def read_child_spec(src: Source, table: object, key: str, parent: SupFlags, prob
             or flags is None or children is None or len(problems.found) > before):
         return None
     return ChildSpec(id=child_id, type=child_type, restart=restart, shutdown=shutdown, significant=significant,
-                     manifest=manifest, flags=flags, children=children)
+                     manifest=manifest, flags=flags, children=children, node=node or None)
 
 
 def read_children(src: Source, items: object, key: str, flags: SupFlags, problems: Problems,

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-stderr", action="store_true")
     parser.add_argument("--durability", choices=[d.value for d in Durability], default=Durability.DISK.value)
     parser.add_argument("--metrics", default=None, help="HOST:PORT of a Prometheus endpoint (read-only)")
+    parser.add_argument("--cluster", default=None, help="nats://HOST:PORT: join the nodes of that server")
+    parser.add_argument("--node-name", default=None, help="this node's name in the cluster (default: the host name)")
     args = parser.parse_args(argv)
     if args.config is None and not args.server:
         parser.error("--config is required (or --server)")
@@ -73,8 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         tell(f"error 2 --metrics: {exc}")
         return 2
+    cluster = None
+    if args.cluster is not None:
+        from ..cluster.settings import ClusterError, cluster_settings
+
+        try:
+            cluster = cluster_settings(args.cluster, args.node_name)
+        except ClusterError as exc:
+            tell(f"error 2 {exc}")
+            return 2
     node = Node(home, tree, components, on_ready=on_ready, durability=Durability(args.durability),
-                metrics_address=metrics)
+                metrics_address=metrics, cluster=cluster)
     try:
         code = node.run()
     finally:

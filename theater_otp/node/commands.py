@@ -18,6 +18,7 @@ from ..home import Home
 from ..protocol import Envelope
 from ..supervision import events as ev
 from .chainlink import ChainLink
+from .cluster import RemoteActor
 from .components import Components
 from .mail import Mail, PendingRequest
 from .registry import Registry, WorkerHandle
@@ -97,12 +98,15 @@ def _target(s: Services, ask: Asker, args: dict) -> WorkerHandle | None:
     return target
 
 
-def _admitted(s: Services, ask: Asker, args: dict) -> WorkerHandle | None:
-    """The target of a message command whose mailbox takes `args["payload"]`, or None after
-    answering why not."""
-    target = _target(s, ask, args)
+def _admitted(s: Services, ask: Asker, args: dict) -> WorkerHandle | RemoteActor | None:
+    """The target of a message command whose mailbox takes `args["payload"]` (an actor on another
+    node admits it there), or None after answering why not."""
+    target, why = s.mail.route(args["target"])
     if target is None:
+        ask.error("not_found" if "no actor" in why else "not_running", why)
         return None
+    if isinstance(target, RemoteActor):
+        return target
     refusal = s.mail.admit(target, args["payload"])
     if refusal is not None:
         ask.error("refused", refusal)
@@ -113,6 +117,15 @@ def _admitted(s: Services, ask: Asker, args: dict) -> WorkerHandle | None:
 def send(s: Services, ask: Asker, args: dict) -> None:
     target = _admitted(s, ask, args)
     if target is None:
+        return
+    if isinstance(target, RemoteActor):
+        assert s.mail.remote is not None
+        error = s.mail.remote.publish(target.node, {"k": "send", "to": target.actor_id, "sender": "cli",
+                                                    "body": args["payload"]})
+        if error is None:
+            ask.ok({"delivered_to": f"{target.node}:{target.path}"})
+        else:
+            ask.error("not_running", error)
         return
     if s.mail.to_worker(target, Envelope("send", "cli", target.actor_id, 0, args["payload"])):
         ask.ok({"delivered_to": target.path})
@@ -192,7 +205,7 @@ def start_child(s: Services, ask: Asker, args: dict) -> None:
     if entry is None:
         return
     sup = entry.sup
-    table = {k: v for k, v in args.items() if k in ("id", "manifest", "restart", "shutdown", "significant", "type")
+    table = {k: v for k, v in args.items() if k in ("id", "manifest", "restart", "shutdown", "significant", "type", "node")
              and v is not None}
     try:
         if sup.simple:

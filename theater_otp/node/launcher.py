@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
+from typing import TYPE_CHECKING
 
 from ..chain.store import Durability
 from ..chain.writer import writer_main
@@ -22,6 +23,9 @@ from ..home import Home
 from ..http.listener import GatewayConfig
 from ..protocol.trust import RunSecrets
 from ..worker.main import WorkerConfig, worker_main
+
+if TYPE_CHECKING:
+    from ..cluster.link import LinkConfig
 
 PRELOAD = ["theater_otp.worker.preload"]
 
@@ -110,6 +114,11 @@ class Launcher:
         from ..http.gateway import gateway_main  # aiohttp: loaded only by nodes that serve HTTP
 
         return self._start(self.ctx.Process(target=gateway_main, args=(cfg,), name="http-gateway", daemon=True))
+
+    def start_link(self, cfg: "LinkConfig") -> ChildProcess:
+        from ..cluster.link import link_main  # nats-py: loaded only by nodes in a cluster
+
+        return self._start(self.ctx.Process(target=link_main, args=(cfg,), name="cluster-link", daemon=True))
 
     def close(self) -> None:
         self._spawner.shutdown(wait=True, cancel_futures=True)

@@ -19,6 +19,7 @@ import zmq
 from ..protocol import MAILBOX_KINDS, Envelope, encode, message_size
 from ..worker.handlers.message_server import DEFAULT_REQUEST_TIMEOUT_MS
 from .channels import ChannelTable
+from .cluster import ClusterLink, RemoteActor
 from .loop import Loop, Timer
 from .metrics import NodeMetrics
 from .outbox import HeldSend, Outbox
@@ -35,9 +36,9 @@ SENT_KINDS = frozenset({"send", "channel_send", "channel_close"})
 @dataclass
 class PendingRequest:
     """A request in flight through the node: who asked (a worker's identity, or a control
-    client through `answer_cli`) and which worker must answer."""
+    client through `answer_cli`) and which worker must answer (here, or on another node)."""
 
-    target: WorkerHandle
+    target: WorkerHandle | RemoteActor
     #: the asking worker's router identity and the corr its call waits on
     origin_ident: bytes = b""
     origin_corr: int = 0
@@ -60,6 +61,27 @@ class Mail:
         #: workers' sends admitted and waiting for their events to be stored
         self.outbox = Outbox()
         self.channels: ChannelTable[WorkerHandle] = ChannelTable()
+        #: the cluster (node/cluster.py), when this node joined one: targets no local name resolves
+        self.remote: ClusterLink | None = None
+
+    def join(self, cluster: ClusterLink) -> None:
+        """Take frames from other nodes' message paths, and fail what waits on a node that goes down."""
+        self.remote = cluster
+        cluster.frame_handlers.update({"send": self._remote_send, "request": self._remote_request,
+                                       "reply": self._remote_reply, "undeliverable": self._remote_undeliverable})
+        cluster.down_hooks.append(self._node_down)
+
+    def route(self, ref: str, from_path: str | None = None) -> tuple[WorkerHandle | RemoteActor | None, str]:
+        """The worker `ref` names here or, when no local actor has that name, the actor another node
+        runs under it; (None, why not) otherwise."""
+        target, why = self.registry.resolve(ref, from_path)
+        if target is None and self.remote is not None and why.startswith("no actor named"):
+            found = self.remote.resolve(ref)
+            if isinstance(found, RemoteActor):
+                return found, ""
+            if not found.startswith("no actor named"):
+                return None, found
+        return target, why
 
     # ---- to a worker --------------------------------------------------------------------------
 
@@ -129,11 +151,18 @@ class Mail:
         """An actor's one-way message: admitted (or refused) now; delivered now, or held until the
         sender's events are stored (`release`) when the sender holds its effects."""
         self.metrics.messages_out[handle.path] += 1
-        target, why = self.registry.resolve(env.to, handle.path)
+        target, why = self.route(env.to, handle.path)
         if target is None:
             error: str | None = why
         elif not isinstance(env.body, bytes):
             error = "a message must be bytes"
+        elif isinstance(target, RemoteActor):  # admitted by the node that runs it; a refusal comes back
+            message = Envelope("send", handle.actor_id, target.actor_id, 0, env.body)
+            error = None
+            if handle.durable_effects and env.corr:
+                self.outbox.hold(ident, HeldSend(env.corr, target, message, len(env.body)))
+            else:
+                error = self._send_remote(handle, target, message)
         else:
             error = self.admit(target, env.body)
             message = Envelope("send", handle.actor_id, target.actor_id, 0, env.body)
@@ -154,6 +183,12 @@ class Mail:
             log.error("dropped a malformed release from %s", handle.path)
             return
         for held in self.outbox.release(ident, through):
+            if isinstance(held.target, RemoteActor):
+                error = self._send_remote(handle, held.target, held.env)
+                if error is not None:
+                    self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
+                                                    {"to": held.target.path, "error": error}))
+                continue
             target = self.registry.workers.get(held.target.path)
             if target is None or target.actor_id != held.target.actor_id or not self.to_worker(target, held.env):
                 self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
@@ -169,9 +204,11 @@ class Mail:
 
     def on_request(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
         self.metrics.messages_out[handle.path] += 1
-        target, why = self.registry.resolve(env.to, handle.path)
+        target, why = self.route(env.to, handle.path)
         if target is None:
             self.reply(handle, env.corr, {"error": why})
+        elif isinstance(target, RemoteActor):
+            self.forward(PendingRequest(target, ident, env.corr), handle.actor_id, env.body, None)
         elif (refusal := self.admit(target, env.body)) is not None:
             self.reply(handle, env.corr, {"error": refusal})
         else:
@@ -196,8 +233,16 @@ class Mail:
         """Ask `pending.target` (a `request`, `state` or `channel_open`); its reply, its exit or
         `timeout_ms` answers whoever asked."""
         corr = self.loop.next_corr()
-        if not self.to_worker(pending.target, Envelope(kind, sender, pending.target.actor_id, corr, body)):
-            self.answer(pending, {"error": f"actor {pending.target.path} is not reachable"})
+        target = pending.target
+        if isinstance(target, RemoteActor):
+            assert self.remote is not None
+            error = self.remote.publish(target.node, {"k": kind, "to": target.actor_id, "corr": corr,
+                                                      "sender": sender, "body": body, "timeout_ms": timeout_ms})
+            if error is not None:
+                self.answer(pending, {"error": error})
+                return
+        elif not self.to_worker(target, Envelope(kind, sender, target.actor_id, corr, body)):
+            self.answer(pending, {"error": f"actor {target.path} is not reachable"})
             return
         self.pending[corr] = pending
         if timeout_ms:
@@ -232,6 +277,71 @@ class Mail:
                     pending.timer.cancelled = True
                 self.answer(pending, {"error": f"actor {handle.path} exited before replying ({reason})",
                                       "exit": exit_kind})
+
+    # ---- other nodes (node/cluster.py carries the frames) --------------------------------------
+
+    def _send_remote(self, handle: WorkerHandle, target: RemoteActor, message: Envelope) -> str | None:
+        assert self.remote is not None
+        return self.remote.publish(target.node, {"k": "send", "to": target.actor_id, "sender": handle.actor_id,
+                                                 "body": message.body})
+
+    def _remote_send(self, frame: dict) -> None:
+        """A message from an actor on another node: admitted here like a local one; a refusal goes
+        back to its sender as `undeliverable`."""
+        sender, body = str(frame["sender"]), frame["body"]
+        target, why = self.registry.resolve(str(frame["to"]))
+        error = why if target is None else (self.admit(target, body) if isinstance(body, bytes)
+                                            else "a message must be bytes")
+        if target is not None and error is None and \
+                not self.to_worker(target, Envelope("send", sender, target.actor_id, 0, body)):
+            error = f"actor {target.path} is not reachable"
+        if error is not None and self.remote is not None:
+            self.remote.publish(str(frame["from"]), {"k": "undeliverable", "sender": sender, "to": str(frame["to"]),
+                                                     "error": error})
+
+    def _remote_request(self, frame: dict) -> None:
+        """A request (or state read) from another node: asked here, answered there."""
+        remote, node, corr = self.remote, str(frame["from"]), int(frame["corr"])
+        assert remote is not None
+
+        def answer(body: dict) -> None:
+            remote.publish(node, {"k": "reply", "corr": corr, "answer": body})
+
+        target, why = self.registry.resolve(str(frame["to"]))
+        if target is None:
+            answer({"error": why})
+        elif (refusal := self.admit(target, frame["body"])) is not None:
+            answer({"error": refusal})
+        else:
+            timeout = frame.get("timeout_ms")
+            self.forward(PendingRequest(target, answer_cli=answer), str(frame["sender"]), frame["body"],
+                         timeout if isinstance(timeout, int) and timeout > 0 else DEFAULT_REQUEST_TIMEOUT_MS)
+
+    def _remote_reply(self, frame: dict) -> None:
+        corr = int(frame["corr"])
+        pending = self.pending.get(corr)
+        if pending is None or not isinstance(pending.target, RemoteActor) or pending.target.node != frame["from"]:
+            return  # late (timed out, or its node was declared down), or not from the node asked
+        del self.pending[corr]
+        if pending.timer is not None:
+            pending.timer.cancelled = True
+        answer = frame["answer"]
+        self.answer(pending, answer if isinstance(answer, dict) else {"error": "malformed reply"})
+
+    def _remote_undeliverable(self, frame: dict) -> None:
+        handle, _ = self.registry.resolve(str(frame["sender"]))
+        if handle is not None:
+            self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
+                                            {"to": str(frame["to"]), "error": str(frame["error"])}))
+
+    def _node_down(self, node: str) -> None:
+        """`node` stopped answering: every request waiting on it is answered now."""
+        for corr, pending in list(self.pending.items()):
+            if isinstance(pending.target, RemoteActor) and pending.target.node == node:
+                del self.pending[corr]
+                if pending.timer is not None:
+                    pending.timer.cancelled = True
+                self.answer(pending, {"error": f"node {node} is down (noconnection)", "exit": "noconnection"})
 
     # ---- channels (node/channels.py keeps the table) ------------------------------------------
 
@@ -275,6 +385,7 @@ class Mail:
         assert pending.channel is not None
         channel_id, opener = pending.channel
         target = pending.target
+        assert isinstance(target, WorkerHandle)  # channels open between actors of one node
         accept = body.get("ok") if isinstance(body.get("ok"), dict) else None
         if accept is None:
             return {"error": str(body.get("error", "malformed answer to a channel open"))}

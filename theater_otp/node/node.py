@@ -30,6 +30,7 @@ import zmq
 
 from ..chain.producer import MAX_UNACKED_EVENTS
 from ..chain.store import Durability
+from ..cluster.settings import ClusterSettings
 from ..config.model import ChildSpec
 from ..home import Home
 from ..protocol import MAX_FRAME, Envelope, encode, recv_routed
@@ -39,9 +40,11 @@ from ..worker.component import CompiledComponent
 from . import control
 from .actor_supervision import ActorSupervisors
 from .chainlink import ChainLink
+from .cluster import ClusterLink
 from .commands import HANDLERS, Asker, Services
 from .components import Components
 from .gateway import GatewayLink
+from .hosting import Hosting
 from .http import HttpListeners
 from .http import listeners as http_listeners
 from .launcher import Launcher
@@ -87,7 +90,7 @@ class Node:
 
     def __init__(self, home: Home, tree: ChildSpec, components: dict[Path, CompiledComponent],
                  on_ready: Callable[[str | None], None] | None = None, durability: Durability = Durability.DISK,
-                 metrics_address: tuple[str, int] | None = None):
+                 metrics_address: tuple[str, int] | None = None, cluster: ClusterSettings | None = None):
         self.home = home
         self.spec = tree
         #: told once: None when the tree is up (and serving its ports), else why it failed
@@ -123,7 +126,17 @@ class Node:
         self.gateway = GatewayLink(self.loop, self.launcher, home, self.secrets, self.router, self.registry,
                                    self.mail, HttpListeners(http_listeners(tree)), self._tell_ready, self._give_up,
                                    lambda: self.stopping)
+        #: the cluster link (node/cluster.py), when this node joined one
+        self.cluster: ClusterLink | None = None
+        if cluster is not None:
+            self.cluster = ClusterLink(self.loop, self.launcher, home, self.secrets, self.router, cluster,
+                                       self._give_up, lambda: self.stopping, self._cluster_ready)
+            self.mail.join(self.cluster)
         self.tree = SupervisionTree(tree, self.loop, self.registry, self.workers, self.chain, self.gateway, self)
+        self.hosting: Hosting | None = None
+        if self.cluster is not None:
+            self.hosting = Hosting(self.cluster, self.tree, self.registry, self.workers, self.components, self.loop)
+            self.tree.hosting = self.hosting
         self.owners = ActorSupervisors(self.tree, self.registry, self.mail, self.components, home)
         self.tree.owners = self.owners
         self.services = Services(home, self.started_at, self.registry, self.chain, self.mail, self.tree,
@@ -176,6 +189,8 @@ class Node:
         log.info("node %d up at %s (chain-writer pid %d)", os.getpid(), self.home.root, self.chain.writer.pid)
         if self.gateway.http.by_port:
             self.gateway.start()
+        if self.cluster is not None:
+            self.cluster.start()
         if self.metrics_address is not None:
             host, port = self.metrics_address
             try:
@@ -186,7 +201,8 @@ class Node:
                 self._close()
                 return 1
             log.info("metrics at http://%s:%d/metrics", host, self.metrics_endpoint.port)
-        self.tree.start()
+        if self.cluster is None:
+            self.tree.start()
         try:
             while self.exit_code is None:
                 self.tree.drain()
@@ -202,6 +218,8 @@ class Node:
             self.metrics_endpoint.close()
         self.gateway.kill()
         self.workers.kill_all()
+        if self.cluster is not None:
+            self.cluster.stop()
         self.launcher.close()
         self.loop.run_finished()  # spares whose fork finished meanwhile get their handles...
         self.workers.kill_all()   # ...and go too
@@ -235,6 +253,10 @@ class Node:
         gateway = self.gateway.process
         if gateway is not None and gateway.sentinel in ready:
             self.gateway.on_exit(up_waiting=self.on_ready is not None)
+        link = self.cluster.process if self.cluster is not None else None
+        if link is not None and link.sentinel in ready:
+            assert self.cluster is not None
+            self.cluster.on_exit(up_waiting=self.on_ready is not None)
         exited = self.workers.exited(ready)
         if self.router in ready or exited:  # first what the exited workers sent before they ended
             self._serve(self.router, self._on_worker_frame)
@@ -305,9 +327,17 @@ class Node:
     def _tell_ready(self) -> None:
         """`up` hears the tree is ready once the root has started and, when the tree serves HTTP,
         the gateway listens on its ports: a client right after `up --detach` is not refused."""
-        if self.on_ready and self.root_up and (not self.gateway.running or self.gateway.ready):
+        if self.on_ready and self.root_up and (not self.gateway.running or self.gateway.ready) and \
+                (self.cluster is None or self.cluster.ready):
             self.on_ready(None)
             self.on_ready = None
+
+    def _cluster_ready(self) -> None:
+        """The link is connected: the tree starts (its children may live on other nodes) the first
+        time; `up` may be waiting for it."""
+        if self.tree.root is None and not self.stopping:
+            self.tree.start()
+        self._tell_ready()
 
     # ---- tree.TreeHooks -------------------------------------------------------------------------
 
@@ -338,6 +368,8 @@ class Node:
         if handle is None:
             if ident == self.secrets.gateway:
                 self.gateway.on_message(env)
+            elif ident == self.secrets.link and self.cluster is not None:
+                self.cluster.on_message(env)
             else:  # a late frame from a reaped incarnation, or a process the node did not start
                 self.dropped_frames += 1
                 if self.dropped_frames == 1 or self.dropped_frames % 1000 == 0:
@@ -354,6 +386,12 @@ class Node:
         if not self.workers.ready(handle):
             return
         self.mail.became_ready(handle)
+        if self.cluster is not None:
+            path = self.hosting.global_path(handle) if self.hosting is not None else handle.path
+            self.cluster.names_put(handle.actor_id, handle.name, path, handle.incarnation)
+        if self.hosting is not None and self.hosting.is_hosted(handle):
+            self.hosting.hosted_ready(handle)
+            return
         if self.gateway.serves(handle.path):  # requests for its port may go to it now
             self.gateway.route(handle)
         self.tree.worker_started(handle)
@@ -368,6 +406,11 @@ class Node:
         reason = self.workers.reap(handle)
         self.metrics.exited(handle.path, reason.kind.value)
         self.mail.worker_exited(handle, str(reason), reason.kind.value)
+        if self.cluster is not None:
+            self.cluster.names_delete(handle.actor_id, handle.name, handle.path)
+        if self.hosting is not None and self.hosting.is_hosted(handle):
+            self.hosting.hosted_exited(handle, reason)
+            return
         if handle.ready and self.gateway.serves(handle.path):  # the requests it held: 503 or 500
             self.gateway.unroute(handle, reason.kind.value, str(reason))
         self.tree.worker_exited(handle, reason)

@@ -14,9 +14,18 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..protocol import Envelope
-from .registry import WorkerHandle
+
+
+class Reservable(Protocol):
+    """What a send is held for: a local worker, or an actor on another node (node/cluster.py)."""
+
+    path: str
+    actor_id: str
+    reserved: int
+    reserved_bytes: int
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class HeldSend:
     mailbox counts it as reserved until it is released or dropped)."""
 
     corr: int
-    target: WorkerHandle
+    target: Reservable
     env: Envelope
     size: int
 

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.model import ChildSpec, ChildType
 from ..supervision import events as ev
@@ -28,6 +28,9 @@ from .http import of_manifest
 from .loop import Loop, Timer
 from .registry import Registry, WorkerHandle
 from .workers import PRESTART_AHEAD, WorkerProcesses
+
+if TYPE_CHECKING:
+    from .hosting import Hosting
 
 log = logging.getLogger("theater_otp.node")
 
@@ -85,6 +88,8 @@ class SupervisionTree:
         self.gateway = gateway
         self.hooks = hooks
         self.owners: Owners | None = None
+        #: children run by other nodes (node/hosting.py), when this node is in a cluster
+        self.hosting: Hosting | None = None
         self.supervisors: dict[str, SubSupervisor] = {}
         self.queue: deque[tuple[str, ev.Event]] = deque()
         #: supervisor API requests in flight -> what to call with the Reply
@@ -211,6 +216,8 @@ class SupervisionTree:
             self.supervisors[path] = SubSupervisor(Supervisor(path, a.spec), a.supervisor, a.child_id, incarnation)
             self.enqueue(path, ev.Start())
             return
+        if self.hosting is not None and self.hosting.start(a):
+            return
         http = self.gateway.http
         new_ports, port_problem = http.for_child(of_manifest(a.spec, path),
                                                  running=lambda p: p in self.registry.workers)
@@ -233,9 +240,11 @@ class SupervisionTree:
         self.workers.start(a.supervisor, a.spec, a.restart, claimed, failed)
         if entry is not None:  # the next children of this start sequence load while this one inits
             self.workers.prestart(a.supervisor, [spec for spec in entry.sup.next_starts(PRESTART_AHEAD)
-                                                 if spec.type is ChildType.WORKER])
+                                                 if spec.type is ChildType.WORKER and spec.node is None])
 
     def _stop_child(self, a: ev.StopChild) -> None:
+        if self.hosting is not None and self.hosting.stop(a):
+            return
         path = f"{a.supervisor}/{a.child_id}"
         owned = self.supervisors.get(path)
         if owned is not None and owned.owner is None:
@@ -328,9 +337,12 @@ class SupervisionTree:
         if owned is not None and owned.owner == path:
             kids = [self._actor_node(f"{path}/{c.spec.id}", c) for c in owned.sup.ordered_children()]
         manifest = child.spec.manifest
-        return {"id": child.spec.id, "kind": "actor", "path": path,
-                "pid": handle.process.pid if handle else None, "status": status, "restarts": child.restarts,
-                "actor_id": self.registry.actor_ids.get(path), "name": manifest.name,
+        hosted = self.hosting.view(path) if self.hosting is not None else None
+        pid = handle.process.pid if handle else (hosted.pid if hosted is not None and hosted.ready else None)
+        return {"id": child.spec.id, "kind": "actor", "path": path, "pid": pid,
+                "node": hosted.node if hosted is not None else (self.hosting.cluster.me if self.hosting else None), "status": status, "restarts": child.restarts,
+                "actor_id": hosted.actor_id if hosted is not None else self.registry.actor_ids.get(path),
+                "name": manifest.name,
                 "manifest": str(manifest.source), "version": manifest.version,
                 "restart": child.spec.restart.value, "incarnation": child.incarnation,
                 "uptime": round(time.time() - handle.started_at, 3) if handle else None,

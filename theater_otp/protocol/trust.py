@@ -50,13 +50,15 @@ class RunSecrets:
     node: bytes
     #: the HTTP gateway's identity on the node's router
     gateway: bytes
+    #: the cluster link's identity on the node's router (docs/cluster.md)
+    link: bytes
     #: what the chain-writer puts in every ack
     writer_proof: bytes
 
     @classmethod
     def new(cls) -> "RunSecrets":
         return cls(node=f"node/{new_token()}".encode(), gateway=f"http-gateway/{new_token()}".encode(),
-                   writer_proof=new_token().encode())
+                   link=f"cluster-link/{new_token()}".encode(), writer_proof=new_token().encode())
 
 
 __all__ = ["TOKEN_BYTES", "RunSecrets", "new_token", "same", "worker_identity"]

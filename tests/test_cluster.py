@@ -1,0 +1,195 @@
+"""Three nodes joined over one real nats-server (docs/cluster.md): names, messages and supervision across them.
+
+One module-wide cluster, for the time it takes to boot: n2 and n3 run small trees of their own,
+n1 a tree whose children live on the other nodes. Tests that kill a node or the server come last
+(the order of this file is the order they run in).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness import WAT, Tree, cli, write_manifest
+from natsfix import NatsFixture
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.nats = NatsFixture(folder / "nats", _free_port())
+        self.nats.start()
+        self.trees: dict[str, Tree] = {}
+
+    def up(self, name: str, supervision: str) -> Tree:
+        where = self.folder / name
+        where.mkdir()
+        tree = Tree(where, supervision, up_args=("--cluster", self.nats.url, "--node-name", name))
+        tree.__enter__()
+        self.trees[name] = tree
+        return tree
+
+    def close(self) -> None:
+        for tree in self.trees.values():
+            tree.close()
+        self.nats.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    for name, wat, state in (("counter", "counter.wat", "0"), ("echo", "echo.wat", None)):
+        write_manifest(folder, name, wat, initial_state=state)
+    relay = folder / "relay.toml"
+    relay.write_text(f'name = "relay"\ncomponent = "{WAT / "relay.wat"}"\ninitial_state = "r2/e2"\n')
+    c = Cluster(folder)
+    try:
+        for n in ("n2", "n3"):
+            c.up(n, f"""
+                [supervisor]
+                id = "r{n[1]}"
+                strategy = "one_for_one"
+
+                [[supervisor.children]]
+                id = "c{n[1]}"
+                manifest = "{folder / 'counter.toml'}"
+
+                [[supervisor.children]]
+                id = "e{n[1]}"
+                manifest = "{folder / 'echo.toml'}"
+            """)
+        c.up("n1", f"""
+            [supervisor]
+            id = "r1"
+            strategy = "one_for_one"
+            intensity = 20
+            period = 5
+
+            [[supervisor.children]]
+            id = "relay"
+            manifest = "{relay}"
+
+            [[supervisor.children]]
+            id = "away"
+            node = "n2"
+            manifest = "{folder / 'counter.toml'}"
+
+            [[supervisor.children]]
+            id = "roam"
+            node = "any"
+            manifest = "{folder / 'counter.toml'}"
+        """)
+        c.trees["n1"].wait_running()
+        yield c
+    finally:
+        c.close()
+
+
+def _child(tree: Tree, path: str) -> dict:
+    return tree.node(path)
+
+
+def test_children_placed_on_other_nodes_run_there_and_show_where(cluster):
+    n1, n2 = cluster.trees["n1"], cluster.trees["n2"]
+    away = _child(n1, "r1/away")
+    assert away["node"] == "n2" and away["status"] == "running"
+    # the pid is one of n2's workers, not n1's
+    n2_pids = {p.pid for p in psutil.Process(n2.node_pid).children(recursive=True)} | \
+        {p.pid for p in n2.processes()}
+    assert away["pid"] in n2_pids, (away, n2_pids)
+    roam = _child(n1, "r1/roam")
+    assert roam["node"] in ("n2", "n3"), roam  # "any" prefers another live node
+
+
+def test_requests_cross_nodes_from_the_cli_and_from_an_actor(cluster):
+    n1, n3 = cluster.trees["n1"], cluster.trees["n3"]
+    # the CLI at n1 and at n3: an actor on n2 by path and by node:path
+    first = cli("request", "r2/c2", "inc", home=n1.home, check=True).stdout.strip()
+    second = cli("request", "n2:r2/c2", "inc", home=n3.home, check=True).stdout.strip()
+    assert int(second) == int(first) + 1
+    # the relay actor on n1 asks echo on n2 (its state names r2/e2): the answer comes back through it
+    assert cli("request", "relay", "ping-across", home=n1.home, check=True).stdout.strip() == "ping-across"
+    # the hosted child answers by its supervisor's path from any node
+    assert cli("request", "r1/away", "inc", home=n3.home, check=True).stdout.strip() == "1"
+
+
+def test_a_name_no_node_holds_is_an_error_at_once(cluster):
+    n1 = cluster.trees["n1"]
+    out = cli("request", "nobody-anywhere", "x", home=n1.home)
+    assert out.returncode == 1 and "no actor named 'nobody-anywhere'" in out.stderr
+
+
+def test_sends_across_nodes_keep_their_order_and_are_in_both_chains(cluster):
+    n1, n2 = cluster.trees["n1"], cluster.trees["n2"]
+    words = [f"m{i:03d}".encode() for i in range(60)]
+    for w in words:
+        n1.call("send", {"target": "relay", "payload": w})
+    relay_id = n1.node("r1/relay")["actor_id"]
+    e2_id = n2.node("r2/e2")["actor_id"]
+
+    def received() -> list[bytes]:
+        return [bytes(p["params"][0]) for e in n2.events(e2_id, "message.send")
+                if (p := e.payload()).get("from") == relay_id]
+
+    got = n2.wait_for(lambda: (r := received()) and len(r) >= len(words) and r, timeout=20,
+                      what="60 sends relayed to n2")
+    assert got == words, " ".join(w.decode() for w in got)
+    # and each one's sending is in the relay's own chain on n1, in the same order
+    handled = [bytes(p["params"][0]) for e in n1.events(relay_id, "message.send")
+               if (p := e.payload()).get("from") == "cli"]
+    sends = [e.payload() for e in n1.events(relay_id, "host.message-server-host.send")]
+    assert handled[-len(words):] == words and len(sends) >= len(words), sends[-2:]
+
+
+def test_a_hosted_child_killed_is_restarted_by_its_supervisor_on_the_other_node(cluster):
+    n1 = cluster.trees["n1"]
+    before = _child(n1, "r1/away")
+    os.kill(before["pid"], signal.SIGKILL)
+    after = n1.wait_for(lambda: (c := _child(n1, "r1/away"))["status"] == "running" and c["pid"] != before["pid"]
+                        and c, timeout=10, what="away restarted")
+    assert after["node"] == "n2" and after["restarts"] == before["restarts"] + 1
+    restarted = n1.supervisor_events("r1", "supervisor.child_restarting")
+    assert any(e.get("child") == "away" for e in restarted)
+
+
+def test_a_whole_node_killed_counts_as_noconnection_and_any_children_move(cluster):
+    n1 = cluster.trees["n1"]
+    roam = _child(n1, "r1/roam")
+    victim = cluster.trees[roam["node"]]
+    survivor = "n2" if roam["node"] == "n3" else "n3"
+    killed_at = time.time_ns()
+    victim_procs = victim.processes()
+    os.kill(victim.node_pid, signal.SIGKILL)
+    moved = n1.wait_for(lambda: (c := _child(n1, "r1/roam"))["status"] == "running" and c["node"] == survivor
+                        and c, timeout=15, what=f"roam restarted on {survivor}")
+    assert moved["pid"] not in {p.pid for p in victim_procs}
+    chain = [(e.event_type, e.timestamp, e.payload()) for e in n1.events("supervisor:r1")
+             if e.timestamp > killed_at]
+    roam_events = [(t, p) for t, _, p in chain if isinstance(p, dict) and p.get("child") == "roam"]
+    # its exit was `noconnection`, then it started again (on the survivor): in that order
+    kinds = [t for t, _ in roam_events]
+    assert "supervisor.child_restarting" in kinds and "supervisor.child_started" in kinds, roam_events
+    assert kinds.index("supervisor.child_restarting") < len(kinds) - 1 - kinds[::-1].index("supervisor.child_started")
+    reasons = [str(p.get("reason")) for t, p in roam_events if t != "supervisor.child_started"]
+    assert any("noconnection" in r for r in reasons), roam_events
+    for p in victim_procs:  # the node's workers went with it (they die with their parent)
+        try:
+            p.wait(10)
+        except psutil.TimeoutExpired:
+            raise AssertionError(f"{p} outlived its node") from None
+        except psutil.NoSuchProcess:
+            pass
