@@ -380,6 +380,11 @@ def _pid_alive(pid: int) -> bool:
 
 # ---- tree ------------------------------------------------------------------------------------
 
+ViewClusterOpt = Annotated[Optional[str], _Opt(
+    "--cluster", metavar="URL", help="Ask every live node of the cluster on this NATS server (nats://HOST:PORT) "
+    "instead of the local node: `tree` shows a section per node, `list` a NODE column (docs/cluster.md).")]
+
+
 @_verb()
 def tree(
     path: Annotated[Optional[str], _Arg(
@@ -393,12 +398,18 @@ def tree(
                                                       "that restarted is highlighted (↻) for a few seconds.")] = False,
     interval: Annotated[float, _Opt("--interval", min=0.05, help="Seconds between redraws (--watch).")] = 1.0,
     frames: Annotated[Optional[int], _Opt("--frames", min=1, hidden=True, help="Stop after N refreshes.")] = None,
+    cluster: ViewClusterOpt = None,
 ) -> None:
     """Show the supervision tree: pids, status, restarts, uptime."""
     if watch and json_out:
         _err("--watch draws text; for JSON use `tree --json` (once) or `top --json`")
         raise _exit(2)
-    if watch:
+    if cluster is not None:
+        if watch or path is not None:
+            _err("--cluster shows every node's whole tree: it takes neither PATH nor --watch")
+            raise _exit(2)
+        code = _show_cluster_tree(cluster, json_out=json_out, depth=depth)
+    elif watch:
         code = _watch_tree(home=home, depth=depth, path=path, interval=interval, frames=frames)
     else:
         code = _show_tree(home=home, json_out=json_out, depth=depth, path=path)
@@ -432,7 +443,7 @@ def _watch_tree(home: Path | None, depth: int | None, path: str | None, interval
                     raise TheaterError(f"{path!r} is not in the tree any more")
                 previous, marked = watch_marks(previous, start, time.monotonic(), until)
                 top = start if depth is None else _cut(start, depth)
-                shown = marked_tree(_render_tree(top), tree_order(top), marked)
+                shown = marked_tree(_render_tree(top, here=_here(snapshot)), tree_order(top), marked)
                 if live is not None:
                     live.update(shown, refresh=True)
                 else:  # a pipe or a file: a frame when something other than the uptimes changed
@@ -504,13 +515,63 @@ def _show_tree(home: Path | None, json_out: bool, depth: int | None, path: str |
         _err(str(exc))
         return exc.exit_code
     top = start if depth is None else _cut(start, depth)
-    text = json.dumps(top, indent=2, default=str) + "\n" if json_out else _render_tree(top)
+    text = json.dumps(top, indent=2, default=str) + "\n" if json_out else _render_tree(top, here=_here(snapshot))
+    _write_text(text)
+    return 0
+
+
+def _write_text(text: str) -> None:
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:  # `tree | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+
+
+def _show_cluster_tree(url: str, json_out: bool, depth: int | None) -> int:
+    """`tree --cluster URL`: every live node's tree (cut at `depth`), one section per node in name
+    order, a node that did not answer as one line with its error; JSON: {"nodes": {name: tree or
+    {"error": ...}}}. Exit code 0 if any node answered, 1 if none did (or NATS was not reached)."""
+    from .cluster.views import survey_sync
+
+    try:
+        found = survey_sync(url, "tree", {})
+    except TheaterError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    nodes: dict[str, Any] = {}
+    for name in sorted(found.answers):
+        answer = found.answers[name]
+        if "ok" not in answer:
+            nodes[name] = answer
+        else:
+            nodes[name] = answer["ok"] if depth is None else _cut(answer["ok"], depth)
+    if json_out:
+        text = json.dumps({"nodes": nodes}, indent=2, default=str) + "\n"
+    else:
+        sections = []
+        for name, shown in nodes.items():
+            if "ok" in found.answers[name]:
+                sections.append(f"== {name} ==\n" + _render_tree(shown, here=name))
+            else:
+                sections.append(f"== {name} ==  {_node_error(shown)}\n")
+        text = "\n".join(sections)
+    _write_text(text)
+    return _cluster_code(url, found.answers)
+
+
+def _node_error(answer: dict) -> str:
+    error = answer.get("error")
+    if not isinstance(error, dict):
+        return f"error: {error}"
+    return f"error ({error.get('code', 'error')}): {error.get('message', '')}"
+
+
+def _cluster_code(url: str, answers: dict[str, dict]) -> int:
+    """0 if any node answered, else 1 (and, for an empty cluster, a line saying so)."""
+    if not answers:
+        _err(f"no live nodes in the cluster at {url}: none holds a key in the theater-nodes bucket")
+    return 0 if any("ok" in answer for answer in answers.values()) else 1
 
 
 def _cut(node: dict, depth: int) -> dict:
@@ -524,34 +585,47 @@ def _cut(node: dict, depth: int) -> dict:
     return {**node, "children": [_cut(child, depth - 1) for child in children]}
 
 
-def _render_tree(top: dict) -> str:
+def _render_tree(top: dict, here: str | None = None) -> str:
     """The tree under `top` as text, one line per node, as one string: a tree of 1,000 actors is
-    one write. The first line is `top`: the root with the node's pid, any other node with its path."""
+    one write. The first line is `top`: the root with the node's pid, any other node with its path.
+    An actor that runs on another cluster node than `here` (a hosted child; `here` defaults to the
+    node named in a root snapshot) ends with `@NODE`."""
+    if here is None:
+        here = _here(top)
     if "node_pid" in top:
         head = f"{top['id']}  [{top['strategy']}]  node pid {top['node_pid']}"
     else:
-        head = _tree_row(top, top["path"])
+        head = _tree_row(top, top["path"], here)
     lines = [head + _hidden(top)]
-    _tree_rows(top["children"], "", lines)
+    _tree_rows(top["children"], "", lines, here)
     lines.append("")
     return "\n".join(lines)
 
 
-def _tree_rows(children: list[dict], prefix: str, lines: list[str]) -> None:
+def _here(snapshot: dict) -> str | None:
+    """The cluster node a root snapshot comes from (its `cluster` counters), or None."""
+    cluster = snapshot.get("cluster")
+    return cluster.get("node") if isinstance(cluster, dict) else None
+
+
+def _tree_rows(children: list[dict], prefix: str, lines: list[str], here: str | None = None) -> None:
     last = len(children) - 1
     for i, node in enumerate(children):
-        lines.append(f"{prefix}{'└── ' if i == last else '├── '}{_tree_row(node, node['id'])}{_hidden(node)}")
+        row = _tree_row(node, node["id"], here)
+        lines.append(f"{prefix}{'└── ' if i == last else '├── '}{row}{_hidden(node)}")
         if node["children"]:
-            _tree_rows(node["children"], prefix + ("    " if i == last else "│   "), lines)
+            _tree_rows(node["children"], prefix + ("    " if i == last else "│   "), lines, here)
 
 
-def _tree_row(node: dict, label: str) -> str:
+def _tree_row(node: dict, label: str, here: str | None = None) -> str:
     if node["kind"] == "supervisor":
         restarts = f"  restarts {node['restarts']}" if node["restarts"] else ""
         return f"{label}  [{node['strategy']}]  {node['status']}{restarts}"
     pid = f"pid {node['pid']}" if node["pid"] else "pid -"
     up_s = f"  up {_duration(node['uptime'])}" if node.get("uptime") is not None else ""
-    return f"{label:<12} {node['status']:<10} {pid:<10} restarts {node['restarts']}{up_s}"
+    away = node.get("node")
+    at = f"  @{away}" if away and away != here else ""
+    return f"{label:<12} {node['status']:<10} {pid:<10} restarts {node['restarts']}{up_s}{at}"
 
 
 def _hidden(node: dict) -> str:
@@ -969,42 +1043,109 @@ def watch(
 
 
 @_verb("list")
-def list_(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def list_(home: HomeOpt = None, json_out: JsonOpt = False, cluster: ViewClusterOpt = None) -> None:
     """One row per actor: actor id, name, path, status, restarts, uptime, mailbox depth, RSS."""
-    import psutil
-
+    if cluster is not None:
+        code = _list_cluster(cluster, json_out)
+        if code:
+            raise _exit(code)
+        return
     try:
         with _client(home) as c:
             snapshot = c.call("tree")
     except TheaterError as exc:
         raise _fail(exc) from None
-    rows = []
-    for node in _walk(snapshot):
-        if node["kind"] != "actor":
-            continue
-        rss = None
-        if node["pid"]:
-            try:
-                rss = psutil.Process(node["pid"]).memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        rows.append({key: node.get(key) for key in ("actor_id", "id", "name", "path", "status", "pid", "restarts",
-                                                    "incarnation", "uptime", "mailbox")} | {"rss": rss})
+    rows = _actor_rows(snapshot, lambda node: True)
     if json_out:
         _write(lambda: _print_json(rows))
         return
     if not rows:
         print("no actors", file=sys.stderr)
         return
-    table = [("ACTOR ID", "NAME", "PATH", "STATUS", "RESTARTS", "UPTIME", "MAILBOX", "RSS")]
-    for r in rows:
-        table.append((r["actor_id"] or "-", r["name"], r["path"], r["status"], str(r["restarts"]),
-                      "-" if r["uptime"] is None else _duration(r["uptime"]),
-                      "-" if r["mailbox"] is None else str(r["mailbox"]),
-                      "-" if r["rss"] is None else f"{r['rss'] / 2**20:.1f} MiB"))
+    table: list[tuple[str, ...]] = [("ACTOR ID", "NAME", "PATH", "STATUS", "RESTARTS", "UPTIME", "MAILBOX", "RSS")]
+    table += [_list_cells(r) for r in rows]
+    _write(lambda: print(_table(table)))
+
+
+def _actor_rows(snapshot: dict, local: Callable[[dict], bool], where: str | None = None) -> list[dict]:
+    """`list`'s rows for the actors of a tree snapshot; RSS read for those `local` says run here.
+    With `where` (the snapshot's cluster node), each row also has "node": the node it runs on."""
+    import psutil
+
+    rows = []
+    for node in _walk(snapshot):
+        if node["kind"] != "actor":
+            continue
+        rss = None
+        if node["pid"] and local(node):
+            try:
+                rss = psutil.Process(node["pid"]).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        row = {key: node.get(key) for key in ("actor_id", "id", "name", "path", "status", "pid", "restarts",
+                                              "incarnation", "uptime", "mailbox")} | {"rss": rss}
+        if where is not None:
+            row["node"] = node.get("node") or where
+        rows.append(row)
+    return rows
+
+
+def _list_cells(r: dict) -> tuple[str, ...]:
+    return (r["actor_id"] or "-", r["name"], r["path"], r["status"], str(r["restarts"]),
+            "-" if r["uptime"] is None else _duration(r["uptime"]),
+            "-" if r["mailbox"] is None else str(r["mailbox"]),
+            "-" if r["rss"] is None else f"{r['rss'] / 2**20:.1f} MiB")
+
+
+def _table(table: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    _write(lambda: print("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                                    for row in table)))
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _list_cluster(url: str, json_out: bool) -> int:
+    """`list --cluster URL`: every live node's actors, a NODE column first (the node whose tree
+    holds the actor; `n1@n2` for a child supervised on n1 that runs on n2), then one line per node
+    that did not answer. RSS only for actors running on this host. JSON: {"nodes": {name: rows
+    (each with "node": where it runs) or {"error": ...}}}. Returns the exit code."""
+    import socket
+
+    from .cluster.views import survey_sync
+
+    try:
+        found = survey_sync(url, "tree", {})
+    except TheaterError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    host = socket.gethostname()
+
+    def on_this_host(node: dict) -> bool:
+        record = found.records.get(node.get("node") or "")
+        return record is not None and record.host == host
+
+    nodes: dict[str, Any] = {}
+    for name in sorted(found.answers):
+        answer = found.answers[name]
+        if "ok" not in answer:
+            nodes[name] = answer
+            continue
+        nodes[name] = _actor_rows(answer["ok"], on_this_host, where=name)
+    if json_out:
+        _write(lambda: _print_json({"nodes": nodes}))
+        return _cluster_code(url, found.answers)
+    table: list[tuple[str, ...]] = [("NODE", "ACTOR ID", "NAME", "PATH", "STATUS", "RESTARTS", "UPTIME", "MAILBOX",
+                                     "RSS")]
+    failed = []
+    for name, rows in nodes.items():
+        if isinstance(rows, dict):
+            failed.append(f"{name}  {_node_error(rows)}")
+            continue
+        table += [(name if r["node"] == name else f"{name}@{r['node']}", *_list_cells(r)) for r in rows]
+    if len(table) == 1 and found.answered:
+        print("no actors", file=sys.stderr)
+    lines = ([_table(table)] if len(table) > 1 else []) + failed
+    if lines:
+        _write(lambda: print("\n".join(lines)))
+    return _cluster_code(url, found.answers)
 
 
 # ---- events, subscribe, logs -----------------------------------------------------------------
