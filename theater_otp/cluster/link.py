@@ -128,10 +128,13 @@ class Link:
         await self.nc.subscribe(HEARTBEATS, cb=self._on_heartbeat)
         await self.nc.flush()
         watcher = await self.names_kv.watchall()
-        await self.tell("link_ready", {"node": cfg.node_name, "url": cfg.url})
-        log.info("cluster link for %s connected to %s", cfg.node_name, cfg.url)
         self.tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._liveness()),
                       asyncio.create_task(self._mirror(watcher)), asyncio.create_task(self._from_node())]
+        # one heartbeat period and a half: every live node has been heard (node_up) before the
+        # node starts its tree, so a `node = "any"` child placed at boot sees them all
+        await asyncio.sleep(HEARTBEAT_S * 1.5)
+        await self.tell("link_ready", {"node": cfg.node_name, "url": cfg.url})
+        log.info("cluster link for %s connected to %s", cfg.node_name, cfg.url)
         await self.stopping.wait()
         for task in self.tasks:
             task.cancel()
@@ -292,11 +295,17 @@ class Link:
             except Exception:  # not ours: counted below
                 frame = None
         if not isinstance(frame, dict) or not isinstance(frame.get("k"), str) or not isinstance(frame.get("from"), str):
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("dropped a frame on %s that is not ours (%d so far)", msg.subject, self.dropped)
+            await self._foreign(msg.subject)
             return
         await self.tell("remote_in", frame)
+
+    async def _foreign(self, subject: str) -> None:
+        """A frame on one of our subjects that is not ours: dropped, counted, the count told to the
+        node (`tree` shows it)."""
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warning("dropped a frame on %s that is not ours (%d so far)", subject, self.dropped)
+        await self.tell("foreign", {"count": self.dropped})
 
     async def _on_ctl(self, msg: Any) -> None:
         """A control command from another machine, answered by this node's control socket."""
@@ -304,7 +313,7 @@ class Link:
             request = msgpack.unpackb(msg.data, raw=False)
             kind, args = str(request["kind"]), request.get("body") or {}
         except Exception:  # not ours
-            self.dropped += 1
+            await self._foreign(msg.subject)
             return
         answer = await self._control(kind, args)
         if msg.reply:
@@ -331,6 +340,8 @@ class Link:
         log.warning("nats: %s: %s", type(exc).__name__, exc)
 
     async def _disconnected(self) -> None:
+        if self.stopping.is_set():  # our own goodbye closes the connection
+            return
         log.warning("disconnected from NATS at %s: reconnecting", self.cfg.url)
 
     async def _reconnected(self) -> None:

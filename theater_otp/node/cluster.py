@@ -10,8 +10,10 @@ whose job it is (`on_frame`): the message path (mail.py) and hosted children
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,12 @@ log = logging.getLogger("theater_otp.node")
 
 #: A link that ended is started again after a pause doubling from 0.2 s up to 5 s.
 LINK_RETRY = Backoff(initial_ms=200, max_ms=5_000)
+
+#: NATS delivers at most once: a frame sent with `publish_reliable` and not acknowledged within
+#: this is sent again, until acknowledged or its node is declared down.
+RESEND_S = 0.5
+#: The sequence numbers of reliable frames remembered per sending node run (duplicates dropped).
+DEDUP_WINDOW = 4096
 
 #: What handles a frame of one kind from another node.
 FrameHandler = Callable[[dict], None]
@@ -149,6 +157,15 @@ class ClusterLink:
         self._local: dict[str, dict] = {}
         #: frames from other nodes that no handler takes, or that failed
         self.dropped = 0
+        #: frames on this node's subjects that were not ours at all (the link counts them)
+        self.foreign = 0
+        #: reliable frames sent and not acknowledged: seq -> (node, frame); this run's tag, so a
+        #: restarted node's numbering is never taken for duplicates of the old one's
+        self._rseq = itertools.count(1)
+        self._run = os.urandom(6).hex()
+        self._unacked: dict[int, tuple[str, dict]] = {}
+        #: per (node, its run): the reliable seqs taken, oldest first
+        self._taken: dict[tuple[str, str], tuple[deque[int], set[int]]] = {}
 
     # ---- the process ------------------------------------------------------------------------------
 
@@ -205,6 +222,12 @@ class ClusterLink:
 
     # ---- to the link ------------------------------------------------------------------------------
 
+    def counters(self) -> dict[str, object]:
+        """What `tree` shows of the cluster."""
+        return {"node": self.me, "url": self.settings.url, "connected": self.ready,
+                "live_nodes": sorted(self.live - self.down), "down_nodes": sorted(self.down),
+                "remote_actors": len(self.names), "dropped_frames": self.dropped, "foreign_frames": self.foreign}
+
     def reachable(self, node: str) -> bool:
         return self.ready and (node == self.me or node in self.live)
 
@@ -225,6 +248,46 @@ class ClusterLink:
         self._tell("publish", {"node": node, "frame": msgpack.packb(frame, use_bin_type=True)})
         return None
 
+    def publish_reliable(self, node: str, frame: dict) -> str | None:
+        """Send `frame` to `node` until it acknowledges it (taken once there, whatever the resends);
+        None, or why it cannot go (the node is down). While the link reconnects it waits."""
+        if node in self.down:
+            return f"node {node} is down (noconnection)"
+        seq = next(self._rseq)
+        frame.update({"rs": seq, "rr": self._run})
+        self._unacked[seq] = (node, frame)
+        if self.ready:
+            self.publish(node, frame)
+        self.loop.after(RESEND_S, lambda: self._resend(seq))
+        return None
+
+    def _resend(self, seq: int) -> None:
+        entry = self._unacked.get(seq)
+        if entry is None:
+            return
+        node, frame = entry
+        if node in self.down:  # what waited on it was failed by the down hooks
+            del self._unacked[seq]
+            return
+        if self.ready and node in self.live:
+            self.publish(node, frame)
+        self.loop.after(RESEND_S, lambda: self._resend(seq))
+
+    def _take_reliable(self, frame: dict) -> bool:
+        """Acknowledge a reliable frame; False if it was taken before (a resend)."""
+        sender, seq, run = str(frame["from"]), frame["rs"], str(frame.get("rr"))
+        if not isinstance(seq, int):
+            raise TypeError("rs")
+        self.publish(sender, {"k": "rack", "rs": seq})
+        order, seen = self._taken.setdefault((sender, run), (deque(), set()))
+        if seq in seen:
+            return False
+        order.append(seq)
+        seen.add(seq)
+        if len(order) > DEDUP_WINDOW:
+            seen.discard(order.popleft())
+        return True
+
     def names_put(self, actor_id: str, name: str, path: str, incarnation: int) -> None:
         body = {"actor_id": actor_id, "name": name, "path": path, "incarnation": incarnation}
         self._local[actor_id] = body
@@ -240,11 +303,17 @@ class ClusterLink:
     def on_message(self, env: Envelope) -> None:
         body = env.body
         if env.kind == "remote_in" and isinstance(body, dict):
+            if body.get("k") == "rack":
+                if isinstance(body.get("rs"), int):
+                    self._unacked.pop(body["rs"], None)
+                return
             handler = self.frame_handlers.get(str(body.get("k")))
             if handler is None:
                 self._drop(f"unknown frame kind {str(body.get('k'))[:40]!r} from node {str(body.get('from'))[:40]}")
                 return
             try:
+                if "rs" in body and not self._take_reliable(body):
+                    return
                 handler(body)
             except (KeyError, TypeError, ValueError) as exc:  # a frame from another node that is not well formed
                 self._drop(f"malformed {body.get('k')!r} frame from node {str(body.get('from'))[:40]}: {exc!r}")
@@ -271,6 +340,8 @@ class ClusterLink:
                 self._tell("names_put", name_body)
             log.info("cluster link ready: node %s on %s", self.me, self.settings.url)
             self.on_change()
+        elif env.kind == "foreign" and isinstance(body, dict) and isinstance(body.get("count"), int):
+            self.foreign = body["count"]
         elif env.kind == "link_error" and isinstance(body, dict):
             self.give_up(str(body.get("why", "the cluster link failed")))
         else:

@@ -42,6 +42,7 @@ NOCONNECTION = "noconnection"
 HOST_WAIT_S = 10.0
 
 
+
 @dataclass
 class HostedChild:
     """On the supervisor's node: one start of a child that runs on `node`."""
@@ -106,14 +107,16 @@ class Hosting:
         self._next_any = 0
         cluster.frame_handlers.update({"host": self._host, "hosted": self._hosted, "hosted_exit": self._hosted_exit,
                                        "unhost": self._unhost})
+        #: hosting side: (owner, ref) of every `host` taken and not yet ended
+        self._taken: set[tuple[str, int]] = set()
         cluster.down_hooks.append(self._node_down)
         cluster.up_hooks.append(self._node_up)
 
     # ---- the supervisor's side ------------------------------------------------------------------
 
     def placement(self, spec: ChildSpec) -> str:
-        """The node that runs this start of `spec`: its `node`, or for "any" the next live node in
-        turn (this one included)."""
+        """The node that runs this start of `spec`: its `node`; for "any", the other live nodes in
+        turn (work leaves the supervisor's node), this one only when no other is live."""
         if spec.node is None:
             return self.cluster.me
         if spec.node != "any":
@@ -150,7 +153,7 @@ class Hosting:
         frame, child.frame = child.frame, None
         if child.wait_timer is not None:
             child.wait_timer.cancelled = True
-        error = self.cluster.publish(child.node, frame)
+        error = self.cluster.publish_reliable(child.node, frame)
         if error is not None:
             self._ended(child, ExitReason(ReasonKind.ABNORMAL, f"{NOCONNECTION}: {error}"))
             return
@@ -173,8 +176,8 @@ class Hosting:
         if child.frame is not None:  # never sent: nothing runs
             self._ended(child, ExitReason(ReasonKind.SHUTDOWN))
             return True
-        if self.cluster.publish(child.node, {"k": "unhost", "ref": child.ref,
-                                             "shutdown": a.shutdown.to_plain()}) is not None:
+        if self.cluster.publish_reliable(child.node, {"k": "unhost", "ref": child.ref,
+                                                      "shutdown": a.shutdown.to_plain()}) is not None:
             self._ended(child, ExitReason(ReasonKind.SHUTDOWN, f"{NOCONNECTION}: node {child.node} is down"))
         return True
 
@@ -224,9 +227,11 @@ class Hosting:
         if not isinstance(spec_in, dict):
             raise TypeError("spec")
         table = {k: spec_in[k] for k in ("id", "manifest", "restart", "shutdown", "significant") if k in spec_in}
+        self._taken.add((owner, ref))
 
         def refuse(why: str) -> None:
-            self.cluster.publish(owner, {"k": "hosted_exit", "ref": ref, "kind": ReasonKind.ABNORMAL.value,
+            self._taken.discard((owner, ref))
+            self.cluster.publish_reliable(owner, {"k": "hosted_exit", "ref": ref, "kind": ReasonKind.ABNORMAL.value,
                                          "detail": why, "ready": False})
 
         try:
@@ -235,6 +240,7 @@ class Hosting:
             refuse(str(exc))
             return
         where = f"{owner}:{supervisor}"  # its supervisor's node and path: never one of this node's own
+        log.info("%s/%s: starting it for node %s's supervisor", where, spec.id, owner)
 
         def compiled(error: Exception | None) -> None:
             if error is not None:
@@ -248,6 +254,9 @@ class Hosting:
             def claimed(handle: WorkerHandle) -> None:
                 self.guests[handle.identity] = Guest(owner, ref, f"{supervisor}/{spec.id}")
                 self.guest_workers[(owner, ref)] = handle
+                if (owner, ref) in self._cancelled:  # unhosted while it forked
+                    self._cancelled.discard((owner, ref))
+                    self.workers.stop(handle, BRUTAL_KILL)
 
             self.workers.start(where, spec, bool(frame.get("restart_start")), claimed, refuse)
 
@@ -256,11 +265,13 @@ class Hosting:
 
     def _unhost(self, frame: dict) -> None:
         key = (str(frame["from"]), int(frame["ref"]))
+        shutdown = _shutdown(frame["shutdown"])
         handle = self.guest_workers.get(key)
         if handle is None:
-            self._cancelled.add(key)
+            if key in self._taken:  # still compiling or forking: it stops as soon as it is claimed
+                self._cancelled.add(key)
             return
-        self.workers.stop(handle, _shutdown(frame["shutdown"]))
+        self.workers.stop(handle, shutdown)
 
     def is_hosted(self, handle: WorkerHandle) -> bool:
         return handle.identity in self.guests
@@ -272,13 +283,14 @@ class Hosting:
 
     def hosted_ready(self, handle: WorkerHandle) -> None:
         guest = self.guests[handle.identity]
-        self.cluster.publish(guest.owner, {"k": "hosted", "ref": guest.ref, "pid": handle.process.pid,
+        self.cluster.publish_reliable(guest.owner, {"k": "hosted", "ref": guest.ref, "pid": handle.process.pid,
                                            "actor_id": handle.actor_id})
 
     def hosted_exited(self, handle: WorkerHandle, reason: ExitReason) -> None:
         guest = self.guests.pop(handle.identity)
         self.guest_workers.pop((guest.owner, guest.ref), None)
-        self.cluster.publish(guest.owner, {"k": "hosted_exit", "ref": guest.ref, "kind": reason.kind.value,
+        self._taken.discard((guest.owner, guest.ref))
+        self.cluster.publish_reliable(guest.owner, {"k": "hosted_exit", "ref": guest.ref, "kind": reason.kind.value,
                                            "detail": reason.detail, "ready": handle.ready})
 
 

@@ -153,11 +153,14 @@ class Node:
             "synced": lambda handle, ident, env: self.chain.worker_synced(ident, env.corr),
         }
 
-    def _counters(self) -> dict[str, int]:
+    def _counters(self) -> dict[str, Any]:
         """What `tree` adds about the node itself: frames dropped from unknown identities, tree
         paths it keeps ids for (they shrink when children are removed), spares started ahead."""
-        return {"dropped_frames": self.dropped_frames, "known_paths": len(self.registry.actor_ids),
-                "spares": len(self.workers.spares)}
+        counters: dict[str, Any] = {"dropped_frames": self.dropped_frames,
+                                    "known_paths": len(self.registry.actor_ids), "spares": len(self.workers.spares)}
+        if self.cluster is not None:
+            counters["cluster"] = self.cluster.counters()
+        return counters
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(kind)
