@@ -55,6 +55,7 @@ from ..chain import event as chain_event
 from ..chain.event import HASH_SIZE, ChainEvent, MalformedRecord, canonical_bytes, decode_record, record_bytes
 from ..chain.store import connect
 from ..home import Home
+from .names import valid_node_name
 
 log = logging.getLogger("theater_otp.cluster.replica")
 
@@ -89,7 +90,6 @@ RETRY_MAX_S = 5.0
 HEADER_ROOM = 512
 
 _U64 = struct.Struct(">Q")
-_NODE_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 #: Actor ids used as one subject token as they are (UUIDs, `supervisor:root/team`).
 _PLAIN_TOKEN = re.compile(r"[-_=:/a-zA-Z0-9]{1,200}")
 
@@ -103,9 +103,11 @@ class ReplicaError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 def check_node_name(node: str) -> str:
-    """`node`, if it is a valid node name (1-32 characters of [a-z0-9_-]); else ReplicaError."""
-    if not isinstance(node, str) or not _NODE_NAME.fullmatch(node):
-        raise ReplicaError(f"node name {node!r}: a node name is 1 to 32 characters of a-z, 0-9, '-' and '_'")
+    """`node`, if it is a valid node name (cluster/names.py: 1-32 characters of [a-z0-9_-]); else
+    ReplicaError."""
+    problem = valid_node_name(node)
+    if problem is not None:
+        raise ReplicaError(f"node name {node!r}: {problem}")
     return node
 
 
