@@ -7,9 +7,11 @@ record (`u32 len ‖ canonical encoding ‖ hash`, docs/chain-format.md) byte fo
 
 No fork can be written remotely: every publish carries `Nats-Expected-Last-Subject-Sequence`, the
 stream sequence of the chain's previous event as the server acknowledged it (0 for event 0), so a
-gap, a duplicate or a second writer for the same chain is refused by the server. A run of events
-of one chain goes as one atomic batch (nats-server 2.12+, `allow_atomic`): the expectation rides
-on its first message and the batch is stored whole or not at all, so the run needs one round trip.
+gap, a duplicate or a second writer for the same chain is refused by the server. A chain that
+fell behind (BATCH_MIN events waiting) catches up in atomic batches (nats-server 2.12+,
+`allow_atomic`): the expectation rides on the first message, the batch is stored whole or not at
+all, and a run of up to BATCH_MAX events costs one round trip. A chain that keeps up goes event
+by event: a batch costs the server a few ms whatever its size, and batches do not overlap.
 
 Invariants, per chain (`_Chain`):
 
@@ -72,6 +74,11 @@ WRONG_LAST_SEQUENCE = 10071
 
 #: Most events in one atomic batch (the server's own limit is 1,000).
 BATCH_MAX = 256
+#: Fewest events a chain must have waiting for them to go as an atomic batch. A batch costs the
+#: server a few ms whatever its size, and batches of different chains do not overlap, while single
+#: publishes of different chains do: a chain that keeps up goes event by event, one that fell
+#: behind catches up in batches.
+BATCH_MIN = 16
 #: Most record bytes in one atomic batch (the server stages a batch in memory until its commit).
 BATCH_BYTES = 1 << 20
 #: Publishes (batches or single events) in flight at once, over every chain (the server takes at
@@ -608,27 +615,32 @@ class Replicator:
                 await nc.publish(c.subject, e.record, headers=headers)
 
     async def _next_events(self, c: _Chain) -> list[_Ev]:
-        """The events to send next for `c`: from acked + 1, consecutive, at most a batch."""
+        """The events to send next for `c`: from acked + 1, consecutive, at most a batch. What the
+        buffer lacks is read from chain.db, a batch's worth at once, into the buffer."""
         start = c.acked + 1
         buf = c.buf
         while buf and buf[0].seq < start:
             buf.popleft()
-        limit = self.batch_max if self._atomic else 1
-        if buf and buf[0].seq == start:
-            out: list[_Ev] = []
-            size = 0
-            for e in buf:
-                if len(out) >= limit or (out and size + len(e.record) > BATCH_BYTES):
-                    break
-                out.append(e)
-                size += len(e.record)
-            return out
-        want = min(limit, c.head - c.acked)
-        assert self._loop is not None
-        events = await self._loop.run_in_executor(self._db_pool, self._read, c.actor_id, start, want)
-        out, size = [], 0
-        for e in events:
-            if out and size + len(e.record) > BATCH_BYTES:
+        if not buf or buf[0].seq != start:
+            assert self._loop is not None
+            want = min(self.batch_max, c.head - c.acked)
+            read = await self._loop.run_in_executor(self._db_pool, self._read, c.actor_id, start, want)
+            # the Follower may have added to the buffer meanwhile: keep what follows the read on
+            end = read[-1].seq if read else start - 1
+            while buf and buf[0].seq <= end:
+                buf.popleft()
+            if buf and buf[0].seq != end + 1:
+                buf.clear()
+            buf.extendleft(reversed(read))
+            while buf and buf[0].seq < c.acked + 1:
+                buf.popleft()
+            if not buf or buf[0].seq != c.acked + 1:
+                return []
+        limit = self.batch_max if self._atomic and c.head - c.acked >= BATCH_MIN else 1
+        out: list[_Ev] = []
+        size = 0
+        for e in buf:
+            if len(out) >= limit or (out and size + len(e.record) > BATCH_BYTES):
                 break
             out.append(e)
             size += len(e.record)
