@@ -295,6 +295,49 @@ def test_every_event_is_replicated_byte_for_byte_and_verifies(tree, natsd, repli
     assert "STOPPED" not in rep.text() and "ERROR" not in rep.text()
 
 
+def test_run_in_process_on_a_shared_connection_with_a_lag_to_read(tree, natsd):
+    """The way the cluster link runs it: its own loop and connection, `run(stop)`, `lag` read meanwhile;
+    the connection is left open and as it was (no subscription of the replicator's left on it)."""
+    import nats
+
+    from theater_otp.cluster.replica import Replicator
+    from theater_otp.home import Home
+
+    url, node = natsd.url, "inproc"
+    tree.call("sync")
+    want = sum(local_counts(tree.home).values())
+
+    async def main():
+        nc = await nats.connect(url)
+        problems = []
+        rep = Replicator(Home.at(tree.home), node, nc=nc, on_problem=lambda a, why: problems.append((a, why)))
+        assert rep.lag == 0 and rep.status()["chains"] == 0  # readable before it runs
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(rep.run(stop))
+        deadline = time.monotonic() + 20
+        while rep.acked_events < want and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert rep.acked_events == want and rep.lag == 0
+        await asyncio.to_thread(inc, tree, 5, "a")
+        lags = []
+        target = want + 5
+        while rep.acked_events < target and time.monotonic() < deadline:
+            lags.append(rep.lag)
+            await asyncio.sleep(0.005)
+        status = rep.status()
+        assert status["acked_events"] == target and status["lag"] == 0 and status["connected"]
+        assert status["stopped"] == {} and not problems and status["chains"] == len(local_counts(tree.home))
+        assert status["latency_ms"]["n"] > 0
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        assert nc.is_connected  # and the replicator's reply subscription is gone (nats-py's own request one stays)
+        assert not [sub for sub in nc._subs.values() if sub.subject.startswith(rep._inbox + ".")]
+        await nc.close()
+
+    asyncio.run(main())
+    assert remote_counts(url, node) == local_counts(tree.home)
+
+
 def test_a_restarted_replicator_resumes_without_duplicates(tree, natsd, replicas):
     url, node = natsd.url, "restart"
     first = replicas(tree.home, url, node).start()

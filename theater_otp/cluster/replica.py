@@ -286,6 +286,7 @@ class Replicator:
         self._dirty: set[_Chain] = set()
         self._later: list[tuple[float, int, _Chain]] = []
         self._closing = False
+        self._inbox_sub: Any = None
         self._tokens = itertools.count(1)
         self._run_id = os.urandom(6).hex()
         self._inbox = ""
@@ -390,7 +391,7 @@ class Replicator:
     async def _subscribe_inbox(self) -> None:
         self._js = self._nc.jetstream(timeout=5)
         self._inbox = self._nc.new_inbox()
-        await self._nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+        self._inbox_sub = await self._nc.subscribe(self._inbox + ".*", cb=self._on_reply)
 
     async def _disconnected(self) -> None:
         self._poke()
@@ -451,6 +452,11 @@ class Replicator:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._db_pool.shutdown(wait=True, cancel_futures=True)
         self._closing = True
+        if self._inbox_sub is not None and not self._own_nc:
+            try:  # a shared connection is left as it was found
+                await self._inbox_sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection is gone already
+                pass
         if self._own_nc and self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.close(), 5)
