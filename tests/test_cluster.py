@@ -92,6 +92,20 @@ def cluster(tmp_path_factory):
             id = "roam"
             node = "any"
             manifest = "{folder / 'counter.toml'}"
+
+            [[supervisor.children]]
+            id = "team"
+            type = "supervisor"
+            node = "n3"
+            strategy = "one_for_all"
+
+              [[supervisor.children.children]]
+              id = "t1"
+              manifest = "{folder / 'counter.toml'}"
+
+              [[supervisor.children.children]]
+              id = "t2"
+              manifest = "{folder / 'echo.toml'}"
         """)
         c.trees["n1"].wait_running()
         yield c
@@ -166,6 +180,26 @@ def test_a_hosted_child_killed_is_restarted_by_its_supervisor_on_the_other_node(
     assert any(e.get("child") == "away" for e in restarted)
 
 
+def test_a_supervisor_and_its_subtree_run_on_another_node(cluster):
+    """`node = "n3"` on a supervisor child: n3 runs it and its workers (its restarts are its own
+    there); n1's supervisor sees it as one running child; its workers answer by path from anywhere."""
+    n1, n3 = cluster.trees["n1"], cluster.trees["n3"]
+    team = _child(n1, "r1/team")
+    assert team["node"] == "n3" and team["kind"] == "supervisor" and team["status"] == "running"
+    hosted = n3.wait_for(lambda: n3.tree().get("hosted"), timeout=10, what="n3 shows the hosted supervisor")
+    assert [h["path"] for h in hosted] == ["n1:r1/team"]
+    kids = {c["id"]: c for c in hosted[0]["children"]}
+    assert set(kids) == {"t1", "t2"} and all(c["status"] == "running" for c in kids.values())
+    assert cli("request", "r1/team/t1", "inc", home=n1.home, check=True).stdout.strip() == "1"
+    # one_for_all on n3: t1 killed, both restart there; n1's view of team does not change
+    os.kill(kids["t1"]["pid"], signal.SIGKILL)
+    again = n3.wait_for(lambda: (h := n3.tree().get("hosted")) and all(
+        c["status"] == "running" and c["pid"] != kids[c["id"]]["pid"] for c in h[0]["children"]) and h[0],
+        timeout=15, what="t1 and t2 restarted on n3")
+    assert {c["id"] for c in again["children"]} == {"t1", "t2"}
+    assert _child(n1, "r1/team")["restarts"] == team["restarts"]
+
+
 def test_a_whole_node_killed_counts_as_noconnection_and_any_children_move(cluster):
     n1 = cluster.trees["n1"]
     roam = _child(n1, "r1/roam")
@@ -193,3 +227,4 @@ def test_a_whole_node_killed_counts_as_noconnection_and_any_children_move(cluste
             raise AssertionError(f"{p} outlived its node") from None
         except psutil.NoSuchProcess:
             pass
+

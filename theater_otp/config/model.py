@@ -167,6 +167,6 @@ class ChildSpec:
     manifest: ActorManifest | None = None
     flags: SupFlags = field(default_factory=SupFlags)
     children: tuple["ChildSpec", ...] = ()
-    #: the cluster node that runs this worker (docs/cluster.md): None = the supervisor's own node,
+    #: the cluster node that runs this child (docs/cluster.md): None = the supervisor's own node,
     #: "any" = a live node chosen at each start
     node: str | None = None

@@ -162,16 +162,15 @@ def _significant(src: Source, key: str, value: object, restart: RestartType | No
     return value
 
 
-def _node(src: Source, key: str, value: object, child_type: ChildType | None) -> str:
-    """`node`: the cluster node that runs a worker, or "any" (docs/cluster.md); "" when not given."""
+def _node(src: Source, key: str, value: object) -> str:
+    """`node`: the cluster node that runs a child (a worker, or a supervisor and its subtree), or
+    "any" (docs/cluster.md); "" when not given."""
     if value is None:
         return ""
     from ..cluster.names import valid_node_name
 
     if not isinstance(value, str):
         raise src.error(key, f"{value!r} is not valid: expected a node name or \"any\"", value)
-    if child_type is ChildType.SUPERVISOR:
-        raise src.error(key, "only a worker may run on another node: a supervisor runs on its parent's node", value)
     problem = None if value == "any" else valid_node_name(value)
     if problem is not None:
         raise src.error(key, f"{value!r} is not valid: {problem}", value)
@@ -224,7 +223,7 @@ def read_child_spec(src: Source, table: object, key: str, parent: SupFlags, prob
     shutdown = problems.check(partial(read_shutdown, src, f"{key}.shutdown", table.get("shutdown"),
                                       child_type or ChildType.WORKER))
 
-    node = problems.check(partial(_node, src, f"{key}.node", table.get("node"), child_type))
+    node = problems.check(partial(_node, src, f"{key}.node", table.get("node")))
     manifest: ActorManifest | None = None
     flags: SupFlags | None = SupFlags()
     children: tuple[ChildSpec, ...] | None = ()

@@ -23,9 +23,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.model import BRUTAL_KILL, INFINITY, ChildSpec, Shutdown
+from ..config.model import BRUTAL_KILL, INFINITY, ChildSpec, ChildType, Shutdown
+from ..config.tables import spec_table
 from ..supervision import events as ev
 from ..supervision.reasons import ExitReason, ReasonKind
+from .boot import iter_workers
 from .cluster import ClusterLink
 from .components import Components
 from .loop import Loop, Timer
@@ -102,6 +104,8 @@ class Hosting:
         #: hosting side: worker identity -> guest, and (owner, ref) -> its worker
         self.guests: dict[bytes, Guest] = {}
         self.guest_workers: dict[tuple[str, int], WorkerHandle] = {}
+        #: hosting side: (owner, ref) -> the path of a supervisor run for that node
+        self.guest_supervisors: dict[tuple[str, int], str] = {}
         #: (owner, ref) of guests asked to stop before their worker was claimed
         self._cancelled: set[tuple[str, int]] = set()
         self._next_any = 0
@@ -132,13 +136,12 @@ class Hosting:
         node = self.placement(a.spec)
         if node == self.cluster.me:
             return False
-        manifest = a.spec.manifest
-        assert manifest is not None and manifest.source is not None
         path = f"{a.supervisor}/{a.child_id}"
+        table = spec_table(a.spec)
+        table.pop("node", None)  # placed already: the hosting node runs it itself
         child = HostedChild(next(self._refs), node, a.supervisor, a.child_id, self.registry.next_incarnation(path))
         child.frame = {"k": "host", "ref": child.ref, "supervisor": a.supervisor, "restart_start": a.restart,
-                       "spec": {"id": a.spec.id, "manifest": str(manifest.source), "restart": a.spec.restart.value,
-                                "shutdown": a.spec.shutdown.to_plain(), "significant": a.spec.significant}}
+                       "spec": table}
         self.children[child.ref] = child
         self.by_path[child.path] = child
         if self.cluster.reachable(node):
@@ -188,7 +191,10 @@ class Hosting:
         child = self.children.get(int(frame["ref"]))
         if child is None or child.node != frame["from"]:
             return
-        child.ready, child.pid, child.actor_id = True, int(frame["pid"]), str(frame["actor_id"])
+        pid, actor_id = frame.get("pid"), frame.get("actor_id")
+        child.ready = True
+        child.pid = int(pid) if pid is not None else None  # a hosted supervisor has none
+        child.actor_id = str(actor_id) if actor_id is not None else None
         self.tree.enqueue(child.supervisor, ev.ChildStarted(child.child_id, child.incarnation))
 
     def _hosted_exit(self, frame: dict) -> None:
@@ -215,6 +221,10 @@ class Hosting:
             if owner == node:
                 log.warning("%s: its supervisor's node %s is down: stopping it", handle.path, node)
                 self.workers.stop(handle, BRUTAL_KILL)
+        for (owner, _ref), path in list(self.guest_supervisors.items()):
+            if owner == node and path in self.tree.supervisors:
+                log.warning("%s: its supervisor's node %s is down: stopping it and its subtree", path, node)
+                self.tree.stop_supervisor(path, BRUTAL_KILL)
 
     # ---- the hosting side -----------------------------------------------------------------------
 
@@ -226,7 +236,8 @@ class Hosting:
         spec_in = frame["spec"]
         if not isinstance(spec_in, dict):
             raise TypeError("spec")
-        table = {k: spec_in[k] for k in ("id", "manifest", "restart", "shutdown", "significant") if k in spec_in}
+        table = dict(spec_in)
+        table.pop("node", None)
         self._taken.add((owner, ref))
 
         def refuse(why: str) -> None:
@@ -258,17 +269,36 @@ class Hosting:
                     self._cancelled.discard((owner, ref))
                     self.workers.stop(handle, BRUTAL_KILL)
 
+            if spec.type is ChildType.SUPERVISOR:
+                self._host_supervisor(owner, ref, where, spec)
+                return
             self.workers.start(where, spec, bool(frame.get("restart_start")), claimed, refuse)
 
-        assert spec.manifest is not None
-        self.components.ensure([spec.manifest], compiled)
+        self.components.ensure([w.manifest for w in iter_workers(spec) if w.manifest is not None], compiled)
+
+    def _host_supervisor(self, owner: str, ref: int, where: str, spec: ChildSpec) -> None:
+        key = (owner, ref)
+
+        def started() -> None:
+            self.cluster.publish_reliable(owner, {"k": "hosted", "ref": ref, "pid": None, "actor_id": None})
+
+        def exited(action: ev.SupervisorExited) -> None:
+            self.guest_supervisors.pop(key, None)
+            self._taken.discard(key)
+            self.cluster.publish_reliable(owner, {"k": "hosted_exit", "ref": ref, "kind": action.reason.kind.value,
+                                                  "detail": action.reason.detail, "ready": not action.during_start})
+
+        self.guest_supervisors[key] = self.tree.host_supervisor(where, spec, started, exited)
 
     def _unhost(self, frame: dict) -> None:
         key = (str(frame["from"]), int(frame["ref"]))
         shutdown = _shutdown(frame["shutdown"])
         handle = self.guest_workers.get(key)
         if handle is None:
-            if key in self._taken:  # still compiling or forking: it stops as soon as it is claimed
+            path = self.guest_supervisors.get(key)
+            if path is not None and path in self.tree.supervisors:
+                self.tree.stop_supervisor(path, shutdown)
+            elif key in self._taken:  # still compiling or forking: it stops as soon as it is claimed
                 self._cancelled.add(key)
             return
         self.workers.stop(handle, shutdown)
@@ -276,10 +306,11 @@ class Hosting:
     def is_hosted(self, handle: WorkerHandle) -> bool:
         return handle.identity in self.guests
 
-    def global_path(self, handle: WorkerHandle) -> str:
-        """The path other nodes know `handle` by: its supervisor's view for a guest."""
-        guest = self.guests.get(handle.identity)
-        return guest.path if guest is not None else handle.path
+    @staticmethod
+    def global_path(handle: WorkerHandle) -> str:
+        """The path other nodes know `handle` by: under a supervisor run for another node, the
+        path without the `owner:` this node puts in front (child ids hold no `:`)."""
+        return handle.path.partition(":")[2] or handle.path
 
     def hosted_ready(self, handle: WorkerHandle) -> None:
         guest = self.guests[handle.identity]

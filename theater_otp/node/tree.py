@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config.model import ChildSpec, ChildType
+from ..config.model import ChildSpec, ChildType, Shutdown
 from ..supervision import events as ev
 from ..supervision.reasons import SHUTDOWN, ExitReason, ReasonKind
 from ..supervision.supervisor import ChildState, Supervisor
@@ -49,6 +49,9 @@ class SubSupervisor:
     owner: str | None = None
     #: runs when an owned supervisor has stopped (deliver the owner's exit, or stop the owner)
     on_exit: Callable[[], None] | None = None
+    #: set for a supervisor this node runs for another node's (node/hosting.py): told when it has
+    #: started and when it has exited, instead of a parent here
+    hosted: tuple[Callable[[], None], Callable[[ev.SupervisorExited], None]] | None = None
 
 
 class Owners(Protocol):
@@ -183,6 +186,9 @@ class SupervisionTree:
     def _supervisor_started(self, path: str) -> None:
         entry = self.supervisors[path]
         entry.started = True
+        if entry.hosted is not None:
+            entry.hosted[0]()
+            return
         if entry.owner is not None:
             return
         if entry.parent is None:
@@ -196,6 +202,9 @@ class SupervisionTree:
         if entry.stop_timer is not None:
             entry.stop_timer.cancelled = True
         self.workers.discard_under(action.supervisor)
+        if entry.hosted is not None:
+            entry.hosted[1](action)
+            return
         if entry.owner is not None:
             if self.owners is not None:
                 self.owners.owned_exited(entry, action)
@@ -211,12 +220,12 @@ class SupervisionTree:
 
     def _start_child(self, a: ev.StartChild) -> None:
         path = f"{a.supervisor}/{a.child_id}"
+        if self.hosting is not None and self.hosting.start(a):
+            return
         if a.spec.type is ChildType.SUPERVISOR:
             incarnation = self.registry.next_incarnation(path)
             self.supervisors[path] = SubSupervisor(Supervisor(path, a.spec), a.supervisor, a.child_id, incarnation)
             self.enqueue(path, ev.Start())
-            return
-        if self.hosting is not None and self.hosting.start(a):
             return
         http = self.gateway.http
         new_ports, port_problem = http.for_child(of_manifest(a.spec, path),
@@ -262,12 +271,27 @@ class SupervisionTree:
         self.workers.stop(handle, a.shutdown)
 
     def _stop_supervisor_child(self, path: str, a: ev.StopChild) -> None:
+        self.stop_supervisor(path, a.shutdown)
+
+    def stop_supervisor(self, path: str, shutdown: Shutdown) -> None:
+        """Stop the supervisor at `path` and its subtree per `shutdown` (OTP: a supervisor child's
+        own shutdown bounds its whole subtree's)."""
         entry = self.supervisors[path]
         self.enqueue(path, ev.Stop(SHUTDOWN))
-        if a.shutdown.kind == "brutal_kill":
+        if shutdown.kind == "brutal_kill":
             self.workers.kill_under(path)
-        elif a.shutdown.kind == "timeout":
-            entry.stop_timer = self.loop.after(a.shutdown.ms / 1000, lambda: self.workers.kill_under(path))
+        elif shutdown.kind == "timeout":
+            entry.stop_timer = self.loop.after(shutdown.ms / 1000, lambda: self.workers.kill_under(path))
+
+    def host_supervisor(self, where: str, spec: ChildSpec, started: Callable[[], None],
+                        exited: Callable[[ev.SupervisorExited], None]) -> str:
+        """Run the supervisor `spec` (and its subtree) at `where/spec.id` for another node's
+        supervisor; `started` and `exited` tell that node. Its path."""
+        path = f"{where}/{spec.id}"
+        self.supervisors[path] = SubSupervisor(Supervisor(path, spec), None, spec.id,
+                                               self.registry.next_incarnation(path), hosted=(started, exited))
+        self.enqueue(path, ev.Start())
+        return path
 
     def worker_started(self, handle: WorkerHandle) -> None:
         self.enqueue(handle.supervisor, ev.ChildStarted(handle.child_id, handle.incarnation))
@@ -308,16 +332,26 @@ class SupervisionTree:
         root = self.root
         node = self._sup_node(self.spec.id, root.sup if root else None, self.spec, root, 0)
         node["node_pid"] = os.getpid()
+        hosted = [(path, e) for path, e in self.supervisors.items() if e.hosted is not None]
+        if hosted:  # supervisors run here for other nodes' (node/hosting.py)
+            node["hosted"] = [self._sup_node(path, e.sup, e.sup.spec, e, 0) for path, e in hosted]
         return node
 
     def _sup_node(self, path: str, sup: Supervisor | None, spec: ChildSpec, entry: SubSupervisor | None,
                   restarts: int) -> dict:
         status = "running" if entry and entry.started else ("restarting" if entry else "stopped")
-        children = []
+        children: list[dict] = []
         if sup is not None:
             for child in sup.ordered_children():
                 cpath = f"{path}/{child.spec.id}"
-                if child.spec.type is ChildType.SUPERVISOR:
+                hosted = self.hosting.view(cpath) if self.hosting is not None else None
+                if child.spec.type is ChildType.SUPERVISOR and hosted is not None:
+                    children.append({"id": child.spec.id, "kind": "supervisor", "path": cpath, "pid": None,
+                                     "status": "running" if hosted.ready else "restarting",
+                                     "restarts": child.restarts, "strategy": child.spec.flags.strategy.value,
+                                     "intensity": child.spec.flags.intensity, "period": child.spec.flags.period,
+                                     "node": hosted.node, "children": []})
+                elif child.spec.type is ChildType.SUPERVISOR:
                     sub = self.supervisors.get(cpath)
                     children.append(self._sup_node(cpath, sub.sup if sub else None, child.spec, sub, child.restarts))
                 else:
