@@ -46,6 +46,8 @@ HEARTBEAT_S = 0.25
 DOWN_AFTER_S = 1.5
 #: `up --cluster` gives up on a server that does not answer within this.
 CONNECT_TIMEOUT_S = 5.0
+#: How often the link tells the node how far the chains' copy on JetStream is behind.
+REPLICA_REPORT_S = 1.0
 #: A heartbeat with this payload says the node is leaving.
 BYE = b"bye"
 #: Every node's heartbeat subject.
@@ -134,6 +136,7 @@ class Link:
         # node starts its tree, so a `node = "any"` child placed at boot sees them all
         await asyncio.sleep(HEARTBEAT_S * 1.5)
         await self.tell("link_ready", {"node": cfg.node_name, "url": cfg.url})
+        self.tasks.append(asyncio.create_task(self._replicate()))
         log.info("cluster link for %s connected to %s", cfg.node_name, cfg.url)
         await self.stopping.wait()
         for task in self.tasks:
@@ -189,6 +192,28 @@ class Link:
             return False
         finally:
             await sub.unsubscribe()
+
+    # ---- chains off the box (cluster/replica.py) -------------------------------------------------
+
+    async def _replicate(self) -> None:
+        """Copy every stored event of this node's chain.db to JetStream, and tell the node how far
+        behind the copy is (`tree` shows it) once a second."""
+        from .replica import Replicator
+
+        def problem(actor_id: str, why: str) -> None:
+            log.error("chain %s is no longer replicated: %s", actor_id, why)
+
+        replicator = Replicator(self.cfg.home, self.cfg.node_name, nc=self.nc, on_problem=problem)
+        task = asyncio.create_task(replicator.run(self.stopping))
+        try:
+            while not task.done():
+                await asyncio.sleep(REPLICA_REPORT_S)
+                await self.tell("replica", {"lag": replicator.lag, "acked_events": replicator.acked_events,
+                                            "stopped_chains": len(replicator.problems)})
+            task.result()
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
 
     # ---- heartbeats -----------------------------------------------------------------------------
 

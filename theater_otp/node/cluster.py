@@ -159,6 +159,8 @@ class ClusterLink:
         self.dropped = 0
         #: frames on this node's subjects that were not ours at all (the link counts them)
         self.foreign = 0
+        #: the link's last report on the chains' copy in JetStream (lag, events acknowledged)
+        self.replica: dict = {}
         #: reliable frames sent and not acknowledged: seq -> (node, frame); this run's tag, so a
         #: restarted node's numbering is never taken for duplicates of the old one's
         self._rseq = itertools.count(1)
@@ -226,7 +228,8 @@ class ClusterLink:
         """What `tree` shows of the cluster."""
         return {"node": self.me, "url": self.settings.url, "connected": self.ready,
                 "live_nodes": sorted(self.live - self.down), "down_nodes": sorted(self.down),
-                "remote_actors": len(self.names), "dropped_frames": self.dropped, "foreign_frames": self.foreign}
+                "remote_actors": len(self.names), "dropped_frames": self.dropped, "foreign_frames": self.foreign,
+                "replica": self.replica}
 
     def reachable(self, node: str) -> bool:
         return self.ready and (node == self.me or node in self.live)
@@ -303,6 +306,9 @@ class ClusterLink:
     def on_message(self, env: Envelope) -> None:
         body = env.body
         if env.kind == "remote_in" and isinstance(body, dict):
+            sender = body.get("from")
+            if isinstance(sender, str) and sender in self.down:  # a frame from it is as good as a heartbeat
+                self._node_up(sender)
             if body.get("k") == "rack":
                 if isinstance(body.get("rs"), int):
                     self._unacked.pop(body["rs"], None)
@@ -328,11 +334,7 @@ class ClusterLink:
             for hook in self.down_hooks:
                 hook(node)
         elif env.kind == "node_up" and isinstance(body, dict):
-            node = str(body.get("node"))
-            self.down.discard(node)
-            self.live.add(node)
-            for hook in self.up_hooks:
-                hook(node)
+            self._node_up(str(body.get("node")))
         elif env.kind == "link_ready":
             self.ready = True
             self.failures = 0
@@ -340,12 +342,20 @@ class ClusterLink:
                 self._tell("names_put", name_body)
             log.info("cluster link ready: node %s on %s", self.me, self.settings.url)
             self.on_change()
+        elif env.kind == "replica" and isinstance(body, dict):
+            self.replica = body
         elif env.kind == "foreign" and isinstance(body, dict) and isinstance(body.get("count"), int):
             self.foreign = body["count"]
         elif env.kind == "link_error" and isinstance(body, dict):
             self.give_up(str(body.get("why", "the cluster link failed")))
         else:
             log.error("dropped %r from the cluster link", env.kind[:80])
+
+    def _node_up(self, node: str) -> None:
+        self.down.discard(node)
+        self.live.add(node)
+        for hook in self.up_hooks:
+            hook(node)
 
     def _drop(self, why: str) -> None:
         self.dropped += 1
