@@ -44,7 +44,7 @@ class Cluster:
         return tree
 
     def close(self) -> None:
-        for tree in self.trees.values():
+        for tree in reversed(list(self.trees.values())):  # the supervising node first
             tree.close()
         self.nats.stop()
 

@@ -39,9 +39,12 @@ log = logging.getLogger("theater_otp.node")
 
 #: The reason of a hosted child whose node stopped answering (Erlang's `noconnection`).
 NOCONNECTION = "noconnection"
-#: A start for a node that is not reachable waits this long for it (as Erlang's connect timeout)
-#: before it fails: a partition of a few seconds does not burn the supervisor's intensity.
+#: A start for a node not heard from yet waits this long for it (nodes booting together), and one
+#: for a node declared down waits DOWN_WAIT_S (a short partition), before it fails. A start blocks
+#: its supervisor as in OTP, so the wait is short where it can be; failing at once instead would
+#: burn the supervisor's whole intensity in the first moments of a partition.
 HOST_WAIT_S = 10.0
+DOWN_WAIT_S = 2.0
 
 
 
@@ -146,9 +149,10 @@ class Hosting:
         self.by_path[child.path] = child
         if self.cluster.reachable(node):
             self._send_host(child)
-        else:  # sent when the node is heard from, or failed after HOST_WAIT_S
-            log.warning("%s: node %s is not reachable: waiting up to %.0f s for it", path, node, HOST_WAIT_S)
-            child.wait_timer = self.loop.after(HOST_WAIT_S, lambda: self._wait_over(child))
+        else:  # sent when the node is heard from, or failed after the wait
+            wait = DOWN_WAIT_S if node in self.cluster.down else HOST_WAIT_S
+            log.warning("%s: node %s is not reachable: waiting up to %.0f s for it", path, node, wait)
+            child.wait_timer = self.loop.after(wait, lambda: self._wait_over(child, wait))
         return True
 
     def _send_host(self, child: HostedChild) -> None:
@@ -162,10 +166,10 @@ class Hosting:
             return
         log.info("%s: starting on node %s", child.path, child.node)
 
-    def _wait_over(self, child: HostedChild) -> None:
+    def _wait_over(self, child: HostedChild, wait: float) -> None:
         if child.frame is not None and self.children.get(child.ref) is child:
             self._ended(child, ExitReason(ReasonKind.ABNORMAL, f"{NOCONNECTION}: node {child.node} was not "
-                                                               f"reachable within {HOST_WAIT_S:.0f} s"))
+                                                               f"reachable within {wait:.0f} s"))
 
     def _node_up(self, node: str) -> None:
         for child in [c for c in self.children.values() if c.node == node and c.frame is not None]:
