@@ -9,44 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
+from clusterfix import Cluster
 from harness import WAT, Tree, cli, write_manifest
-from natsfix import NatsFixture
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.nats = NatsFixture(folder / "nats", _free_port())
-        self.nats.start()
-        self.trees: dict[str, Tree] = {}
-
-    def up(self, name: str, supervision: str) -> Tree:
-        where = self.folder / name
-        where.mkdir()
-        tree = Tree(where, supervision, up_args=("--cluster", self.nats.url, "--node-name", name))
-        tree.__enter__()
-        self.trees[name] = tree
-        return tree
-
-    def close(self) -> None:
-        for tree in reversed(list(self.trees.values())):  # the supervising node first
-            tree.close()
-        self.nats.stop()
 
 
 @pytest.fixture(scope="module")

@@ -415,7 +415,7 @@ _fields = st.sampled_from(["node", "actor_id", "path", "name", "incarnation",
 
 
 @unit
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.binary(max_size=300))
 def test_from_bytes_never_raises_on_arbitrary_bytes(data: bytes):
     assert NameRecord.from_bytes(data) is None or isinstance(NameRecord.from_bytes(data), NameRecord)
@@ -423,7 +423,7 @@ def test_from_bytes_never_raises_on_arbitrary_bytes(data: bytes):
 
 
 @unit
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.one_of(_msgpack_values, st.dictionaries(_fields, _msgpack_values, max_size=9)))
 def test_from_bytes_never_raises_on_arbitrary_msgpack(value: object):
     data = msgpack.packb(value, use_bin_type=True)
@@ -433,7 +433,7 @@ def test_from_bytes_never_raises_on_arbitrary_msgpack(value: object):
 
 
 @unit
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.text(min_size=1), st.text(min_size=1))
 def test_keys_use_only_the_nats_alphabet_and_stay_apart(a: str, b: str):
     for fn in (names.id_key, names.name_key, names.path_key):
@@ -445,7 +445,7 @@ def test_keys_use_only_the_nats_alphabet_and_stay_apart(a: str, b: str):
 
 
 @unit
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=40))
 def test_valid_node_name_agrees_with_subjects(name: str):
     reason = names.valid_node_name(name)

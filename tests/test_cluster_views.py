@@ -14,18 +14,17 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
-from harness import Tree, cli, walk, write_manifest
-from natsfix import NatsFixture, nats_server  # noqa: F401  (a fixture: taken by name)
+from clusterfix import Cluster
+from harness import Tree, cli, free_port, walk, write_manifest
+from natsfix import nats_server  # noqa: F401  (a fixture: taken by name)
 from theater_otp import cli as theater_cli
 from theater_otp.cluster import names as nm
 from theater_otp.cluster.views import ask_all
@@ -33,35 +32,6 @@ from theater_otp.cluster.views import ask_all
 pytestmark = pytest.mark.integration
 
 NODES = ("n1", "n2", "n3")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """A nats-server and the nodes joined through it (as tests/test_cluster.py boots them)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.nats = NatsFixture(folder / "nats", _free_port())
-        self.nats.start()
-        self.trees: dict[str, Tree] = {}
-
-    def up(self, name: str, supervision: str) -> Tree:
-        where = self.folder / name
-        where.mkdir()
-        tree = Tree(where, supervision, up_args=("--cluster", self.nats.url, "--node-name", name))
-        tree.__enter__()
-        self.trees[name] = tree
-        return tree
-
-    def close(self) -> None:
-        for tree in self.trees.values():
-            tree.close()
-        self.nats.stop()
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +268,7 @@ def test_each_kind_of_answer_from_stand_in_nodes(nats_server):  # noqa: F811
 
 
 def test_an_unreachable_url_is_one_line_and_exit_1_within_5_s():
-    url = f"nats://127.0.0.1:{_free_port()}"
+    url = f"nats://127.0.0.1:{free_port()}"
     for verb in ("tree", "list"):
         out = _view(verb, "--cluster", url)
         assert out.returncode == 1, out

@@ -75,8 +75,6 @@ class Guest:
 
     owner: str
     ref: int
-    #: the child's path as its supervisor knows it (its global name's path)
-    path: str
 
 
 def _shutdown(plain: Any) -> Shutdown:
@@ -267,7 +265,7 @@ class Hosting:
                 return
 
             def claimed(handle: WorkerHandle) -> None:
-                self.guests[handle.identity] = Guest(owner, ref, f"{supervisor}/{spec.id}")
+                self.guests[handle.identity] = Guest(owner, ref)
                 self.guest_workers[(owner, ref)] = handle
                 if (owner, ref) in self._cancelled:  # unhosted while it forked
                     self._cancelled.discard((owner, ref))
