@@ -199,3 +199,12 @@ def test_a_whole_node_killed_counts_as_noconnection_and_any_children_move(cluste
         except psutil.NoSuchProcess:
             pass
 
+
+
+def test_a_message_of_the_default_limit_crosses_nodes(cluster):
+    """1 MiB there and back (an actor's default message_bytes): over nats-server's default
+    max_payload with its envelope, so the development server raises it (cluster/devserver.py)."""
+    n1 = cluster.trees["n1"]
+    payload = bytes(range(256)) * 4096
+    answer = n1.call("request", {"target": "r2/e2", "payload": payload}, timeout_s=30)
+    assert answer["ok"] == payload

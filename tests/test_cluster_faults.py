@@ -15,6 +15,7 @@ import pytest
 from harness import Tree, cli, free_port, write_manifest
 from natsfix import NatsFixture
 from theater_otp.client import running_node_pid
+from theater_otp.errors import RemoteError
 from theater_otp.home import Home
 
 pytestmark = pytest.mark.integration
@@ -186,3 +187,40 @@ def test_a_partition_heals_hosted_children_restart_and_both_chains_verify(tmp_pa
                           and r["acked_events"] > 0, timeout=20, what=f"{name}'s chains copied")
             out = cli("verify-remote", path, "--cluster", nats.url, "--node-name", name, home=tree.home)
             assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_frame_too_big_for_the_server_is_an_error_to_its_sender_not_a_hang(tmp_path):
+    """A NATS server left at its 1 MiB max_payload (not `theater-otp nats`): the link warns when it
+    connects, and a request that cannot cross is answered with NATS's refusal at once."""
+    import subprocess
+
+    from theater_otp.cluster import devserver
+
+    port = free_port()
+    server = subprocess.Popen([str(devserver.find_binary()), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        a, b = tmp_path / "n1", tmp_path / "n2"
+        a.mkdir()
+        b.mkdir()
+        write_manifest(b, "echo", "echo.wat")
+        with Tree(b, f"""
+            [supervisor]
+            id = "r2"
+
+            [[supervisor.children]]
+            id = "e2"
+            manifest = "{b / 'echo.toml'}"
+        """, up_args=("--cluster", url, "--node-name", "n2")), \
+                Tree(a, _flat(a, "r1"), up_args=("--cluster", url, "--node-name", "n1")) as n1:
+            assert "cannot cross" in (n1.home / "node.log").read_text()
+            n1.wait_for(lambda: n1.tree()["cluster"]["live_nodes"] == ["n2"], timeout=10, what="n2 heard")
+            assert n1.call("request", {"target": "r2/e2", "payload": b"small"})["ok"] == b"small"
+            with pytest.raises(RemoteError) as err:
+                n1.call("request", {"target": "r2/e2", "payload": b"x" * (1 << 20), "timeout_ms": 60_000},
+                        timeout_s=20)
+            assert "could not reach node n2" in str(err.value) and "payload" in str(err.value).lower(), err.value
+    finally:
+        server.kill()
+        server.wait()

@@ -157,6 +157,13 @@ def check_port_free(host: str, port: int) -> None:
             raise NatsServerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+#: The server's largest message. nats-server's default, 1 MiB, is under a message of an actor's
+#: default message_bytes (1 MiB) with its envelope, or a chain event carrying one; 8 MiB leaves
+#: room for manifests that raise the limit (nats-server warns above 8 MiB).
+MAX_PAYLOAD = 8 * 1024 * 1024
+CONFIG_NAME = "nats-server.conf"
+
+
 def start(store: Path | str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           monitor_port: int | None = None, detach: bool = False, timeout_s: float = 10.0) -> DevServer:
     """Start nats-server with JetStream (`-js -sd STORE -a HOST -p PORT`, `-m MONITOR_PORT` if
@@ -176,7 +183,10 @@ def start(store: Path | str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PO
     if monitor_port is not None:
         check_port_free(host, monitor_port)
     name = f"theater-dev-{secrets.token_hex(6)}"
-    argv = [str(binary), "-js", "-sd", str(store), "-a", host, "-p", str(port), "-n", name]
+    config = store / CONFIG_NAME
+    config.write_text(f"# written by theater-otp nats: every chain event and envelope fits in one message\n"
+                      f"max_payload: {MAX_PAYLOAD}\n")
+    argv = [str(binary), "-c", str(config), "-js", "-sd", str(store), "-a", host, "-p", str(port), "-n", name]
     if monitor_port is not None:
         argv += ["-m", str(monitor_port)]
     log = store / LOG_NAME

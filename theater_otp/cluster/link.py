@@ -12,6 +12,7 @@ Frames with the node (Envelope kinds):
                 `names_put` {actor_id, name, path, incarnation} / `names_delete` {actor_id, name, path}
                 `bye`: the node stops; the link says goodbye on NATS and exits 0
   link -> node  `link_ready` {node}, `link_error` {why} (then it exits 2)
+                `not_carried` {node, frame, why}: a `publish` NATS refused (too big, closed)
                 `remote_in` {frame}: a frame another node published for this one
                 `names` [[actor_id, record-or-None], ...]: the global table changed
                 `node_down` {node} / `node_up` {node}
@@ -50,6 +51,9 @@ CONNECT_TIMEOUT_S = 5.0
 REPLICA_REPORT_S = 1.0
 #: A heartbeat with this payload says the node is leaving.
 BYE = b"bye"
+#: Under this server max_payload, a message of an actor's default message_bytes (1 MiB) with its
+#: envelope, or its chain event, cannot cross: the link says so when it connects.
+MIN_PAYLOAD = 2 * 1024 * 1024
 #: Every node's heartbeat subject.
 HEARTBEATS = "theater.hb.*"
 #: Most bytes of one frame from another node (bigger ones are dropped and counted).
@@ -115,6 +119,10 @@ class Link:
         except (asyncio.TimeoutError, OSError, Exception) as exc:  # nats-py raises many kinds for "no server"
             return await self._fail(f"cannot reach NATS at {cfg.url} within {cfg.connect_timeout_s:.0f} s "
                                     f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})")
+        if self.nc.max_payload < MIN_PAYLOAD:
+            log.warning("NATS at %s takes messages up to %d bytes: a frame or chain event bigger than that "
+                        "cannot cross (set max_payload to %d or more; `theater-otp nats` does)", cfg.url,
+                        self.nc.max_payload, MIN_PAYLOAD)
         js = self.nc.jetstream(timeout=5)
         try:
             self.nodes_kv = await self._bucket(js, nm.NODES_BUCKET, BucketNotFoundError)
@@ -298,7 +306,12 @@ class Link:
             body = env.body if isinstance(env.body, dict) else {}
             try:
                 if env.kind == "publish":
-                    await self.nc.publish(nm.subject_in(str(body["node"])), body["frame"])
+                    try:
+                        await self.nc.publish(nm.subject_in(str(body["node"])), body["frame"])
+                    except Exception as exc:  # too big for the server, or the connection is closed
+                        await self.tell("not_carried", {"node": body.get("node"), "frame": body.get("frame"),
+                                                        "why": f"{type(exc).__name__}: {exc}"})
+                        raise
                 elif env.kind == "names_put":
                     await self._put_names(body)
                 elif env.kind == "names_delete":

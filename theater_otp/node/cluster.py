@@ -151,6 +151,9 @@ class ClusterLink:
         self.up_hooks: list[Callable[[str], None]] = []
         #: frame kind from another node -> its handler (registered by mail.py and hosting.py)
         self.frame_handlers: dict[str, FrameHandler] = {}
+        #: frame kind -> what to run when the link could not carry a frame of that kind (mail answers
+        #: the request or tells the sender its message was not delivered)
+        self.not_carried_hooks: dict[str, Callable[[dict, str], None]] = {}
         #: what to run when a node is declared down (mail fails its requests, hosting its children)
         self.down_hooks: list[Callable[[str], None]] = []
         #: names put while the link was not ready: told once it is
@@ -342,6 +345,17 @@ class ClusterLink:
                 self._tell("names_put", name_body)
             log.info("cluster link ready: node %s on %s", self.me, self.settings.url)
             self.on_change()
+        elif env.kind == "not_carried" and isinstance(body, dict) and isinstance(body.get("frame"), bytes):
+            try:
+                lost = msgpack.unpackb(body["frame"], raw=False)
+            except Exception:  # our own frame: cannot be malformed, but the link's word is not trusted blindly
+                return
+            if isinstance(lost, dict):
+                log.warning("a %s frame for node %s was not carried: %s", lost.get("k"), body.get("node"),
+                            body.get("why"))
+                carried_hook = self.not_carried_hooks.get(str(lost.get("k")))
+                if carried_hook is not None:
+                    carried_hook(lost, f"could not reach node {body.get('node')}: {body.get('why')}")
         elif env.kind == "replica" and isinstance(body, dict):
             self.replica = body
         elif env.kind == "foreign" and isinstance(body, dict) and isinstance(body.get("count"), int):

@@ -70,6 +70,8 @@ class Mail:
         cluster.frame_handlers.update({"send": self._remote_send, "request": self._remote_request,
                                        "reply": self._remote_reply, "undeliverable": self._remote_undeliverable})
         cluster.down_hooks.append(self._node_down)
+        cluster.not_carried_hooks.update({"request": self._request_not_carried, "send": self._send_not_carried,
+                                          "reply": self._reply_not_carried})
 
     def route(self, ref: str, from_path: str | None = None) -> tuple[WorkerHandle | RemoteActor | None, str]:
         """The worker `ref` names here or, when no local actor has that name, the actor another node
@@ -305,7 +307,7 @@ class Mail:
         assert remote is not None
 
         def answer(body: dict) -> None:
-            remote.publish(node, {"k": "reply", "corr": corr, "answer": body})
+            remote.publish(node, {"k": "reply", "corr": corr, "answer": body, "node_to": node})
 
         target, why = self.registry.resolve(str(frame["to"]))
         if target is None:
@@ -333,6 +335,25 @@ class Mail:
         if handle is not None:
             self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
                                             {"to": str(frame["to"]), "error": str(frame["error"])}))
+
+    def _request_not_carried(self, frame: dict, why: str) -> None:
+        pending = self.pending.pop(int(frame.get("corr") or 0), None)
+        if pending is not None:
+            if pending.timer is not None:
+                pending.timer.cancelled = True
+            self.answer(pending, {"error": why})
+
+    def _send_not_carried(self, frame: dict, why: str) -> None:
+        handle, _ = self.registry.resolve(str(frame.get("sender")))
+        if handle is not None:
+            self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
+                                            {"to": str(frame.get("to")), "error": why}))
+
+    def _reply_not_carried(self, frame: dict, why: str) -> None:
+        """A reply too big to cross: the asking node gets the error in its place (small enough)."""
+        node = frame.get("node_to")
+        if self.remote is not None and isinstance(node, str):
+            self.remote.publish(node, {"k": "reply", "corr": frame.get("corr"), "answer": {"error": why}})
 
     def _node_down(self, node: str) -> None:
         """`node` stopped answering: every request waiting on it is answered now."""
