@@ -8,6 +8,25 @@ from harness import Tree, free_port
 from natsfix import NatsFixture
 
 
+def leaf_tree(node: str, counter: Path, echo: Path) -> str:
+    """The tree the cluster tests give each node but the supervising one: root `r<digit>` with a
+    counter `c<digit>` and an echo `e<digit>` (n2 -> r2, c2, e2)."""
+    digit = node[1:]
+    return f"""
+        [supervisor]
+        id = "r{digit}"
+        strategy = "one_for_one"
+
+        [[supervisor.children]]
+        id = "c{digit}"
+        manifest = "{counter}"
+
+        [[supervisor.children]]
+        id = "e{digit}"
+        manifest = "{echo}"
+    """
+
+
 class Cluster:
     """One nats-server with JetStream and the nodes `up` joins to it; `close()` stops the nodes
     (the last booted, usually the supervising one, first) and then the server."""

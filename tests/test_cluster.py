@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from clusterfix import Cluster
+from clusterfix import Cluster, leaf_tree
 from harness import WAT, Tree, cli, write_manifest
 
 pytestmark = pytest.mark.integration
@@ -30,19 +30,7 @@ def cluster(tmp_path_factory):
     c = Cluster(folder)
     try:
         for n in ("n2", "n3"):
-            c.up(n, f"""
-                [supervisor]
-                id = "r{n[1]}"
-                strategy = "one_for_one"
-
-                [[supervisor.children]]
-                id = "c{n[1]}"
-                manifest = "{folder / 'counter.toml'}"
-
-                [[supervisor.children]]
-                id = "e{n[1]}"
-                manifest = "{folder / 'echo.toml'}"
-            """)
+            c.up(n, leaf_tree(n, folder / 'counter.toml', folder / 'echo.toml'))
         c.up("n1", f"""
             [supervisor]
             id = "r1"

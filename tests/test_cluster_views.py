@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from clusterfix import Cluster
+from clusterfix import Cluster, leaf_tree
 from harness import Tree, cli, free_port, walk, write_manifest
 from natsfix import nats_server  # noqa: F401  (a fixture: taken by name)
 from theater_otp import cli as theater_cli
@@ -42,19 +42,7 @@ def cluster(tmp_path_factory):
     c = Cluster(folder)
     try:
         for n in ("n2", "n3"):
-            c.up(n, f"""
-                [supervisor]
-                id = "r{n[1]}"
-                strategy = "one_for_one"
-
-                [[supervisor.children]]
-                id = "c{n[1]}"
-                manifest = "{counter}"
-
-                [[supervisor.children]]
-                id = "e{n[1]}"
-                manifest = "{echo}"
-            """)
+            c.up(n, leaf_tree(n, counter, echo))
         c.up("n1", f"""
             [supervisor]
             id = "r1"

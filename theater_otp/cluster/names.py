@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -148,8 +148,30 @@ def _unpack_map(data: object, names: tuple[str, ...]) -> dict[str, Any] | None:
     return {name: value[name] for name in names}
 
 
+_R = TypeVar("_R", bound="_Record")
+
+
+class _Record:
+    """to_bytes / from_bytes for the frozen records below: a msgpack map of their fields."""
+
+    def to_bytes(self) -> bytes:
+        """The record as a msgpack map of its fields."""
+        return msgpack.packb(asdict(self), use_bin_type=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_bytes(cls: type[_R], data: object) -> _R | None:
+        """The record `data` encodes, or None for anything that is not one (never raises)."""
+        found = _unpack_map(data, tuple(f.name for f in fields(cls)))  # type: ignore[arg-type]
+        if found is None:
+            return None
+        try:
+            return cls(**found)
+        except (ValueError, TypeError):
+            return None
+
+
 @dataclass(frozen=True)
-class NameRecord:
+class NameRecord(_Record):
     """Where an actor runs: the value of its `id.`, `name.` and `path.` keys in `theater-names`.
 
     `node` a valid node name, `actor_id`, `path` and `name` non-empty strings (encodable as UTF-8),
@@ -174,24 +196,10 @@ class NameRecord:
         """The three `theater-names` keys this record is stored under: id, name, path."""
         return id_key(self.actor_id), name_key(self.name), path_key(self.path)
 
-    def to_bytes(self) -> bytes:
-        """The record as a msgpack map of its fields."""
-        return msgpack.packb(asdict(self), use_bin_type=True)
-
-    @classmethod
-    def from_bytes(cls, data: object) -> NameRecord | None:
-        """The record `data` encodes, or None for anything that is not one (never raises)."""
-        found = _unpack_map(data, _NAME_FIELDS)
-        if found is None:
-            return None
-        try:
-            return cls(**found)
-        except (ValueError, TypeError):
-            return None
 
 
 @dataclass(frozen=True)
-class NodeRecord:
+class NodeRecord(_Record):
     """A live node: the value of its key in `theater-nodes`.
 
     `name` a valid node name, `pid` 1 <= n < 2**63, `host` a non-empty string, `started_ns` (wall
@@ -213,21 +221,5 @@ class NodeRecord:
         _check_int(self.started_ns, "started_ns")
         _check_int(self.heartbeat_ms, "heartbeat_ms", low=1)
 
-    def to_bytes(self) -> bytes:
-        """The record as a msgpack map of its fields."""
-        return msgpack.packb(asdict(self), use_bin_type=True)
-
-    @classmethod
-    def from_bytes(cls, data: object) -> NodeRecord | None:
-        """The record `data` encodes, or None for anything that is not one (never raises)."""
-        found = _unpack_map(data, _NODE_FIELDS)
-        if found is None:
-            return None
-        try:
-            return cls(**found)
-        except (ValueError, TypeError):
-            return None
 
 
-_NAME_FIELDS = tuple(f.name for f in fields(NameRecord))
-_NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
