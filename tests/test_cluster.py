@@ -86,6 +86,9 @@ def test_children_placed_on_other_nodes_run_there_and_show_where(cluster):
     assert away["pid"] in n2_pids, (away, n2_pids)
     roam = _child(n1, "r1/roam")
     assert roam["node"] in ("n2", "n3"), roam  # "any" prefers another live node
+    # n2 lists what it runs for n1, by the full path it keeps it under
+    guests = {h["path"]: h for h in n2.tree()["hosted"]}
+    assert guests["n1:r1/away"]["pid"] == away["pid"] and guests["n1:r1/away"]["owner"] == "n1"
 
 
 def test_requests_cross_nodes_from_the_cli_and_from_an_actor(cluster):
@@ -146,15 +149,25 @@ def test_a_supervisor_and_its_subtree_run_on_another_node(cluster):
     team = _child(n1, "r1/team")
     assert team["node"] == "n3" and team["kind"] == "supervisor" and team["status"] == "running"
     hosted = n3.wait_for(lambda: n3.tree().get("hosted"), timeout=10, what="n3 shows the hosted supervisor")
-    assert [h["path"] for h in hosted] == ["n1:r1/team"]
+    assert [h["path"] for h in hosted if h["kind"] == "supervisor"] == ["n1:r1/team"]
+    hosted = [h for h in hosted if h["kind"] == "supervisor"]
+    text = cli("tree", home=n3.home, check=True).stdout
+    assert "hosted for other nodes:" in text and "n1:r1/team  [one_for_all]  running" in text, text
     kids = {c["id"]: c for c in hosted[0]["children"]}
     assert set(kids) == {"t1", "t2"} and all(c["status"] == "running" for c in kids.values())
     assert cli("request", "r1/team/t1", "inc", home=n1.home, check=True).stdout.strip() == "1"
     # one_for_all on n3: t1 killed, both restart there; n1's view of team does not change
     os.kill(kids["t1"]["pid"], signal.SIGKILL)
-    again = n3.wait_for(lambda: (h := n3.tree().get("hosted")) and all(
-        c["status"] == "running" and c["pid"] != kids[c["id"]]["pid"] for c in h[0]["children"]) and h[0],
-        timeout=15, what="t1 and t2 restarted on n3")
+
+    def team_on_n3() -> dict:
+        return [h for h in n3.tree()["hosted"] if h["kind"] == "supervisor"][0]
+
+    def restarted() -> dict | None:
+        team_now = team_on_n3()
+        return team_now if all(c["status"] == "running" and c["pid"] != kids[c["id"]]["pid"]
+                               for c in team_now["children"]) else None
+
+    again = n3.wait_for(restarted, timeout=15, what="t1 and t2 restarted on n3")
     assert {c["id"] for c in again["children"]} == {"t1", "t2"}
     assert _child(n1, "r1/team")["restarts"] == team["restarts"]
 

@@ -575,10 +575,13 @@ def _cluster_code(url: str, answers: dict[str, dict]) -> int:
 
 
 def _cut(node: dict, depth: int) -> dict:
-    """A copy of `node` without the levels below `depth` (0: the node alone). A node whose children
-    are left out has `"children": []` and `"hidden_children"`: how many it has."""
+    """A copy of `node` without the levels below `depth` (0: the node alone), and without what it
+    hosts for other nodes. A node whose children are left out has `"children": []` and
+    `"hidden_children"`: how many it has."""
     if depth < 0:
         raise ValueError(f"depth must be 0 or more, not {depth}")
+    if "hosted" in node:  # what a node runs for other nodes is not in its tree's levels: left out
+        node = {k: v for k, v in node.items() if k != "hosted"}
     children = node["children"]
     if depth == 0:
         return {**node, "children": [], "hidden_children": len(children)} if children else node
@@ -598,6 +601,14 @@ def _render_tree(top: dict, here: str | None = None) -> str:
         head = _tree_row(top, top["path"], here)
     lines = [head + _hidden(top)]
     _tree_rows(top["children"], "", lines, here)
+    hosted = top.get("hosted") or []
+    if hosted:  # run here for other nodes' supervisors: labelled with their full path (owner:path)
+        lines.append("hosted for other nodes:")
+        for node in hosted:
+            node = {**node, "node": here}
+            lines.append(f"  {_tree_row(node, node['path'], here)}{_hidden(node)}")
+            if node["children"]:
+                _tree_rows(node["children"], "  ", lines, here)
     lines.append("")
     return "\n".join(lines)
 

@@ -305,6 +305,15 @@ class Hosting:
             return
         self.workers.stop(handle, shutdown)
 
+    def guest_views(self) -> list[dict]:
+        """The workers run here for other nodes' supervisors, as `tree` rows."""
+        return [{"id": handle.child_id, "kind": "actor", "path": handle.path, "pid": handle.process.pid,
+                 "status": "running" if handle.ready else "restarting", "restarts": 0,
+                 "actor_id": handle.actor_id, "name": handle.name, "incarnation": handle.incarnation,
+                 "owner": guest.owner, "children": []}
+                for identity, guest in self.guests.items()
+                if (handle := self.registry.by_identity.get(identity)) is not None]
+
     def is_hosted(self, handle: WorkerHandle) -> bool:
         return handle.identity in self.guests
 

@@ -332,9 +332,12 @@ class SupervisionTree:
         root = self.root
         node = self._sup_node(self.spec.id, root.sup if root else None, self.spec, root, 0)
         node["node_pid"] = os.getpid()
-        hosted = [(path, e) for path, e in self.supervisors.items() if e.hosted is not None]
-        if hosted:  # supervisors run here for other nodes' (node/hosting.py)
-            node["hosted"] = [self._sup_node(path, e.sup, e.sup.spec, e, 0) for path, e in hosted]
+        hosted = [self._sup_node(path, e.sup, e.sup.spec, e, 0) for path, e in self.supervisors.items()
+                  if e.hosted is not None]
+        if self.hosting is not None:
+            hosted += self.hosting.guest_views()
+        if hosted:  # supervisors and workers run here for other nodes' supervisors (node/hosting.py)
+            node["hosted"] = hosted
         return node
 
     def _sup_node(self, path: str, sup: Supervisor | None, spec: ChildSpec, entry: SubSupervisor | None,
