@@ -118,19 +118,11 @@ def send(s: Services, ask: Asker, args: dict) -> None:
     target = _admitted(s, ask, args)
     if target is None:
         return
-    if isinstance(target, RemoteActor):
-        assert s.mail.remote is not None
-        error = s.mail.remote.publish(target.node, {"k": "send", "to": target.actor_id, "sender": "cli",
-                                                    "body": args["payload"]})
-        if error is None:
-            ask.ok({"delivered_to": f"{target.node}:{target.path}"})
-        else:
-            ask.error("not_running", error)
-        return
-    if s.mail.to_worker(target, Envelope("send", "cli", target.actor_id, 0, args["payload"])):
-        ask.ok({"delivered_to": target.path})
+    error = s.mail.deliver(target, Envelope("send", "cli", target.actor_id, 0, args["payload"]))
+    if error is not None:
+        ask.error("not_running", error)
     else:
-        ask.error("not_running", f"actor {target.path} is not reachable")
+        ask.ok({"delivered_to": f"{target.node}:{target.path}" if isinstance(target, RemoteActor) else target.path})
 
 
 def _answer_cli(ask: Asker) -> Callable[[dict], None]:

@@ -123,6 +123,18 @@ class Mail:
     def reply(self, handle: WorkerHandle, corr: int, body: dict) -> None:
         self.to_worker(handle, Envelope("reply", "node", handle.actor_id, corr, body))
 
+    def deliver(self, target: WorkerHandle | RemoteActor, message: Envelope) -> str | None:
+        """Send an admitted `send` to its target now, here or on its node: None, or why it could not go."""
+        if isinstance(target, RemoteActor):
+            assert self.remote is not None
+            return self.remote.publish(target.node, {"k": "send", "to": target.actor_id, "sender": message.sender,
+                                                     "body": message.body})
+        return None if self.to_worker(target, message) else f"actor {target.path} is not reachable"
+
+    def undeliverable(self, handle: WorkerHandle, to: str, error: str) -> None:
+        """Tell `handle` a message it sent to `to` was not delivered, and why (after its send returned)."""
+        self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0, {"to": to, "error": error}))
+
     def sent(self, handle: WorkerHandle, corr: int, error: str | None) -> None:
         self.to_worker(handle, Envelope("sent", "node", handle.actor_id, corr,
                                         {"ok": None} if error is None else {"error": error}))
@@ -158,24 +170,18 @@ class Mail:
             error: str | None = why
         elif not isinstance(env.body, bytes):
             error = "a message must be bytes"
-        elif isinstance(target, RemoteActor):  # admitted by the node that runs it; a refusal comes back
-            message = Envelope("send", handle.actor_id, target.actor_id, 0, env.body)
-            error = None
-            if handle.durable_effects and env.corr:
-                self.outbox.hold(ident, HeldSend(env.corr, target, message, len(env.body)))
-            else:
-                error = self._send_remote(handle, target, message)
         else:
-            error = self.admit(target, env.body)
+            # an actor on another node is admitted by the node that runs it: a refusal comes back
+            error = None if isinstance(target, RemoteActor) else self.admit(target, env.body)
             message = Envelope("send", handle.actor_id, target.actor_id, 0, env.body)
             if error is None and handle.durable_effects and env.corr:  # leaves on the sender's `release`
                 self.outbox.hold(ident, HeldSend(env.corr, target, message, len(env.body)))
-            elif error is None and not self.to_worker(target, message):
-                error = f"actor {target.path} is not reachable"
+            elif error is None:
+                error = self.deliver(target, message)
         if env.corr:  # the sender waits for this answer: its send returns the error
             self.sent(handle, env.corr, error)
         elif error is not None:
-            self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0, {"to": env.to, "error": error}))
+            self.undeliverable(handle, env.to, error)
 
     def on_release(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
         """`handle`'s events are stored through its send `env.body`: those sends go to their targets
@@ -185,17 +191,12 @@ class Mail:
             log.error("dropped a malformed release from %s", handle.path)
             return
         for held in self.outbox.release(ident, through):
-            if isinstance(held.target, RemoteActor):
-                error = self._send_remote(handle, held.target, held.env)
-                if error is not None:
-                    self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
-                                                    {"to": held.target.path, "error": error}))
-                continue
-            target = self.registry.workers.get(held.target.path)
-            if target is None or target.actor_id != held.target.actor_id or not self.to_worker(target, held.env):
-                self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
-                                                {"to": held.target.path,
-                                                 "error": f"actor {held.target.path} is not reachable"}))
+            target: WorkerHandle | RemoteActor | None = held.target if isinstance(held.target, RemoteActor) \
+                else self.registry.workers.get(held.target.path)  # its current incarnation
+            error = f"actor {held.target.path} is not reachable" \
+                if target is None or target.actor_id != held.target.actor_id else self.deliver(target, held.env)
+            if error is not None:
+                self.undeliverable(handle, held.target.path, error)
 
     def on_took(self, handle: WorkerHandle, ident: bytes, env: Envelope) -> None:
         """The worker took messages out of its mailbox: [count, bytes]."""
@@ -220,9 +221,7 @@ class Mail:
         answered = self.pending.get(env.corr)
         if answered is None or answered.target is not handle:  # only the asked worker answers it
             return
-        del self.pending[env.corr]
-        if answered.timer is not None:
-            answered.timer.cancelled = True
+        self._finish(env.corr)
         body = env.body if isinstance(env.body, dict) else {"error": "malformed reply"}
         if answered.channel is not None:
             body = self._channel_answered(answered, body)
@@ -248,11 +247,18 @@ class Mail:
             return
         self.pending[corr] = pending
         if timeout_ms:
-            def expire() -> None:
+            def expire() -> None:  # the timer is the one firing: nothing to cancel
                 p = self.pending.pop(corr, None)
                 if p is not None:
                     self.answer(p, {"error": f"no reply from {p.target.path} within {timeout_ms} ms"})
             pending.timer = self.loop.after(timeout_ms / 1000, expire)
+
+    def _finish(self, corr: int) -> PendingRequest | None:
+        """The request in flight under `corr`, no longer in flight (its timer cancelled), or None."""
+        pending = self.pending.pop(corr, None)
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancelled = True
+        return pending
 
     def answer(self, pending: PendingRequest, body: dict) -> None:
         if pending.answer_cli is not None:
@@ -274,18 +280,11 @@ class Mail:
                                           {"channel": channel_id, "reason": f"{handle.path} ended"}))
         for corr, pending in list(self.pending.items()):
             if pending.target is handle:
-                del self.pending[corr]
-                if pending.timer is not None:
-                    pending.timer.cancelled = True
+                self._finish(corr)
                 self.answer(pending, {"error": f"actor {handle.path} exited before replying ({reason})",
                                       "exit": exit_kind})
 
     # ---- other nodes (node/cluster.py carries the frames) --------------------------------------
-
-    def _send_remote(self, handle: WorkerHandle, target: RemoteActor, message: Envelope) -> str | None:
-        assert self.remote is not None
-        return self.remote.publish(target.node, {"k": "send", "to": target.actor_id, "sender": handle.actor_id,
-                                                 "body": message.body})
 
     def _remote_send(self, frame: dict) -> None:
         """A message from an actor on another node: admitted here like a local one; a refusal goes
@@ -324,30 +323,24 @@ class Mail:
         pending = self.pending.get(corr)
         if pending is None or not isinstance(pending.target, RemoteActor) or pending.target.node != frame["from"]:
             return  # late (timed out, or its node was declared down), or not from the node asked
-        del self.pending[corr]
-        if pending.timer is not None:
-            pending.timer.cancelled = True
+        self._finish(corr)
         answer = frame["answer"]
         self.answer(pending, answer if isinstance(answer, dict) else {"error": "malformed reply"})
 
     def _remote_undeliverable(self, frame: dict) -> None:
         handle, _ = self.registry.resolve(str(frame["sender"]))
         if handle is not None:
-            self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
-                                            {"to": str(frame["to"]), "error": str(frame["error"])}))
+            self.undeliverable(handle, str(frame["to"]), str(frame["error"]))
 
     def _request_not_carried(self, frame: dict, why: str) -> None:
-        pending = self.pending.pop(int(frame.get("corr") or 0), None)
+        pending = self._finish(int(frame.get("corr") or 0))
         if pending is not None:
-            if pending.timer is not None:
-                pending.timer.cancelled = True
             self.answer(pending, {"error": why})
 
     def _send_not_carried(self, frame: dict, why: str) -> None:
         handle, _ = self.registry.resolve(str(frame.get("sender")))
         if handle is not None:
-            self.to_worker(handle, Envelope("undeliverable", "node", handle.actor_id, 0,
-                                            {"to": str(frame.get("to")), "error": why}))
+            self.undeliverable(handle, str(frame.get("to")), why)
 
     def _reply_not_carried(self, frame: dict, why: str) -> None:
         """A reply too big to cross: the asking node gets the error in its place (small enough)."""
@@ -359,9 +352,7 @@ class Mail:
         """`node` stopped answering: every request waiting on it is answered now."""
         for corr, pending in list(self.pending.items()):
             if isinstance(pending.target, RemoteActor) and pending.target.node == node:
-                del self.pending[corr]
-                if pending.timer is not None:
-                    pending.timer.cancelled = True
+                self._finish(corr)
                 self.answer(pending, {"error": f"node {node} is down (noconnection)", "exit": "noconnection"})
 
     # ---- channels (node/channels.py keeps the table) ------------------------------------------
