@@ -78,6 +78,7 @@ from theater_otp.client import ControlClient  # noqa: E402
 from theater_otp.errors import TheaterError  # noqa: E402
 from theater_otp.home import Home  # noqa: E402
 from theater_otp.node.boot import running_node_pid  # noqa: E402
+from theater_otp.proc import FORKSERVER_PRELOAD  # noqa: E402
 
 COUNTER = REPO / "actors" / "wat" / "counter.wat"
 #: Run from REPO (cwd) so that a copy of the repository (`git archive HEAD`) runs its own code, not the
@@ -126,7 +127,7 @@ def floor_in_this_process(rounds: int) -> dict[str, Any]:
     `main_path` key that get_preparation_data does not give, and it ignores the sys_path it is handed),
     while the node, run with `-m theater_otp.node`, is spared that, as is a `-c` main."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["theater_otp.worker.preload"])
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     times: list[float] = []
     for i in range(rounds + 1):  # the first starts the forkserver itself (the node's is up before its workers)
         r, w = ctx.Pipe(duplex=False)

@@ -19,6 +19,12 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
+#: What the node's forkserver imports once for every process forked from it (worker/preload.py).
+#: Here, in a module with no heavy imports, so the node's __main__ starts the forkserver early
+#: with the same list the launcher uses.
+FORKSERVER_PRELOAD = ["theater_otp.worker.preload"]
+
+
 def bound_malloc() -> None:
     """Make large buffers go back to the system when they are freed. glibc raises its mmap
     threshold after the first large free, so a flood of big frames would otherwise leave the

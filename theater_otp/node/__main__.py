@@ -15,7 +15,7 @@ from pathlib import Path
 from ..chain.store import Durability
 from ..errors import TheaterError
 from ..home import Home
-from ..proc import bound_malloc
+from ..proc import FORKSERVER_PRELOAD, bound_malloc
 from .boot import claim_home, load_and_check
 
 
@@ -103,7 +103,7 @@ def _start_forkserver() -> None:
     import multiprocessing
     from multiprocessing import forkserver
 
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["theater_otp.worker.preload"])
+    multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
     forkserver.ensure_running()
 
 

@@ -220,9 +220,7 @@ class ClusterLink:
 
     def kill(self) -> None:
         if self.process is not None:
-            self.process.kill()
-            self.process.proc.join(2)
-            self.process.release()
+            self.process.kill_and_reap()
             self.process = None
 
     # ---- to the link ------------------------------------------------------------------------------

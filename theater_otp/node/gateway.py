@@ -108,9 +108,7 @@ class GatewayLink:
 
     def kill(self) -> None:
         if self.process is not None:
-            self.process.kill()
-            self.process.proc.join(2)
-            self.process.release()
+            self.process.kill_and_reap()
             self.process = None
 
     def send(self, env: Envelope) -> None:

@@ -21,13 +21,13 @@ from ..chain.store import Durability
 from ..chain.writer import writer_main
 from ..home import Home
 from ..http.listener import GatewayConfig
+from ..proc import FORKSERVER_PRELOAD
 from ..protocol.trust import RunSecrets
 from ..worker.main import WorkerConfig, worker_main
 
 if TYPE_CHECKING:
     from ..cluster.link import LinkConfig
 
-PRELOAD = ["theater_otp.worker.preload"]
 
 #: multiprocessing's `start` reaps finished children from a module-wide set while `close` empties
 #: a process's handle before it leaves that set: a start on the spawner thread and a close on the
@@ -37,7 +37,7 @@ _MP_LOCK = threading.Lock()
 
 def forkserver_context() -> ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     return ctx
 
 
@@ -63,6 +63,12 @@ class ChildProcess:
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
+
+    def kill_and_reap(self, timeout_s: float = 2.0) -> None:
+        """SIGKILL it, wait up to `timeout_s` for its end, release the handle."""
+        self.kill()
+        self.proc.join(timeout_s)
+        self.release()
 
     def exitcode(self) -> int | None:
         """The exit status once the sentinel is ready (negative = killed by that signal)."""
