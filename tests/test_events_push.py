@@ -325,9 +325,9 @@ def test_a_pushed_chunk_that_does_not_follow_the_chain_is_not_printed(tree, forg
 def test_what_an_actor_printed_is_a_log_line_of_its_stream():
     from types import SimpleNamespace
 
-    from theater_otp.cli import _log_line
+    from theater_otp.chain.logs import log_line
 
     printed = SimpleNamespace(event_type="log.output", payload=lambda: {"stream": "stdout", "line": "hello"})
-    assert _log_line(printed) == ("info", "stdout: hello")
+    assert log_line(printed) == ("info", "stdout: hello")
     other = SimpleNamespace(event_type="message.send", payload=lambda: {})
-    assert _log_line(other) is None
+    assert log_line(other) is None

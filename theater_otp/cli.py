@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Sequence, TypeVar, cast, get_args, get_origin
 
+from .chain.logs import log_line
 from .errors import NodeNotRunning, RemoteError, TheaterError
 from .home import Home
 
@@ -1263,7 +1264,6 @@ def subscribe(
 
 #: `logs --level` names and the chain's log-at levels, lowest first (`log(msg)` is info).
 _LOG_LEVELS = {"trace": 0, "debug": 1, "info": 2, "warn": 3, "warning": 3, "error": 4}
-_LOG_EVENTS = ("host.runtime.log", "host.runtime.log-at", "log.truncated", "log.output")
 
 
 @_verb()
@@ -1302,7 +1302,7 @@ def logs(
         raise _exit(2) from None
 
     def is_line(e: Any) -> bool:
-        line = _log_line(e)
+        line = log_line(e)
         return line is not None and _LOG_LEVELS.get(line[0], 2) >= threshold
 
     h, actor_id, label = _chain_for(home, actor)
@@ -1310,30 +1310,8 @@ def logs(
     _follow(h, wanted, json_out, [actor_id], follow=follow, render=_print_log_line)
 
 
-def _log_line(e: Any) -> tuple[str, str] | None:
-    """(level, text) of a log event (see `logs`), or None for any other event or a refused call."""
-    if e.event_type not in _LOG_EVENTS:
-        return None
-    data = e.payload()
-    if not isinstance(data, dict):
-        return None
-    if e.event_type == "log.truncated":
-        return "warn", (f"(log truncated: {data.get('dropped_lines')} line(s), {data.get('dropped_bytes')} "
-                        f"byte(s) over log_bytes_per_s = {data.get('limit_bytes_per_s')})")
-    if e.event_type == "log.output":
-        return "info", f"{data.get('stream')}: {data.get('line')}"
-    args = data.get("args")
-    if data.get("result") is not None or not isinstance(args, list):
-        return None  # log-at refused an unknown level: nothing was logged
-    if len(args) == 1 and isinstance(args[0], str):
-        return "info", args[0]
-    if len(args) == 2 and all(isinstance(a, str) for a in args):
-        return args[0], args[1]
-    return None
-
-
 def _print_log_line(e: Any, json_out: bool, label: str | None) -> None:
-    line = _log_line(e)
+    line = log_line(e)
     if line is None:
         return
     lvl, text = line

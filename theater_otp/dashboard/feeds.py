@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..chain.event import ChainEvent
 from ..chain.follow import Follower
-from ..cli import _log_line
+from ..chain.logs import log_line
 from ..home import Home
 
 log = logging.getLogger("theater_otp.dashboard")
@@ -57,7 +57,7 @@ def event_json(e: ChainEvent) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a payload that does not decode is shown as such, never fatal here
         payload = "(payload does not decode)"
     text = json.dumps(payload, default=str)
-    line = _log_line(e)
+    line = log_line(e)
     return {"actor_id": e.actor_id, "seq": e.seq, "incarnation": e.incarnation, "timestamp": e.timestamp,
             "type": e.event_type, "summary": text[:SUMMARY_CHARS] + ("…" if len(text) > SUMMARY_CHARS else ""),
             "log": list(line) if line is not None else None}
